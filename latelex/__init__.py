@@ -1,0 +1,42 @@
+"""latelex: neural search with learned retrieval models (ColBERT late interaction and SPLADE).
+
+The public names below are imported lazily, so that ``import latelex`` and ``latelex --help`` stay fast and
+importing has no side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LatelexError": "latelex.errors",
+    "ColBERTConfig": "latelex.config",
+    "SpladeConfig": "latelex.config",
+    "Hit": "latelex.types",
+    "PackedEmbeddings": "latelex.types",
+    "SparseVector": "latelex.types",
+    "SparseBatch": "latelex.types",
+    "ColBERT": "latelex.encoders.colbert",
+    "Splade": "latelex.encoders.splade",
+    "FlatIndex": "latelex.index.flat",
+    "SparseIndex": "latelex.index.sparse",
+    "Retriever": "latelex.search.retriever",
+    "rerank": "latelex.search.rerank",
+    "evaluate": "latelex.evaluate.metrics",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latelex' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

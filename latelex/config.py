@@ -1,0 +1,122 @@
+"""Frozen configuration dataclasses.
+
+Configurations are plain values: built explicitly, compared by value, written to manifests as JSON and
+read back with :func:`config_from_dict`, which refuses unknown keys instead of ignoring a misspelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from .errors import ConfigError
+
+#: Characters whose tokens ColBERT drops from documents (Stanford ColBERT's ``mask_punctuation``).
+PUNCTUATION: tuple[str, ...] = tuple(string.punctuation)
+
+
+@dataclass(frozen=True)
+class ColBERTConfig:
+    """How a ColBERT encoder turns text into token vectors.
+
+    Defaults are ColBERTv2's: 32 query tokens padded with [MASK] (query augmentation), 180 document
+    tokens, markers ``[unused0]``/``[unused1]`` inserted after [CLS], punctuation dropped from documents,
+    a 128-dimensional projection without bias, L2-normalised vectors compared by cosine (dot product).
+
+    ``dim=None`` means no projection: vectors keep the backbone's hidden width (a plain encoder).
+    A marker of ``None`` inserts no marker token.
+    """
+
+    query_maxlen: int = 32
+    doc_maxlen: int = 180
+    dim: int | None = 128
+    query_marker: str | None = "[unused0]"
+    doc_marker: str | None = "[unused1]"
+    query_augmentation: bool = True
+    attend_to_mask_tokens: bool = False
+    skiplist: tuple[str, ...] = PUNCTUATION
+    similarity: Literal["cosine", "l2"] = "cosine"
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.query_maxlen < 2 or self.doc_maxlen < 2:
+            raise ConfigError("query_maxlen and doc_maxlen must be at least 2 tokens")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"dim must be a positive integer or None, not {self.dim}")
+        if self.similarity not in ("cosine", "l2"):
+            raise ConfigError(f"similarity must be 'cosine' or 'l2', not {self.similarity!r}")
+        object.__setattr__(self, "skiplist", tuple(self.skiplist))
+
+
+@dataclass(frozen=True)
+class SpladeConfig:
+    """How a SPLADE encoder turns text into a sparse vector over the vocabulary.
+
+    ``pooling``: ``"max"`` (SPLADE v2 and ++) or ``"sum"`` (SPLADE v1) of log(1 + relu(logits)).
+    ``top_k`` keeps only the k largest weights of each vector; ``threshold`` drops weights at or below it.
+    ``memory_budget_mb`` bounds the (batch x length x vocabulary) activation tensor of one forward pass.
+    """
+
+    query_maxlen: int = 64
+    doc_maxlen: int = 256
+    pooling: Literal["max", "sum"] = "max"
+    query_top_k: int | None = None
+    doc_top_k: int | None = None
+    threshold: float = 0.0
+    memory_budget_mb: int = 256
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("max", "sum"):
+            raise ConfigError(f"pooling must be 'max' or 'sum', not {self.pooling!r}")
+        if self.query_maxlen < 2 or self.doc_maxlen < 2:
+            raise ConfigError("query_maxlen and doc_maxlen must be at least 2 tokens")
+        for name in ("query_top_k", "doc_top_k"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive integer or None, not {value}")
+        if self.threshold < 0:
+            raise ConfigError(f"threshold must be >= 0, not {self.threshold}")
+        if self.memory_budget_mb < 1:
+            raise ConfigError("memory_budget_mb must be at least 1")
+
+
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build ``cls`` from a dict, refusing keys ``cls`` does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}"
+        )
+    return cls(**data)
+
+
+def config_replace(config: C, **changes: Any) -> C:
+    """A copy of ``config`` with ``changes`` applied; unknown names raise :class:`ConfigError`."""
+    if not changes:
+        return config
+    return config_from_dict(type(config), {**config_to_dict(config), **changes})
+
+
+__all__ = [
+    "PUNCTUATION",
+    "ColBERTConfig",
+    "SpladeConfig",
+    "config_to_dict",
+    "config_from_dict",
+    "config_replace",
+]
