@@ -1,0 +1,392 @@
+"""The ColBERT encoder: one small L2-normalised vector per token, for late interaction (MaxSim).
+
+Queries get a marker token after [CLS] and, with query augmentation, are padded with [MASK] up to
+``query_maxlen`` so that those positions produce vectors too; documents get their own marker and lose
+punctuation tokens (the skiplist). A bias-free linear layer projects the backbone's hidden states to ``dim``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
+from ..errors import ConfigError, InputError, ModelError
+from .batching import length_sorted_batches, progress
+from .colbert_checkpoints import LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
+from .loading import load_tokenizer, load_transformer, pick_device, resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+
+class ColBERT:
+    """A ColBERT late-interaction encoder over any transformers backbone (BERT, DistilBERT, MiniLM, RoBERTa, XLM-R,
+    ModernBERT, ...).
+
+    Build it with :meth:`from_pretrained` (a trained ColBERT checkpoint or a plain encoder) or
+    :meth:`from_backbone` (a new projection head on any backbone). The constructor only stores fields.
+    """
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        tokenizer: Any,
+        projection: torch.nn.Linear | None,
+        config: ColBERTConfig,
+        *,
+        source: str,
+        checkpoint_format: str,
+        device: torch.device,
+        projection_init: dict[str, Any] | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.projection = projection
+        self.config = config
+        self.source = source
+        self.checkpoint_format = checkpoint_format
+        self.device = device
+        self.projection_init = projection_init
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        config: ColBERTConfig | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        **overrides: Any,
+    ) -> "ColBERT":
+        """Load a ColBERT checkpoint (latelex, Stanford or PyLate format) or a plain transformers encoder.
+
+        Settings come from the checkpoint (lengths, markers, similarity, query augmentation); ``config``
+        replaces them wholesale and ``overrides`` (ColBERTConfig field names) replace single ones. A plain
+        encoder has no projection: its vectors are the normalised hidden states, ``dim`` = hidden size.
+        """
+        model_dir = resolve_model_dir(name_or_path, revision=revision)
+        checkpoint = read_checkpoint(model_dir)
+        if config is None:
+            config = config_from_dict(ColBERTConfig, {**config_to_dict(ColBERTConfig()), **checkpoint.settings})
+        config = config_replace(config, **overrides)
+        stored_dim = None if checkpoint.projection is None else int(checkpoint.projection.shape[0])
+        if config.dim != stored_dim:
+            if stored_dim is None:
+                raise ConfigError(
+                    f"{name_or_path} has no projection layer, so dim must be None; use ColBERT.from_backbone(..., dim={config.dim}) "
+                    "to add a new projection"
+                )
+            raise ConfigError(f"{name_or_path} projects to dim {stored_dim}, not {config.dim}")
+        backbone = load_transformer(checkpoint.backbone_dir)
+        tokenizer = load_tokenizer(checkpoint.backbone_dir)
+        projection = None
+        if checkpoint.projection is not None:
+            hidden = backbone.config.hidden_size
+            if checkpoint.projection.shape[1] != hidden:
+                raise ModelError(
+                    f"{model_dir}: the projection expects width {checkpoint.projection.shape[1]} but the backbone has {hidden}"
+                )
+            projection = torch.nn.Linear(hidden, stored_dim, bias=False)
+            with torch.no_grad():
+                projection.weight.copy_(checkpoint.projection)
+        source = str(model_dir) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+        model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
+                    device=pick_device(device))
+        model._check_tokens()
+        return model.to(model.device)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        dim: int = 128,
+        seed: int = 0,
+        config: ColBERTConfig | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        **overrides: Any,
+    ) -> "ColBERT":
+        """A new ColBERT head on any transformers encoder: a bias-free projection to ``dim``, initialised from ``seed``.
+
+        This is the starting point for training, and a fixed random projection for engine tests.
+        """
+        model_dir = resolve_model_dir(name_or_path, revision=revision)
+        config = config_replace(config or ColBERTConfig(), dim=dim, **overrides)
+        backbone = load_transformer(model_dir)
+        tokenizer = load_tokenizer(model_dir)
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.nn.Linear(backbone.config.hidden_size, dim, bias=False)
+        with torch.no_grad():
+            bound = 1.0 / backbone.config.hidden_size**0.5
+            projection.weight.copy_(torch.empty_like(projection.weight).uniform_(-bound, bound, generator=generator))
+        source = str(model_dir) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+        model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format="new",
+                    device=pick_device(device), projection_init={"init": "uniform", "seed": seed})
+        model._check_tokens()
+        return model.to(model.device)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], device: str | torch.device | None = None) -> "ColBERT":
+        """Rebuild the encoder described by :meth:`spec` (as stored in an index manifest)."""
+        if spec.get("family") != "colbert":
+            raise ModelError(f"encoder spec is for {spec.get('family')!r}, not ColBERT")
+        config = config_from_dict(ColBERTConfig, spec["config"])
+        init = spec.get("projection_init")
+        if init is not None:
+            return cls.from_backbone(spec["model"], dim=config.dim or 128, seed=int(init["seed"]), config=config, device=device)
+        return cls.from_pretrained(spec["model"], config=config, device=device)
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-ready description that :meth:`from_spec` turns back into this encoder."""
+        out: dict[str, Any] = {"family": "colbert", "model": self.source, "config": config_to_dict(self.config)}
+        if self.projection_init is not None:
+            out["projection_init"] = dict(self.projection_init)
+        return out
+
+    def to(self, device: str | torch.device) -> "ColBERT":
+        """Move the model to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self.backbone.to(self.device)
+        if self.projection is not None:
+            self.projection.to(self.device)
+        return self
+
+    def _check_tokens(self) -> None:
+        for name in ("query_marker", "doc_marker"):
+            marker = getattr(self.config, name)
+            if marker is not None and self._token_id(marker) is None:
+                raise ModelError(
+                    f"{name} {marker!r} is not a token of this model's vocabulary; pass {name}=None or a token it has"
+                )
+        if self.config.query_augmentation and self.tokenizer.mask_token_id is None:
+            raise ModelError("query augmentation needs a [MASK] token and this tokenizer has none; pass query_augmentation=False")
+
+    def _token_id(self, token: str) -> int | None:
+        ident = self.tokenizer.convert_tokens_to_ids(token)
+        if ident is None or (ident == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token):
+            return None
+        return int(ident)
+
+    @property
+    def dim(self) -> int:
+        """Width of the output vectors: the projection's ``dim``, or the backbone's hidden size without one."""
+        return self.config.dim if self.config.dim is not None else int(self.backbone.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.backbone.config, "max_position_embeddings", 512))
+
+    def __repr__(self) -> str:
+        c = self.config
+        head = f"dim={self.dim}" if self.projection is not None else f"dim={self.dim} (no projection: normalised token vectors at the backbone's width)"
+        return (
+            f"ColBERT(model={self.source!r}, format={self.checkpoint_format}, {head}, query_maxlen={c.query_maxlen}, "
+            f"doc_maxlen={c.doc_maxlen}, markers=({c.query_marker!r}, {c.doc_marker!r}), "
+            f"query_augmentation={c.query_augmentation}, attend_to_mask_tokens={c.attend_to_mask_tokens}, "
+            f"similarity={c.similarity}, skiplist={len(c.skiplist)} tokens)"
+        )
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Save in latelex's format (safetensors + ``latelex_model.json``), atomically; returns the folder."""
+        import json
+
+        from safetensors.torch import save_file
+
+        final = Path(path).expanduser().resolve()
+        if final.exists() and not overwrite:
+            raise ModelError(f"{final} already exists; pass overwrite=True or choose another folder")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
+        try:
+            self.backbone.save_pretrained(str(tmp), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(tmp))
+            if self.projection is not None:
+                save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(tmp / "projection.safetensors"))
+            manifest = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION, "config": config_to_dict(self.config)}
+            (tmp / LATELEX_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    # ------------------------------------------------------------------ tokenisation
+
+    def _content_length(self, maxlen: int, marker: str | None) -> int:
+        return maxlen - (1 if marker is not None else 0)
+
+    def tokenize_queries(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask of queries: ``[CLS] marker tokens [SEP] [MASK]...`` of shape (B, query_maxlen)
+        with query augmentation, else padded to the longest query."""
+        c = self.config
+        return self._tokenize(texts, c.query_maxlen, c.query_marker, augment=c.query_augmentation)
+
+    def tokenize_documents(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask of documents: ``[CLS] marker tokens [SEP]``, (B, L <= doc_maxlen)."""
+        c = self.config
+        return self._tokenize(texts, c.doc_maxlen, c.doc_marker, augment=False)
+
+    def _tokenize(self, texts: Sequence[str], maxlen: int, marker: str | None, augment: bool) -> dict[str, torch.Tensor]:
+        maxlen = min(maxlen, self.max_positions)
+        content = self._content_length(maxlen, marker)
+        self.tokenizer.padding_side = "right"
+        enc = self.tokenizer(
+            list(texts),
+            padding="max_length" if augment else "longest",
+            truncation=True,
+            max_length=content,
+            return_tensors="pt",
+        )
+        ids, attention = enc["input_ids"], enc["attention_mask"]
+        token_types = enc.get("token_type_ids")
+        if augment:
+            ids = ids.masked_fill(attention == 0, self.tokenizer.mask_token_id)
+            if self.config.attend_to_mask_tokens:
+                attention = torch.ones_like(attention)
+        if marker is not None:
+            marker_id = self._token_id(marker)
+            at = 1 if self._starts_with_special(ids) else 0
+            ids = _insert_column(ids, at, marker_id)
+            attention = _insert_column(attention, at, 1)
+            if token_types is not None:
+                token_types = _insert_column(token_types, at, 0)
+        out = {"input_ids": ids, "attention_mask": attention}
+        if token_types is not None:
+            out["token_type_ids"] = token_types
+        return out
+
+    def _starts_with_special(self, ids: torch.Tensor) -> bool:
+        starts = {t for t in (self.tokenizer.cls_token_id, self.tokenizer.bos_token_id) if t is not None}
+        return ids.shape[1] > 0 and bool(torch.isin(ids[:, 0], torch.tensor(sorted(starts) or [-1])).all())
+
+    def _skiplist_ids(self) -> torch.Tensor:
+        cached = getattr(self, "_skip_ids", None)
+        if cached is None:
+            ids = set()
+            for word in self.config.skiplist:
+                ident = self._token_id(word)
+                if ident is not None:
+                    ids.add(ident)
+                pieces = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+                if len(pieces) == 1:
+                    ids.add(int(pieces[0]))
+            cached = torch.tensor(sorted(ids), dtype=torch.long)
+            self._skip_ids = cached
+        return cached
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_queries(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> list[torch.Tensor]:
+        """Encode queries: one float32 (Lq_i, dim) matrix per query on the CPU.
+
+        With query augmentation Lq_i = query_maxlen for every query (mask positions included); without it,
+        the query's own tokens. A query longer than ``query_maxlen`` tokens is truncated with one warning per call.
+        """
+        _check_texts(texts, "query")
+        limit = self._content_length(min(self.config.query_maxlen, self.max_positions), self.config.query_marker)
+        lengths = [len(x) for x in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+        too_long = sum(1 for n in lengths if n > limit)
+        if too_long:
+            warnings.warn(
+                f"{too_long} of {len(texts)} queries are longer than query_maxlen={self.config.query_maxlen} tokens "
+                "and were truncated; raise query_maxlen to keep them whole",
+                stacklevel=2,
+            )
+        return self._encode(texts, query=True, batch_size=batch_size, show_progress=show_progress)
+
+    def encode_documents(
+        self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool | None = None
+    ) -> list[torch.Tensor]:
+        """Encode documents: one float32 (Ld_i, dim) matrix per document on the CPU, with no padding rows and
+        without skiplist (punctuation) tokens; documents are truncated to ``doc_maxlen`` tokens."""
+        _check_texts(texts, "document")
+        return self._encode(texts, query=False, batch_size=batch_size, show_progress=show_progress)
+
+    def forward_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L, dim) normalised (per config) token vectors of a tokenised batch, with gradients if enabled."""
+        kwargs = {k: v.to(self.device) for k, v in batch.items() if k in self._forward_args()}
+        hidden = self.backbone(**kwargs).last_hidden_state
+        if self.projection is not None:
+            hidden = self.projection(hidden.to(self.projection.weight.dtype))
+        if self.config.normalize:
+            hidden = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
+        return hidden
+
+    def query_keep_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, Lq) bool: positions whose vectors represent a query (all of them with query augmentation)."""
+        if self.config.query_augmentation:
+            return torch.ones_like(batch["input_ids"], dtype=torch.bool)
+        return batch["attention_mask"].bool()
+
+    def document_keep_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, Ld) bool: non-padding positions whose token is not in the skiplist."""
+        keep = batch["attention_mask"].bool()
+        skip = self._skiplist_ids()
+        if skip.numel():
+            keep &= ~torch.isin(batch["input_ids"], skip)
+        return keep
+
+    def _forward_args(self) -> set[str]:
+        cached = getattr(self, "_fwd_args", None)
+        if cached is None:
+            cached = set(inspect.signature(self.backbone.forward).parameters)
+            self._fwd_args = cached
+        return cached
+
+    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int, show_progress: bool | None) -> list[torch.Tensor]:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        self.backbone.eval()
+        autocast = self._autocast()
+        with torch.inference_mode(), progress(len(texts), "Encoding queries" if query else "Encoding documents", show_progress) as bar:
+            for idx in length_sorted_batches(texts, batch_size):
+                batch_texts = [texts[i] for i in idx]
+                batch = self.tokenize_queries(batch_texts) if query else self.tokenize_documents(batch_texts)
+                with autocast:
+                    vectors = self.forward_tokens(batch).float().cpu()
+                keep = self.query_keep_mask(batch) if query else self.document_keep_mask(batch)
+                for row, i in enumerate(idx):
+                    out[int(i)] = vectors[row][keep[row]].clone()
+                bar.update(len(idx))
+        return out  # type: ignore[return-value]
+
+    def _autocast(self):
+        import contextlib
+
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+
+def _insert_column(matrix: torch.Tensor, at: int, value: int) -> torch.Tensor:
+    column = torch.full((matrix.shape[0], 1), value, dtype=matrix.dtype)
+    return torch.cat([matrix[:, :at], column, matrix[:, at:]], dim=1)
+
+
+def _check_texts(texts: Sequence[str], what: str) -> None:
+    if isinstance(texts, str):
+        raise InputError(f"pass a list of {what} texts, not a single string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"{what} {i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"{what} {i} is empty; remove empty {what}s or give them text")
