@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the data layer and the CLI start fast
+    import torch
 
 #: One ranked list per query id, best first.
 Run = dict[str, list["Hit"]]
@@ -36,6 +38,8 @@ class PackedEmbeddings:
     @classmethod
     def from_list(cls, matrices: Sequence[torch.Tensor], dim: int | None = None) -> "PackedEmbeddings":
         """Pack a list of (L_i, dim) matrices. ``dim`` is needed only when the list is empty."""
+        import torch
+
         if len(matrices) == 0:
             return cls(torch.zeros((0, dim or 0)), torch.zeros(1, dtype=torch.int64))
         lengths = torch.tensor([m.shape[0] for m in matrices], dtype=torch.int64)

@@ -15,9 +15,14 @@ def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.
 
     Sorting by character length is a cheap proxy for token length; callers scatter results back by index.
     """
+    return batches_by_length([len(t) for t in texts], batch_size)
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Index arrays of batches, longest ``lengths`` first (stable), so that padding within a batch is minimal."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
 

@@ -20,6 +20,11 @@ from ..errors import ModelError
 logger = logging.getLogger(__name__)
 
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "artifact.metadata", "*/*.json", "*/*.safetensors"]
+_HUB_LEGACY_PATTERNS = ["pytorch_model.bin", "*/pytorch_model.bin"]
+
+
+class MissingWeightsError(ModelError):
+    """A model folder that loads but lacks weights the model needs (e.g. a checkpoint without an MLM head)."""
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
@@ -41,6 +46,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
         from huggingface_hub import snapshot_download
 
         local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS)
+        if not weight_files(Path(local)):  # an older repository that ships only pytorch_model.bin
+            local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS + _HUB_LEGACY_PATTERNS)
     except Exception as exc:  # the hub client raises many types; all mean "not available"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(
@@ -63,7 +70,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' per-load progress bars and warnings for the duration of a load."""
     from transformers.utils import logging as hf_logging
 
@@ -86,7 +93,7 @@ def load_tokenizer(model_dir: Path):
     if not any((model_dir / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise ModelError(f"{model_dir} has no tokenizer (tokenizer.json or vocab.txt); is it a model folder?")
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer in {model_dir}: {str(exc).splitlines()[0][:200]}") from None
@@ -109,7 +116,7 @@ def load_transformer(model_dir: Path, *, masked_lm: bool = False) -> torch.nn.Mo
         raise ModelError(f"{model_dir} has no weights (model.safetensors or pytorch_model.bin)")
     cls = AutoModelForMaskedLM if masked_lm else AutoModel
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             config = AutoConfig.from_pretrained(str(model_dir))
             model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
     except Exception as exc:
@@ -117,7 +124,7 @@ def load_transformer(model_dir: Path, *, masked_lm: bool = False) -> torch.nn.Mo
     missing = [k for k in info.get("missing_keys", []) if not _optional_key(k)]
     if missing:
         what = "a masked-language-model head" if masked_lm and any("cls" in k or "head" in k for k in missing) else "weights"
-        raise ModelError(
+        raise MissingWeightsError(
             f"{model_dir} lacks {what} the model needs ({len(missing)} missing, e.g. {missing[0]}); "
             "is this the right kind of model?"
         )
