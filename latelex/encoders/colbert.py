@@ -20,7 +20,7 @@ import torch
 
 from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
-from .batching import length_sorted_batches, progress
+from .batching import batches_by_length, progress
 from .colbert_checkpoints import LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
 from .loading import load_tokenizer, load_transformer, pick_device, resolve_model_dir
 
@@ -233,41 +233,43 @@ class ColBERT:
     def tokenize_queries(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask of queries: ``[CLS] marker tokens [SEP] [MASK]...`` of shape (B, query_maxlen)
         with query augmentation, else padded to the longest query."""
-        c = self.config
-        return self._tokenize(texts, c.query_maxlen, c.query_marker, augment=c.query_augmentation)
+        return self._collate(self._token_ids(texts, query=True), query=True)
 
     def tokenize_documents(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask of documents: ``[CLS] marker tokens [SEP]``, (B, L <= doc_maxlen)."""
-        c = self.config
-        return self._tokenize(texts, c.doc_maxlen, c.doc_marker, augment=False)
+        return self._collate(self._token_ids(texts, query=False), query=False)
 
-    def _tokenize(self, texts: Sequence[str], maxlen: int, marker: str | None, augment: bool) -> dict[str, torch.Tensor]:
-        maxlen = min(maxlen, self.max_positions)
-        content = self._content_length(maxlen, marker)
-        self.tokenizer.padding_side = "right"
-        enc = self.tokenizer(
-            list(texts),
-            padding="max_length" if augment else "longest",
-            truncation=True,
-            max_length=content,
-            return_tensors="pt",
-        )
-        ids, attention = enc["input_ids"], enc["attention_mask"]
-        token_types = enc.get("token_type_ids")
-        if augment:
-            ids = ids.masked_fill(attention == 0, self.tokenizer.mask_token_id)
-            if self.config.attend_to_mask_tokens:
-                attention = torch.ones_like(attention)
+    def _limits(self, query: bool) -> tuple[int, str | None]:
+        c = self.config
+        maxlen, marker = (c.query_maxlen, c.query_marker) if query else (c.doc_maxlen, c.doc_marker)
+        return self._content_length(min(maxlen, self.max_positions), marker), marker
+
+    def _token_ids(self, texts: Sequence[str], query: bool) -> list[list[int]]:
+        """Token ids of each text with the tokenizer's special tokens, truncated to leave room for the marker."""
+        content, _ = self._limits(query)
+        return self.tokenizer(list(texts), truncation=True, max_length=content, add_special_tokens=True)["input_ids"]
+
+    def _collate(self, rows: Sequence[Sequence[int]], query: bool) -> dict[str, torch.Tensor]:
+        """Pad token-id rows into a batch and insert the marker; queries with augmentation are padded with [MASK]
+        to ``query_maxlen`` (attended to only with ``attend_to_mask_tokens``)."""
+        content, marker = self._limits(query)
+        augment = query and self.config.query_augmentation
+        width = content if augment else max(len(r) for r in rows)
+        pad_id = self.tokenizer.mask_token_id if augment else self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention[i, : len(row)] = 1
+        if augment and self.config.attend_to_mask_tokens:
+            attention.fill_(1)
         if marker is not None:
-            marker_id = self._token_id(marker)
             at = 1 if self._starts_with_special(ids) else 0
-            ids = _insert_column(ids, at, marker_id)
+            ids = _insert_column(ids, at, self._token_id(marker))
             attention = _insert_column(attention, at, 1)
-            if token_types is not None:
-                token_types = _insert_column(token_types, at, 0)
         out = {"input_ids": ids, "attention_mask": attention}
-        if token_types is not None:
-            out["token_type_ids"] = token_types
+        if "token_type_ids" in self._forward_args():
+            out["token_type_ids"] = torch.zeros_like(ids)
         return out
 
     def _starts_with_special(self, ids: torch.Tensor) -> bool:
@@ -300,15 +302,6 @@ class ColBERT:
         the query's own tokens. A query longer than ``query_maxlen`` tokens is truncated with one warning per call.
         """
         _check_texts(texts, "query")
-        limit = self._content_length(min(self.config.query_maxlen, self.max_positions), self.config.query_marker)
-        lengths = [len(x) for x in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
-        too_long = sum(1 for n in lengths if n > limit)
-        if too_long:
-            warnings.warn(
-                f"{too_long} of {len(texts)} queries are longer than query_maxlen={self.config.query_maxlen} tokens "
-                "and were truncated; raise query_maxlen to keep them whole",
-                stacklevel=2,
-            )
         return self._encode(texts, query=True, batch_size=batch_size, show_progress=show_progress)
 
     def encode_documents(
@@ -353,13 +346,15 @@ class ColBERT:
     def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int, show_progress: bool | None) -> list[torch.Tensor]:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        rows = self._token_ids(texts, query=query)
+        if query:
+            self._warn_truncated_queries(texts, rows)
         out: list[torch.Tensor | None] = [None] * len(texts)
         self.backbone.eval()
         autocast = self._autocast()
         with torch.inference_mode(), progress(len(texts), "Encoding queries" if query else "Encoding documents", show_progress) as bar:
-            for idx in length_sorted_batches(texts, batch_size):
-                batch_texts = [texts[i] for i in idx]
-                batch = self.tokenize_queries(batch_texts) if query else self.tokenize_documents(batch_texts)
+            for idx in batches_by_length([len(r) for r in rows], batch_size):
+                batch = self._collate([rows[i] for i in idx], query=query)
                 with autocast:
                     vectors = self.forward_tokens(batch).float().cpu()
                 keep = self.query_keep_mask(batch) if query else self.document_keep_mask(batch)
@@ -367,6 +362,21 @@ class ColBERT:
                     out[int(i)] = vectors[row][keep[row]].clone()
                 bar.update(len(idx))
         return out  # type: ignore[return-value]
+
+    def _warn_truncated_queries(self, texts: Sequence[str], rows: list[list[int]]) -> None:
+        content, _ = self._limits(query=True)
+        full = [r for r in rows if len(r) >= content]
+        if not full:
+            return
+        longer = self.tokenizer([texts[i] for i, r in enumerate(rows) if len(r) >= content], truncation=True,
+                                max_length=content + 1, add_special_tokens=True)["input_ids"]
+        too_long = sum(1 for r in longer if len(r) > content)
+        if too_long:
+            warnings.warn(
+                f"{too_long} of {len(texts)} queries are longer than query_maxlen={self.config.query_maxlen} tokens "
+                "and were truncated; raise query_maxlen to keep them whole",
+                stacklevel=3,
+            )
 
     def _autocast(self):
         import contextlib
