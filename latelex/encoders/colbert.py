@@ -22,7 +22,7 @@ from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_
 from ..errors import ConfigError, InputError, ModelError
 from .batching import batches_by_length, progress
 from .colbert_checkpoints import LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
-from .loading import load_tokenizer, load_transformer, pick_device, resolve_model_dir
+from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +211,9 @@ class ColBERT:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
         try:
-            self.backbone.save_pretrained(str(tmp), safe_serialization=True)
-            self.tokenizer.save_pretrained(str(tmp))
+            with quiet_transformers():
+                self.backbone.save_pretrained(str(tmp))
+                self.tokenizer.save_pretrained(str(tmp))
             if self.projection is not None:
                 save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(tmp / "projection.safetensors"))
             manifest = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION, "config": config_to_dict(self.config)}

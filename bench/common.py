@@ -1,0 +1,52 @@
+"""Shared bits of the benchmark scripts: machine description, table printing, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+SHARED = Path(os.environ.get("LATELEX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def machine() -> str:
+    """One line naming the CPU, its core count, the Python and the torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+            f"Python {platform.python_version()}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def scifact_texts(limit: int | None = None) -> list[str]:
+    """SciFact documents as the benchmarks encode them: title + " " + text."""
+    from latelex.data import read_documents
+
+    folder = SHARED / "datasets" / "scifact"
+    if not folder.exists():
+        raise SystemExit(f"{folder} is absent: the benchmark needs the shared datasets (set LATELEX_SHARED)")
+    texts = [text for _, text in read_documents(folder)]
+    return texts[:limit] if limit else texts

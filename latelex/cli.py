@@ -1,0 +1,329 @@
+"""The ``latelex`` command line: a thin shell over the Python API, verb for verb.
+
+    latelex index    DIR --model M --collection C     encode a collection and build an index
+    latelex search   DIR --queries Q [--qrels R]      search (and evaluate), write a run file
+    latelex rerank   --model M --candidates F ...     re-rank another system's candidates with ColBERT
+    latelex evaluate --run F --qrels R                score a run file
+    latelex info     DIR                              describe an index
+
+Library errors print one line and exit with status 1; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+EXAMPLES = """examples (offline, with the models and data in ../shared):
+  latelex index runs/scifact --model ../shared/models/all-MiniLM-L6-v2 \\
+      --collection ../shared/datasets/scifact --query-maxlen 64 --doc-maxlen 256
+  latelex search runs/scifact --queries ../shared/datasets/scifact --split test \\
+      --qrels ../shared/datasets/scifact --output runs/scifact.trec
+  latelex search runs/scifact --query "does vitamin D lower cancer risk?" -k 5
+  latelex evaluate --run runs/scifact.trec --qrels ../shared/datasets/scifact --split test
+"""
+
+
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder (settings default to the checkpoint's own)")
+    g.add_argument("--family", choices=["colbert", "splade"], help="model family (detected from the folder when omitted)")
+    g.add_argument("--query-maxlen", type=int, help="query length in tokens (ColBERT default 32, SPLADE 64)")
+    g.add_argument("--doc-maxlen", type=int, help="document length in tokens (ColBERT default 180, SPLADE 256)")
+    g.add_argument("--no-markers", action="store_true", help="ColBERT: insert no [Q]/[D] marker tokens")
+    g.add_argument("--no-query-augmentation", action="store_true", help="ColBERT: do not pad queries with [MASK]")
+    g.add_argument("--attend-to-mask-tokens", action="store_true", default=None, help="ColBERT: let query tokens attend to [MASK] padding")
+    g.add_argument("--keep-punctuation", action="store_true", help="ColBERT: keep punctuation tokens in documents")
+    g.add_argument("--similarity", choices=["cosine", "l2"], help="ColBERT similarity (v1 models were trained with both)")
+    g.add_argument("--pooling", choices=["max", "sum"], help="SPLADE pooling: max (v2, ++) or sum (v1)")
+    g.add_argument("--query-model", help="SPLADE: a separate query encoder (efficient SPLADE)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+
+
+def _encoder_overrides(args: argparse.Namespace, family: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.query_maxlen is not None:
+        out["query_maxlen"] = args.query_maxlen
+    if args.doc_maxlen is not None:
+        out["doc_maxlen"] = args.doc_maxlen
+    if family == "colbert":
+        if args.no_markers:
+            out["query_marker"] = out["doc_marker"] = None
+        if args.no_query_augmentation:
+            out["query_augmentation"] = False
+        if args.attend_to_mask_tokens:
+            out["attend_to_mask_tokens"] = True
+        if args.keep_punctuation:
+            out["skiplist"] = ()
+        if args.similarity:
+            out["similarity"] = args.similarity
+    else:
+        if args.pooling:
+            out["pooling"] = args.pooling
+        if args.query_model:
+            out["query_model"] = args.query_model
+    return out
+
+
+def _load_encoder(args: argparse.Namespace):
+    from .encoders import detect_family, load_encoder
+
+    family = args.family or detect_family(args.model)
+    return load_encoder(args.model, family, device=args.device, **_encoder_overrides(args, family))
+
+
+def _write_run(path: str, run, fmt: str) -> None:
+    from .data import write_ranking, write_trec_run
+
+    if fmt == "trec":
+        write_trec_run(path, run, tag="latelex")
+    else:
+        write_ranking(path, run)
+
+
+def _maybe_evaluate(args: argparse.Namespace, run) -> None:
+    if not args.qrels:
+        return
+    from .data import read_qrels_any
+    from .evaluate import evaluate, format_table
+
+    results = evaluate(run, read_qrels_any(args.qrels, args.split), args.metrics)
+    print(format_table(results))
+    if getattr(args, "metrics_json", None):
+        from .fsio import atomic_write
+
+        with atomic_write(args.metrics_json) as f:
+            json.dump(results, f, indent=2)
+
+
+# ---------------------------------------------------------------------- verbs
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .data import read_documents
+    from .search.retriever import Retriever
+
+    encoder = _load_encoder(args)
+    print(f"encoder: {encoder!r}", file=sys.stderr)
+    retriever = Retriever.build(
+        args.index, encoder, read_documents(args.collection), kind=args.kind, overwrite=args.overwrite,
+        store_text=not args.no_store_text, batch_size=args.batch_size, show_progress=not args.quiet,
+    )
+    info = retriever.info()
+    print(f"indexed {info.get('documents', len(retriever))} documents into {retriever.path}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .data import read_queries_any
+    from .search.retriever import Retriever
+
+    if not args.query and not args.queries:
+        raise _usage("search needs --query TEXT or --queries FILE")
+    retriever = Retriever.open(args.index, device=args.device)
+    if args.query:
+        for text, hits in zip(args.query, retriever.search(args.query, k=args.k)):
+            print(f"query: {text}")
+            for rank, hit in enumerate(hits, 1):
+                snippet = ""
+                if retriever.has_texts:
+                    snippet = " " + retriever.document(hit.doc_id)[:100].replace("\n", " ")
+                print(f"{rank:>4}  {hit.score:10.4f}  {hit.doc_id}{snippet}")
+        return 0
+    subset = None
+    if args.subset:
+        subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
+    run = retriever.search_queries(read_queries_any(args.queries, args.split), k=args.k, subset=subset,
+                                   batch_size=args.batch_size, show_progress=not args.quiet)
+    if args.output:
+        _write_run(args.output, run, args.format)
+        print(f"wrote {len(run)} rankings to {args.output}", file=sys.stderr)
+    _maybe_evaluate(args, run)
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from .data import read_candidates, read_documents, read_queries_any
+    from .search.rerank import rerank
+
+    candidates = read_candidates(args.candidates)
+    queries = candidates.queries
+    if args.queries:
+        queries = dict(read_queries_any(args.queries, args.split))
+    if queries is None:
+        raise _usage(f"{args.candidates} carries no query texts; pass --queries")
+    documents = candidates.passages
+    if args.collection:
+        wanted = {d for pids in candidates.pids_by_query.values() for d in pids}
+        documents = {d: t for d, t in read_documents(args.collection) if d in wanted}
+    if documents is None:
+        raise _usage(f"{args.candidates} carries no passages; pass --collection")
+    encoder = _load_encoder(args)
+    if encoder.spec()["family"] != "colbert":
+        raise _usage("re-ranking uses a ColBERT model; pass a ColBERT checkpoint or --family colbert")
+    run = rerank(encoder, queries, candidates.pids_by_query, documents, k=args.k, batch_size=args.batch_size,
+                 show_progress=not args.quiet)
+    _write_run(args.output, run, args.format)
+    print(f"wrote {len(run)} re-ranked lists to {args.output}", file=sys.stderr)
+    _maybe_evaluate(args, run)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import read_qrels_any, read_run_any
+    from .evaluate import evaluate, format_table
+
+    run = read_run_any(args.run)
+    results = evaluate(run, read_qrels_any(args.qrels, args.split), args.metrics, per_query=args.per_query,
+                       ignore_identical_ids=args.ignore_identical_ids)
+    if args.per_query:
+        for metric, values in results.items():
+            for qid, value in values.items():
+                print(f"{metric}\t{qid}\t{value:.4f}")
+    else:
+        print(format_table(results))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .search.retriever import Retriever
+
+    info = Retriever.inspect(args.index, verify=args.verify)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if isinstance(value, dict):
+                value = json.dumps(value)
+            print(f"{key:<28} {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .evaluate.metrics import DEFAULT_METRICS
+
+    parser = argparse.ArgumentParser(
+        prog="latelex", description="Neural search with ColBERT late interaction and SPLADE.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"latelex {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+        return p
+
+    def add_eval(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--qrels", help="relevance judgements to evaluate against: qrels file or BEIR folder (with --split)")
+        p.add_argument("--split", default=None, help="BEIR split for --queries/--qrels folders (e.g. test, dev, train)")
+        p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                       help=f"ir-measures names; MRR@10 and Recall@k accepted (default: {' '.join(DEFAULT_METRICS)})")
+
+    p = add("index", "encode a collection and build an index",
+            "Encode a collection (ColBERT TSV, JSONL or BEIR folder) and build an index at DIR.")
+    p.add_argument("index", metavar="DIR", help="where to write the index (a directory)")
+    p.add_argument("--model", required=True, help="model folder or Hugging Face Hub name")
+    p.add_argument("--collection", required=True, help="collection.tsv (pid<TAB>text), documents .jsonl, or a BEIR folder")
+    p.add_argument("--kind", choices=["flat", "sparse"], help="index kind (default: flat for ColBERT, sparse for SPLADE)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at DIR")
+    p.add_argument("--no-store-text", action="store_true", help="do not keep document texts in the index")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = add("search", "search an index (and evaluate)",
+            "Search an index with one or more --query texts (printed), or a --queries file (written as a run).")
+    p.add_argument("index", metavar="DIR", help="an index built by `latelex index`")
+    p.add_argument("--query", action="append", help="a query text to search and print (repeatable)")
+    p.add_argument("--queries", help="queries: qid<TAB>text TSV, .jsonl, TREC topics, or a BEIR folder (with --split)")
+    p.add_argument("-k", "--k", type=int, default=100, help="results per query (default 100)")
+    p.add_argument("--output", help="run file to write")
+    p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
+    p.add_argument("--subset", help="file of document ids (one per line) to restrict the search to")
+    p.add_argument("--metrics-json", help="also write the metrics as JSON here")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")
+    add_eval(p)
+    p.set_defaults(func=cmd_search)
+
+    p = add("rerank", "re-rank another system's candidates with ColBERT",
+            "Re-rank candidates from a ColBERT top-k TSV (qid pid rank), an MS MARCO top1000 file "
+            "(qid pid query passage) or a TREC run, encoding the documents on the fly.")
+    p.add_argument("--model", required=True, help="ColBERT model folder or Hugging Face Hub name")
+    p.add_argument("--candidates", required=True, help="top-k TSV, top1000 file or TREC run")
+    p.add_argument("--queries", help="queries (needed unless the candidates file carries them)")
+    p.add_argument("--collection", help="collection (needed unless the candidates file carries passages)")
+    p.add_argument("--output", required=True, help="run file to write")
+    p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
+    p.add_argument("-k", "--k", type=int, default=None, help="keep the top k per query (default: all candidates)")
+    p.add_argument("--metrics-json", help="also write the metrics as JSON here")
+    add_eval(p)
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_rerank)
+
+    p = add("evaluate", "score a run file", "Score a TREC run or ColBERT ranking TSV against qrels.")
+    p.add_argument("--run", required=True, help="TREC run or ColBERT ranking TSV")
+    p.add_argument("--per-query", action="store_true", help="print one line per metric and query")
+    p.add_argument("--ignore-identical-ids", action="store_true", help="drop hits whose id equals the query id (BEIR)")
+    add_eval(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = add("info", "describe an index", "Print an index's kind, counts, sizes, encoder and configuration.")
+    p.add_argument("index", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verify", action="store_true", help="also check every array's SHA-256 against the manifest")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import LatelexError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "evaluate" and not args.qrels:
+        parser.error("evaluate needs --qrels")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="latelex: %(message)s")
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"latelex: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show_warning
+    try:
+        return int(args.func(args) or 0)
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except LatelexError as exc:
+        print(f"latelex: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"latelex: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("latelex: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
