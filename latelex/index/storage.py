@@ -40,6 +40,8 @@ def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     final = Path(final).expanduser().resolve()
     if final.exists() and not overwrite:
         raise IndexFormatError(f"{final} already exists; pass overwrite=True (--overwrite) or choose another path")
+    if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / MANIFEST).exists())):
+        raise IndexFormatError(f"{final} exists and is not an index; refusing to replace it, choose another path")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     try:
