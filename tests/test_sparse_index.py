@@ -7,7 +7,8 @@ import pytest
 
 from latelex.errors import DuplicateIdError, IndexFormatError, InputError
 from latelex.index.sparse import SparseIndex
-from latelex.scoring.sparse import sparse_dot, topk
+from latelex.scoring.sparse import sparse_dot
+from latelex.scoring.topk import topk
 from latelex.types import SparseBatch, SparseVector
 
 VOCAB = 400

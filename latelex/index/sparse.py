@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DuplicateIdError, IndexFormatError, InputError
-from ..scoring.sparse import check_same_vocabulary, check_sparse_batch, topk
+from ..scoring.sparse import check_same_vocabulary, check_sparse_batch
+from ..scoring.topk import topk
 from ..types import Hit, SparseBatch
 from . import storage
 

@@ -87,32 +87,4 @@ def sparse_dot(queries: SparseBatch, docs: SparseBatch) -> np.ndarray:
     return np.asarray(product.toarray(), dtype=np.float32)
 
 
-def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` highest of ``scores`` (N,): ``(positions int64 (k',), scores (k',))`` best first, k' = min(k, N).
-
-    Exact, in O(N + k log k): a partition finds the k-th best value, then only the selected entries are sorted.
-    Ties are broken by lower position, including at the k-th place, so the result never depends on the
-    partition's internal order. ``scores`` must not contain NaN.
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 1:
-        raise InputError(f"topk expects a 1-d score array, not shape {scores.shape}")
-    if k < 1:
-        raise InputError(f"k must be at least 1, not {k}")
-    n = scores.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), scores[:0].copy()
-    if k >= n:
-        candidates = np.arange(n, dtype=np.int64)
-    else:
-        kth = np.partition(scores, n - k)[n - k]  # the k-th largest value
-        above = np.flatnonzero(scores > kth)
-        tied = np.flatnonzero(scores == kth)[: k - above.shape[0]]
-        candidates = np.concatenate([above, tied]).astype(np.int64, copy=False)
-    # lexsort: the last key is the primary one (score descending), then position ascending.
-    order = np.lexsort((candidates, -scores[candidates]))
-    chosen = candidates[order]
-    return chosen, scores[chosen]
-
-
-__all__ = ["check_sparse_batch", "check_same_vocabulary", "sparse_dot", "topk"]
+__all__ = ["check_sparse_batch", "check_same_vocabulary", "sparse_dot"]
