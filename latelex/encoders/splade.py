@@ -288,14 +288,21 @@ class Splade:
         sizes B so that B * L * V * 4 bytes stays within the memory budget.
         """
         logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, L, V)
-        weights = logits.float()
-        weights.relu_().log1p_()
-        if self.activation == "log1p_relu":
-            weights.log1p_()
-        weights.mul_(mask.unsqueeze(-1).to(weights.dtype))  # padding -> 0, below every real weight (all >= 0)
         if self.config.pooling == "max":
-            return weights.amax(dim=1)
+            # log1p(relu(.)) is monotone, so max-pool the logits first and transform only (B, V): two passes over
+            # the (B, L, V) tensor instead of five. Padding becomes -inf, which relu turns into 0.
+            pooled = logits.float().masked_fill_(~mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
+            return self._activate(pooled)
+        weights = self._activate(logits.float())
+        weights.mul_(mask.unsqueeze(-1).to(weights.dtype))  # padding -> 0
         return weights.sum(dim=1)
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        """log(1 + relu(x)) in place (twice for the ``log1p_relu`` activation); -inf maps to 0."""
+        x.relu_().log1p_()
+        if self.activation == "log1p_relu":
+            x.log1p_()
+        return x
 
     # ------------------------------------------------------------------ saving
 
