@@ -5,6 +5,8 @@
     latelex rerank   --model M --candidates F ...     re-rank another system's candidates with ColBERT
     latelex evaluate --run F --qrels R                score a run file
     latelex info     DIR                              describe an index
+    latelex train    OUT --model M --triples F ...    train ColBERT or SPLADE from triples
+    latelex mine     --queries Q --qrels R ...        mine hard negatives into n-way training files
 
 Library errors print one line and exit with status 1; nothing is left half-written.
 """
@@ -204,6 +206,101 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_id_triples(path: str) -> bool:
+    from .data.lines import iter_lines
+
+    if path.endswith(".jsonl"):
+        return True
+    for _, line in iter_lines(path):
+        if line.strip():
+            return line.lstrip().startswith("[")
+    return False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import config_replace
+    from .data import read_documents, read_qrels_any, read_queries_any
+    from .train.config import SpladeTrainConfig, TrainConfig
+    from .train.data import DevSet, TrainingData
+
+    family = args.family or "colbert"
+    if _is_id_triples(args.triples):
+        if not args.queries or not args.collection:
+            raise _usage("id triples need --queries and --collection to look their texts up")
+        data = TrainingData.from_id_triples(args.triples, args.queries, args.collection, nway=args.nway,
+                                            teacher_scores=args.teacher_scores)
+    else:
+        data = TrainingData.from_text_triples(args.triples)
+    settings = dict(output_dir=str(args.output), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
+                    accumulation_steps=args.accumulation, total_steps=args.steps, warmup_steps=args.warmup,
+                    loss=args.loss, in_batch_negatives=not args.no_in_batch_negatives, seed=args.seed,
+                    checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+    dev = None
+    if args.dev_queries:
+        if not args.dev_qrels:
+            raise _usage("--dev-queries needs --dev-qrels")
+        dev = DevSet.create(dict(read_queries_any(args.dev_queries, args.dev_split)),
+                            read_qrels_any(args.dev_qrels, args.dev_split),
+                            dict(read_documents(args.dev_collection or args.collection)))
+    if family == "colbert":
+        from .encoders.colbert import ColBERT
+        from .encoders.colbert_checkpoints import read_checkpoint
+        from .encoders.loading import resolve_model_dir
+        from .train.colbert_trainer import ColBERTTrainer as trainer_cls
+
+        overrides = _encoder_overrides(args, family)
+        if read_checkpoint(resolve_model_dir(args.model)).projection is not None:
+            encoder = ColBERT.from_pretrained(args.model, device=args.device, **overrides)
+        else:
+            encoder = ColBERT.from_backbone(args.model, dim=args.dim, seed=args.seed, device=args.device, **overrides)
+        config = config_replace(TrainConfig(output_dir=str(args.output)), **settings)
+    else:
+        from .encoders.splade import Splade
+        from .train.splade_trainer import SpladeTrainer as trainer_cls
+
+        encoder = Splade.from_pretrained(args.model, device=args.device, **_encoder_overrides(args, family))
+        config = config_replace(SpladeTrainConfig(output_dir=str(args.output)), **settings, lambda_q=args.lambda_q,
+                                lambda_d=args.lambda_d, regulariser=args.regulariser)
+    print(f"training {encoder!r} on {len(data)} examples", file=sys.stderr)
+    trainer = trainer_cls.create(encoder, data, config, dev=dev, resume=args.resume, device=args.device)
+    result = trainer.train()
+    final = encoder.save(Path(args.output) / "final-model", overwrite=True)
+    print(f"trained {result.step} steps; final model: {final}")
+    if result.best_model is not None:
+        print(f"best dev {config.eval_metric}: {result.best_metric:.4f} ({result.best_model})")
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from .data import read_documents, read_qrels_any, read_queries_any
+    from .train.mine import BM25Retriever, CrossEncoderTeacher, mine_hard_negatives
+
+    queries = dict(read_queries_any(args.queries, args.split))
+    qrels = read_qrels_any(args.qrels or args.queries, args.split)
+    documents = None
+    if args.index:
+        from .search.retriever import Retriever
+
+        retriever = Retriever.open(args.index, device=args.device)
+    else:
+        if not args.collection:
+            raise _usage("mining needs --index DIR (ColBERT or SPLADE) or --collection for BM25")
+        documents = dict(read_documents(args.collection))
+        retriever = BM25Retriever.build(documents)
+    teacher = None
+    if args.teacher:
+        if documents is None:
+            if not args.collection:
+                raise _usage("a --teacher needs --collection to read passage texts")
+            documents = dict(read_documents(args.collection))
+        teacher = CrossEncoderTeacher.from_pretrained(args.teacher, device=args.device)
+    result = mine_hard_negatives(retriever, queries, qrels, args.output, nway=args.nway, ranks=tuple(args.ranks),
+                                 examples_per_query=args.examples_per_query, seed=args.seed, teacher=teacher,
+                                 documents=documents)
+    print(f"wrote {result.examples} examples for {result.queries} queries to {result.path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -293,6 +390,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="also check every array's SHA-256 against the manifest")
     p.set_defaults(func=cmd_info)
+
+    p = add("train", "train ColBERT or SPLADE from triples",
+            "Train from text triples (query<TAB>positive<TAB>negative) or id triples / n-way JSONL "
+            "([qid, pid+, pid-, ...] or with teacher scores [qid, [pid, score], ...]). Checkpoints every N steps; "
+            "--resume continues exactly where a run stopped. The final model is saved to OUT/final-model.")
+    p.add_argument("output", metavar="OUT", help="output folder (checkpoints, log.jsonl, best-model, final-model)")
+    p.add_argument("--model", required=True, help="backbone or checkpoint to start from (folder or Hub name)")
+    p.add_argument("--triples", required=True, help="training triples: TSV of texts or JSONL of ids")
+    p.add_argument("--queries", help="queries for id triples")
+    p.add_argument("--collection", help="collection for id triples")
+    p.add_argument("--teacher-scores", help="JSONL [qid, [[pid, score], ...]] of teacher scores for distillation")
+    p.add_argument("--nway", type=int, default=2, help="passages per example: 1 positive + nway-1 negatives (default 2)")
+    p.add_argument("--loss", choices=["ce", "kl", "margin_mse"], default="ce", help="ce (softmax over n-way), kl or margin_mse distillation")
+    p.add_argument("--no-in-batch-negatives", action="store_true", help="score only each example's own passages")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps, then linear decay")
+    p.add_argument("--accumulation", type=int, default=1, help="gradient accumulation micro-batches per step")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on the dev set every N steps, keeping the best model")
+    p.add_argument("--dev-queries", help="dev queries (BEIR folder with --dev-split, TSV, JSONL)")
+    p.add_argument("--dev-qrels", help="dev qrels")
+    p.add_argument("--dev-split", help="BEIR split of the dev set (e.g. dev)")
+    p.add_argument("--dev-collection", help="dev collection (default: --collection)")
+    p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in OUT")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=128, help="ColBERT: projection size for a new head (default 128)")
+    p.add_argument("--lambda-q", type=float, default=3e-4, help="SPLADE: query regularisation weight")
+    p.add_argument("--lambda-d", type=float, default=1e-4, help="SPLADE: document regularisation weight")
+    p.add_argument("--regulariser", choices=["flops", "l1"], default="flops", help="SPLADE regulariser")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = add("mine", "mine hard negatives into n-way training files",
+            "Retrieve for every judged query with an index (ColBERT or SPLADE, --index) or BM25 (--collection), "
+            "sample negatives from ranks A..B that are not judged relevant, optionally score them with a "
+            "cross-encoder --teacher, and write JSONL training tuples.")
+    p.add_argument("--queries", required=True, help="training queries (BEIR folder with --split, TSV, JSONL)")
+    p.add_argument("--qrels", help="qrels (default: the --queries BEIR folder)")
+    p.add_argument("--split", help="BEIR split (e.g. train)")
+    p.add_argument("--index", help="a latelex index to retrieve with (otherwise BM25 over --collection)")
+    p.add_argument("--collection", help="collection (for BM25 and for a teacher)")
+    p.add_argument("--output", required=True, help="JSONL file to write")
+    p.add_argument("--nway", type=int, default=8, help="passages per tuple (default 8)")
+    p.add_argument("--ranks", type=int, nargs=2, default=[1, 100], metavar=("A", "B"), help="sample negatives from ranks A..B")
+    p.add_argument("--examples-per-query", type=int, default=1)
+    p.add_argument("--teacher", help="cross-encoder (sequence-classification checkpoint) to score the tuples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, ...")
+    p.set_defaults(func=cmd_mine)
+
     return parser
 
 

@@ -177,3 +177,27 @@ def test_help_is_there(capsys):
     with pytest.raises(SystemExit):
         main(["search", "--help"])
     assert "--qrels" in capsys.readouterr().out
+
+
+def test_mine_then_train_through_the_cli(corpus, tiny_bert, tmp_path, capsys):
+    root, docs, queries, qrels = corpus
+    mined = tmp_path / "mined.jsonl"
+    assert main(["mine", "--queries", str(root / "queries.tsv"), "--qrels", str(root / "qrels.tsv"),
+                 "--collection", str(root / "collection.tsv"), "--output", str(mined), "--nway", "3",
+                 "--ranks", "1", "20"]) == 0
+    lines = [json.loads(line) for line in mined.read_text().splitlines()]
+    assert lines and all(len(row) == 4 and row[1] in qrels[row[0]] for row in lines)
+    assert all(not set(row[2:]) & set(qrels[row[0]]) for row in lines)
+    out = tmp_path / "train"
+    assert main(["-q", "train", str(out), "--model", str(tiny_bert), "--triples", str(mined), "--queries",
+                 str(root / "queries.tsv"), "--collection", str(root / "collection.tsv"), "--nway", "3",
+                 "--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--dim", "8", "--no-markers",
+                 "--checkpoint-every", "2"]) == 0
+    model = ColBERT.from_pretrained(out / "final-model")
+    assert model.dim == 8 and model.encode_queries(["a cell"])[0].shape[1] == 8
+    missing = tmp_path / "bad.jsonl"
+    missing.write_text('["q0", "d1", "no-such-doc"]\n')
+    assert main(["-q", "train", str(tmp_path / "t2"), "--model", str(tiny_bert), "--triples", str(missing), "--queries",
+                 str(root / "queries.tsv"), "--collection", str(root / "collection.tsv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no-such-doc" in err[-1] and not (tmp_path / "t2" / "final-model").exists()
