@@ -140,8 +140,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     subset = None
     if args.subset:
         subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
+    options = {name: getattr(args, name) for name in ("mode", "query_terms", "depth") if getattr(args, name) is not None}
     run = retriever.search_queries(read_queries_any(args.queries, args.split), k=args.k, subset=subset,
-                                   batch_size=args.batch_size, show_progress=not args.quiet)
+                                   batch_size=args.batch_size, show_progress=not args.quiet, **options)
     if args.output:
         _write_run(args.output, run, args.format)
         print(f"wrote {len(run)} rankings to {args.output}", file=sys.stderr)
@@ -342,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", metavar="DIR", help="where to write the index (a directory)")
     p.add_argument("--model", required=True, help="model folder or Hugging Face Hub name")
     p.add_argument("--collection", required=True, help="collection.tsv (pid<TAB>text), documents .jsonl, or a BEIR folder")
-    p.add_argument("--kind", choices=["flat", "sparse"], help="index kind (default: flat for ColBERT, sparse for SPLADE)")
+    p.add_argument("--kind", choices=["flat", "sparse", "inverted"],
+                   help="index kind: flat (ColBERT, exact), sparse (SPLADE, exact by matrix product; the default), "
+                        "inverted (SPLADE, dynamic pruning; exact or approximate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at DIR")
     p.add_argument("--no-store-text", action="store_true", help="do not keep document texts in the index")
     _add_encoder_options(p)
@@ -357,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="run file to write")
     p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
     p.add_argument("--subset", help="file of document ids (one per line) to restrict the search to")
+    p.add_argument("--mode", choices=["exact", "approximate"], help="inverted index: exact top-k or approximate")
+    p.add_argument("--query-terms", type=int, help="inverted, approximate: keep the heaviest N query terms")
+    p.add_argument("--depth", type=int, help="inverted, approximate: postings read per query term")
     p.add_argument("--metrics-json", help="also write the metrics as JSON here")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")

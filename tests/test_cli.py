@@ -77,10 +77,11 @@ def test_colbert_index_search_evaluate(corpus, colbert_model, tmp_path, capsys):
     assert "d" in capsys.readouterr().out
 
 
-def test_splade_index_matches_dense_dot_product(corpus, tiny_mlm, tmp_path):
+@pytest.mark.parametrize("kind", ["sparse", "inverted"])
+def test_splade_index_matches_dense_dot_product(kind, corpus, tiny_mlm, tmp_path):
     root, docs, queries, _ = corpus
     idx = tmp_path / "sp"
-    assert main(["-q", "index", str(idx), "--model", str(tiny_mlm), "--family", "splade",
+    assert main(["-q", "index", str(idx), "--model", str(tiny_mlm), "--family", "splade", "--kind", kind,
                  "--collection", str(root / "collection.tsv")]) == 0
     out = tmp_path / "run.tsv"
     assert main(["-q", "search", str(idx), "--queries", str(root / "queries.tsv"), "-k", "5", "--output", str(out),

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 #: Index kinds each encoder family can be served from; the first is the default.
-INDEX_KINDS = {"colbert": ("flat",), "splade": ("sparse",)}
+INDEX_KINDS = {"colbert": ("flat",), "splade": ("sparse", "inverted")}
 
 
 def _family(encoder: Any) -> str:
@@ -39,6 +39,10 @@ def _open_engine(kind: str, path: Path):
         from ..index.sparse import SparseIndex
 
         return SparseIndex.open(path)
+    if kind == "inverted":
+        from ..index.inverted import InvertedIndex
+
+        return InvertedIndex.open(path)
     raise InputError(f"unknown index kind {kind!r}")
 
 
@@ -101,10 +105,15 @@ class Retriever:
 
                 FlatIndex.build(tmp / "index", doc_ids, embeddings(), similarity=encoder.config.similarity, encoder=spec)
             else:
-                from ..index.sparse import SparseIndex
-
                 vectors = encoder.encode_documents(texts, batch_size=batch_size, show_progress=show_progress)
-                SparseIndex.build(tmp / "index", doc_ids, vectors, encoder=spec)
+                if kind == "inverted":
+                    from ..index.inverted import InvertedIndex
+
+                    InvertedIndex.build(tmp / "index", doc_ids, vectors, encoder=spec)
+                else:
+                    from ..index.sparse import SparseIndex
+
+                    SparseIndex.build(tmp / "index", doc_ids, vectors, encoder=spec)
             arrays = {}
             if store_text:
                 blob, offsets = storage.encode_strings(texts)
@@ -144,17 +153,21 @@ class Retriever:
     # ------------------------------------------------------------------ search
 
     def search(self, texts: Sequence[str], k: int = 10, *, subset: Sequence[str] | None = None, batch_size: int = 64,
-               show_progress: bool | None = None) -> list[list[Hit]]:
-        """The top ``k`` documents for each query text, best first."""
+               show_progress: bool | None = None, **engine_options: Any) -> list[list[Hit]]:
+        """The top ``k`` documents for each query text, best first.
+
+        ``engine_options`` go to the index's own ``search`` (e.g. ``mode="approximate"`` for an inverted index).
+        """
         if k < 1:
             raise InputError(f"k must be at least 1, not {k}")
         if len(texts) == 0:
             return []
         encoded = self.encoder.encode_queries(list(texts), batch_size=batch_size, show_progress=show_progress)
-        return self.index.search(encoded, k=k, subset=subset)
+        return self.index.search(encoded, k=k, subset=subset, **engine_options)
 
     def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
-                       subset: Sequence[str] | None = None, batch_size: int = 64, show_progress: bool | None = None) -> Run:
+                       subset: Sequence[str] | None = None, batch_size: int = 64, show_progress: bool | None = None,
+                       **engine_options: Any) -> Run:
         """Search many identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``."""
         pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
         if not pairs:
@@ -162,7 +175,8 @@ class Retriever:
         qids = [q for q, _ in pairs]
         if len(set(qids)) != len(qids):
             raise InputError("query ids must be unique")
-        hits = self.search([t for _, t in pairs], k=k, subset=subset, batch_size=batch_size, show_progress=show_progress)
+        hits = self.search([t for _, t in pairs], k=k, subset=subset, batch_size=batch_size, show_progress=show_progress,
+                           **engine_options)
         return dict(zip(qids, hits))
 
     # ------------------------------------------------------------------ documents
