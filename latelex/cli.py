@@ -115,10 +115,34 @@ def cmd_index(args: argparse.Namespace) -> int:
     retriever = Retriever.build(
         args.index, encoder, read_documents(args.collection), kind=args.kind, overwrite=args.overwrite,
         store_text=not args.no_store_text, batch_size=args.batch_size, show_progress=not args.quiet,
+        engine_config=_engine_config(args),
     )
     info = retriever.info()
     print(f"indexed {info.get('documents', len(retriever))} documents into {retriever.path}")
     return 0
+
+
+_SEARCH_OPTIONS = ("mode", "query_terms", "depth", "ncells", "centroid_score_threshold", "ndocs", "nprobe", "faiss_depth")
+
+
+def _engine_config(args: argparse.Namespace):
+    """The engine configuration the index command's options describe (None: the engine's defaults)."""
+    from .config import config_replace
+
+    if args.kind == "plaid":
+        from .index.plaid import PlaidConfig
+
+        changes = {"nbits": args.nbits, "n_centroids": args.centroids}
+        return config_replace(PlaidConfig(), **{k: v for k, v in changes.items() if v is not None})
+    if args.kind == "ivfpq":
+        from .index.ivfpq import IvfPqConfig
+
+        changes = {"partitions": args.partitions, "sample": args.sample}
+        return config_replace(IvfPqConfig(), **{k: v for k, v in changes.items() if v is not None})
+    for name in ("nbits", "centroids", "partitions", "sample"):
+        if getattr(args, name) is not None:
+            raise _usage(f"--{name} applies to --kind plaid or ivfpq")
+    return None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -140,7 +164,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     subset = None
     if args.subset:
         subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
-    options = {name: getattr(args, name) for name in ("mode", "query_terms", "depth") if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name in _SEARCH_OPTIONS if getattr(args, name) is not None}
     run = retriever.search_queries(read_queries_any(args.queries, args.split), k=args.k, subset=subset,
                                    batch_size=args.batch_size, show_progress=not args.quiet, **options)
     if args.output:
@@ -343,9 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", metavar="DIR", help="where to write the index (a directory)")
     p.add_argument("--model", required=True, help="model folder or Hugging Face Hub name")
     p.add_argument("--collection", required=True, help="collection.tsv (pid<TAB>text), documents .jsonl, or a BEIR folder")
-    p.add_argument("--kind", choices=["flat", "sparse", "inverted"],
-                   help="index kind: flat (ColBERT, exact), sparse (SPLADE, exact by matrix product; the default), "
-                        "inverted (SPLADE, dynamic pruning; exact or approximate)")
+    p.add_argument("--kind", choices=["flat", "plaid", "ivfpq", "sparse", "inverted"],
+                   help="index kind. ColBERT: flat (exact MaxSim, the default), plaid (ColBERTv2 residual compression "
+                        "and PLAID search), ivfpq (ColBERT v1: faiss IVFPQ candidates + exact MaxSim). SPLADE: sparse "
+                        "(exact matrix product, the default), inverted (dynamic pruning; exact or approximate)")
+    g = p.add_argument_group("engine options")
+    g.add_argument("--nbits", type=int, choices=[1, 2, 4], help="plaid: bits per residual dimension (default 2)")
+    g.add_argument("--centroids", type=int, help="plaid: number of centroids (default: ColBERTv2's formula)")
+    g.add_argument("--partitions", type=int, help="ivfpq: IVF partitions (default scaled to the collection)")
+    g.add_argument("--sample", type=float, help="ivfpq: fraction of token vectors to train on (default 0.3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at DIR")
     p.add_argument("--no-store-text", action="store_true", help="do not keep document texts in the index")
     _add_encoder_options(p)
@@ -361,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
     p.add_argument("--subset", help="file of document ids (one per line) to restrict the search to")
     p.add_argument("--mode", choices=["exact", "approximate"], help="inverted index: exact top-k or approximate")
+    p.add_argument("--ncells", type=int, help="plaid: centroids probed per query token (default by k, as ColBERT)")
+    p.add_argument("--centroid-score-threshold", type=float, help="plaid: centroid pruning threshold (default by k)")
+    p.add_argument("--ndocs", type=int, help="plaid: documents decompressed and scored exactly (default by k)")
+    p.add_argument("--nprobe", type=int, help="ivfpq: partitions probed per query token (default 32)")
+    p.add_argument("--faiss-depth", type=int, help="ivfpq: nearest token vectors per query token (default 1024)")
     p.add_argument("--query-terms", type=int, help="inverted, approximate: keep the heaviest N query terms")
     p.add_argument("--depth", type=int, help="inverted, approximate: postings read per query term")
     p.add_argument("--metrics-json", help="also write the metrics as JSON here")

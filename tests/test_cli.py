@@ -51,6 +51,20 @@ def _assert_exact(hits, exact, k, rel=1e-3):
         assert hit.score == pytest.approx(want, rel=rel)
 
 
+def test_ivfpq_with_exhaustive_settings_is_exact(corpus, colbert_model, tmp_path):
+    root, docs, queries, _ = corpus
+    idx = tmp_path / "ivfpq"
+    assert main(["-q", "index", str(idx), "--model", str(colbert_model), "--collection", str(root / "collection.tsv"),
+                 "--kind", "ivfpq", "--partitions", "4", "--sample", "1.0"]) == 0
+    out = tmp_path / "run.trec"
+    assert main(["-q", "search", str(idx), "--queries", str(root / "queries.tsv"), "-k", "10", "--output", str(out),
+                 "--nprobe", "4", "--faiss-depth", "100000"]) == 0
+    run = read_trec_run(out)
+    model = ColBERT.from_pretrained(colbert_model)
+    for qid, text in queries.items():
+        _assert_exact(run[qid], _exact_scores(model, docs, text), k=10)
+
+
 def test_colbert_index_search_evaluate(corpus, colbert_model, tmp_path, capsys):
     root, docs, queries, qrels = corpus
     idx = tmp_path / "idx"

@@ -160,6 +160,10 @@ def verify_index(directory: str | os.PathLike, manifest: dict[str, Any]) -> None
     """Check every array's size and SHA-256 against the manifest; raise :class:`IndexFormatError` on a mismatch."""
     for name in manifest["arrays"]:
         load_array(Path(directory), manifest, name, verify=True)
+    for entry in manifest.get("files", {}).values():  # non-array files an engine keeps (e.g. a faiss index)
+        path = Path(directory) / entry["file"]
+        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            raise IndexFormatError(f"{path} is missing, truncated or does not match its checksum; rebuild the index")
 
 
 def encode_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,27 +23,32 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 #: Index kinds each encoder family can be served from; the first is the default.
-INDEX_KINDS = {"colbert": ("flat",), "splade": ("sparse", "inverted")}
+INDEX_KINDS = {"colbert": ("flat", "plaid", "ivfpq"), "splade": ("sparse", "inverted")}
 
 
 def _family(encoder: Any) -> str:
     return encoder.spec()["family"]
 
 
-def _open_engine(kind: str, path: Path):
+def _engine_class(kind: str):
+    """The index class of ``kind``; imported lazily so that an unused engine's dependencies are not needed."""
     if kind == "flat":
-        from ..index.flat import FlatIndex
+        from ..index.flat import FlatIndex as engine
+    elif kind == "ivfpq":
+        from ..index.ivfpq import IvfPqIndex as engine
+    elif kind == "plaid":
+        from ..index.plaid import PlaidIndex as engine
+    elif kind == "sparse":
+        from ..index.sparse import SparseIndex as engine
+    elif kind == "inverted":
+        from ..index.inverted import InvertedIndex as engine
+    else:
+        raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(k for ks in INDEX_KINDS.values() for k in ks)}")
+    return engine
 
-        return FlatIndex.open(path)
-    if kind == "sparse":
-        from ..index.sparse import SparseIndex
 
-        return SparseIndex.open(path)
-    if kind == "inverted":
-        from ..index.inverted import InvertedIndex
-
-        return InvertedIndex.open(path)
-    raise InputError(f"unknown index kind {kind!r}")
+def _open_engine(kind: str, path: Path):
+    return _engine_class(kind).open(path)
 
 
 class Retriever:
@@ -72,10 +77,12 @@ class Retriever:
         batch_size: int = 32,
         chunk_size: int = 4096,
         show_progress: bool | None = None,
+        engine_config: Any = None,
     ) -> "Retriever":
         """Encode ``collection`` (``(doc_id, text)`` pairs) and build an index of ``kind`` at ``path``.
 
-        ``kind`` defaults to ``"flat"`` for ColBERT and ``"sparse"`` for SPLADE. Nothing is written at ``path``
+        ``kind`` defaults to ``"flat"`` for ColBERT and ``"sparse"`` for SPLADE; ``engine_config`` is the engine's
+        own configuration (``PlaidConfig``, ``IvfPqConfig``, ``InvertedConfig``). Nothing is written at ``path``
         unless the whole build succeeds; an existing index there is replaced only with ``overwrite``.
         """
         family = _family(encoder)
@@ -90,30 +97,27 @@ class Retriever:
             raise InputError("the collection is empty; give at least one document")
         spec = encoder.spec()
         with storage.staged_directory(path, overwrite=overwrite) as tmp:
+            options: dict[str, Any] = {"encoder": spec}
+            if engine_config is not None:
+                options["config"] = engine_config
+            engine = _engine_class(kind)
             if family == "colbert":
-                from ..index.flat import FlatIndex
 
                 def embeddings():
-                    bar_total = len(texts)
                     from ..encoders.batching import progress
 
-                    with progress(bar_total, "Encoding documents", show_progress) as bar:
+                    with progress(len(texts), "Encoding documents", show_progress) as bar:
                         for start in range(0, len(texts), chunk_size):
                             chunk = texts[start : start + chunk_size]
                             yield from encoder.encode_documents(chunk, batch_size=batch_size, show_progress=False)
                             bar.update(len(chunk))
 
-                FlatIndex.build(tmp / "index", doc_ids, embeddings(), similarity=encoder.config.similarity, encoder=spec)
+                if kind in ("flat", "ivfpq"):
+                    options["similarity"] = encoder.config.similarity
+                engine.build(tmp / "index", doc_ids, embeddings(), **options)
             else:
                 vectors = encoder.encode_documents(texts, batch_size=batch_size, show_progress=show_progress)
-                if kind == "inverted":
-                    from ..index.inverted import InvertedIndex
-
-                    InvertedIndex.build(tmp / "index", doc_ids, vectors, encoder=spec)
-                else:
-                    from ..index.sparse import SparseIndex
-
-                    SparseIndex.build(tmp / "index", doc_ids, vectors, encoder=spec)
+                engine.build(tmp / "index", doc_ids, vectors, **options)
             arrays = {}
             if store_text:
                 blob, offsets = storage.encode_strings(texts)
