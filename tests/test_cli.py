@@ -65,6 +65,34 @@ def test_ivfpq_with_exhaustive_settings_is_exact(corpus, colbert_model, tmp_path
         _assert_exact(run[qid], _exact_scores(model, docs, text), k=10)
 
 
+def test_plaid_through_the_cli_agrees_with_exact(corpus, colbert_model, tmp_path, capsys):
+    root, docs, queries, _ = corpus
+    idx = tmp_path / "plaid"
+    assert main(["-q", "index", str(idx), "--model", str(colbert_model), "--collection", str(root / "collection.tsv"),
+                 "--kind", "plaid", "--nbits", "4", "--centroids", "16"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(idx), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "plaid" and info["documents"] == 60 and info["bytes_per_token_vector"] > 0
+    out = tmp_path / "run.trec"
+    assert main(["-q", "search", str(idx), "--queries", str(root / "queries.tsv"), "-k", "10", "--output", str(out),
+                 "--ncells", "16", "--centroid-score-threshold", "-10", "--ndocs", "60"]) == 0
+    run = read_trec_run(out)
+    # Quality of PLAID against exact MaxSim is held in tests/test_plaid_*.py (on data where it is well posed: this
+    # tiny random head scores every document within the compression error); here: the CLI runs the engine with
+    # the knobs given, and its scores approximate the exact ones of the same documents.
+    from latelex.index.plaid import PlaidIndex
+
+    engine = PlaidIndex.open(idx / "index")
+    model = ColBERT.from_pretrained(colbert_model)
+    for qid, text in queries.items():
+        direct = engine.search(model.encode_queries([text]), k=10, ncells=16, centroid_score_threshold=-10, ndocs=60)[0]
+        assert [h.doc_id for h in run[qid]] == [h.doc_id for h in direct]
+        exact = _exact_scores(model, docs, text)
+        for hit in run[qid]:
+            assert hit.score == pytest.approx(exact[hit.doc_id], rel=0.05)
+
+
 def test_colbert_index_search_evaluate(corpus, colbert_model, tmp_path, capsys):
     root, docs, queries, qrels = corpus
     idx = tmp_path / "idx"

@@ -95,6 +95,8 @@ class Retriever:
             texts.append(text)
         if not doc_ids:
             raise InputError("the collection is empty; give at least one document")
+        if kind == "plaid" and encoder.config.similarity != "cosine":
+            raise InputError("a plaid index supports cosine similarity only; use --kind flat or ivfpq for l2 models")
         spec = encoder.spec()
         with storage.staged_directory(path, overwrite=overwrite) as tmp:
             options: dict[str, Any] = {"encoder": spec}

@@ -1,0 +1,328 @@
+"""PLAID index benchmark: build time, bytes per token vector, recall@10 against exact MaxSim, nDCG@10, and search
+latency (p50/p95 single-threaded, throughput on all cores) at SciFact scale from real all-MiniLM-L6-v2 token vectors,
+plus a synthetic clustered collection (10M vectors by default) for build memory.
+
+    nice -n 10 .venv/bin/python bench/bench_plaid.py --vectors /tmp/plaid_cache          # SciFact part
+    nice -n 10 .venv/bin/python bench/bench_plaid.py --synthetic 10000000 --skip-scifact  # 10M part
+
+``--vectors DIR`` holds the encoded SciFact vectors (docs_vectors.npy, docs_offsets.npy, queries_vectors.npy,
+queries_offsets.npy, docs_ids.json, queries_ids.json); they are encoded and written there when absent.
+
+Peer systems (PyLate PLAID / Voyager, fast-plaid) come from ``bench/plaid_peers.py`` when it exists; see
+PEER ADAPTERS below for what it must provide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import SHARED, machine, peak_rss_mb, print_table  # noqa: E402
+
+from latelex.index.flat import FlatIndex  # noqa: E402
+from latelex.index.plaid import PlaidConfig, PlaidIndex  # noqa: E402
+from latelex.index.plaid.build import build_index  # noqa: E402
+from latelex.index.plaid.codec import ResidualCodec  # noqa: E402
+
+# ------------------------------------------------------------------------------------------------------------
+# PEER ADAPTERS
+#
+# bench/plaid_peers.py (written separately) is imported if present. It must expose ``ADAPTERS``: a list of objects
+# with
+#     name: str                                               e.g. "PyLate PLAID", "PyLate Voyager", "fast-plaid"
+#     available() -> str | None                               None when usable, else why not (missing package, ...)
+#     build(path: str, doc_ids: list[str], docs: list[np.ndarray (L, dim) float32]) -> None
+#     search(queries: list[np.ndarray (Lq, dim) float32], k: int) -> list[list[str]]   (doc ids, best first)
+#     bytes_on_disk() -> int | None                           optional
+# Each peer gets the same vectors, the same queries and the same k, in this process, so the ratios are fair.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def load_peers() -> list:
+    try:
+        import plaid_peers  # type: ignore[import-not-found]
+    except ImportError:
+        print("peers missing: bench/plaid_peers.py is absent, so the table has no PyLate PLAID/Voyager or fast-plaid rows")
+        return []
+    adapters = list(getattr(plaid_peers, "ADAPTERS", []))
+    usable = []
+    for adapter in adapters:
+        why = adapter.available() if hasattr(adapter, "available") else None
+        if why:
+            print(f"peer {adapter.name} skipped: {why}")
+        else:
+            usable.append(adapter)
+    return usable
+
+
+# --- SciFact vectors -------------------------------------------------------------------------------------
+
+
+def scifact_vectors(folder: Path):
+    names = ("docs_vectors", "docs_offsets", "queries_vectors", "queries_offsets")
+    if not all((folder / f"{n}.npy").exists() for n in names):
+        from latelex import ColBERT
+        from latelex.data import BeirDataset
+
+        data = BeirDataset(SHARED / "datasets" / "scifact", split="test")
+        corpus, queries = list(data.corpus()), list(data.queries())
+        model = ColBERT.from_pretrained(SHARED / "models" / "all-MiniLM-L6-v2", query_maxlen=64, doc_maxlen=256)
+        folder.mkdir(parents=True, exist_ok=True)
+        for prefix, items, mats in (("queries", queries, model.encode_queries([t for _, t in queries])),
+                                    ("docs", corpus, model.encode_documents([t for _, t in corpus]))):
+            offsets = np.zeros(len(mats) + 1, dtype=np.int64)
+            np.cumsum([m.shape[0] for m in mats], out=offsets[1:])
+            np.save(folder / f"{prefix}_vectors.npy", torch.cat(mats).numpy().astype(np.float32))
+            np.save(folder / f"{prefix}_offsets.npy", offsets)
+            (folder / f"{prefix}_ids.json").write_text(json.dumps([i for i, _ in items]))
+    arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+    ids = {p: json.loads((folder / f"{p}_ids.json").read_text()) for p in ("docs", "queries")}
+    return ids, arrays
+
+
+def projection_weight() -> torch.Tensor:
+    from latelex import ColBERT
+
+    model = ColBERT.from_backbone(SHARED / "models" / "all-MiniLM-L6-v2", dim=128, seed=0, query_maxlen=64, doc_maxlen=256,
+                                  query_marker=None, doc_marker=None, query_augmentation=False, skiplist=())
+    return model.projection.weight.detach().float()
+
+
+def project(vectors: np.ndarray, weight: torch.Tensor) -> np.ndarray:
+    parts = []
+    for a in range(0, vectors.shape[0], 200_000):
+        x = torch.from_numpy(np.asarray(vectors[a : a + 200_000], dtype=np.float32))
+        parts.append(torch.nn.functional.normalize(x @ weight.T, dim=-1).numpy())
+    return np.concatenate(parts)
+
+
+def split(vectors: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [np.asarray(vectors[offsets[i] : offsets[i + 1]], dtype=np.float32) for i in range(len(offsets) - 1)]
+
+
+def recall_at(got: list[list[str]], exact: list[list[str]], k: int = 10) -> float:
+    return float(np.mean([len(set(g[:k]) & set(e[:k])) / k for g, e in zip(got, exact)]))
+
+
+def ndcg(run_ids: list[list[str]], qids: list[str], qrels) -> float:
+    from latelex.evaluate import evaluate
+    from latelex.types import Hit
+
+    run = {q: [Hit(d, float(len(r) - i)) for i, d in enumerate(r)] for q, r in zip(qids, run_ids)}
+    return evaluate(run, qrels, ["nDCG@10"])["nDCG@10"]
+
+
+def latencies(search_one, queries) -> tuple[float, float, float]:
+    """(p50 wall ms, p95 wall ms, p50 CPU ms of this thread): on a shared machine the CPU time is the steadier figure."""
+    times, cpu = [], []
+    for q in queries:
+        t, c = time.perf_counter(), time.thread_time()
+        search_one(q)
+        cpu.append((time.thread_time() - c) * 1000)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))], statistics.median(cpu)
+
+
+def bench_scifact(folder: Path, nbits_list: list[int], peers: list) -> None:
+    from latelex.data import BeirDataset
+
+    ids, arrays = scifact_vectors(folder)
+    qrels = BeirDataset(SHARED / "datasets" / "scifact", split="test").qrels()
+    weight = projection_weight()
+    rows = []
+    for dim in (384, 128):
+        doc_vectors = arrays["docs_vectors"] if dim == 384 else project(arrays["docs_vectors"], weight)
+        query_vectors = arrays["queries_vectors"] if dim == 384 else project(arrays["queries_vectors"], weight)
+        docs = split(doc_vectors, arrays["docs_offsets"])
+        queries = split(query_vectors, arrays["queries_offsets"])
+        tq = [torch.from_numpy(q) for q in queries]
+        with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+            flat = FlatIndex.build(Path(tmp) / "flat", ids["docs"], docs)
+            exact = [[h.doc_id for h in row] for row in flat.search(tq, k=10)]
+            exact_ndcg = ndcg(exact, ids["queries"], qrels)
+            flat_bytes = flat.info()["bytes_per_token_vector"]
+            torch.set_num_threads(1)
+            p50, p95, cpu50 = latencies(lambda q: flat.search([q], k=10), tq[:60])
+            torch.set_num_threads(os.cpu_count() or 1)
+            rows.append([f"{dim}", "exact (FlatIndex fp16)", "-", f"{flat_bytes:.1f}", "1.000", f"{exact_ndcg:.4f}",
+                         f"{p50:.1f}", f"{p95:.1f}", f"{cpu50:.1f}", "-"])
+            first_codec = None
+            for nbits in sorted(nbits_list, key=lambda b: b != 2):  # nbits 2 first: it trains the centroids
+                t = time.perf_counter()
+                if first_codec is None:
+                    index = PlaidIndex.build(Path(tmp) / f"plaid{nbits}", ids["docs"], docs, config=PlaidConfig(nbits=nbits),
+                                             show_progress=False)
+                    first_codec = index.codec
+                    build_note = ""
+                else:
+                    # The centroids do not depend on nbits: reuse them (2 cores), learn only this nbits' buckets.
+                    rng = np.random.default_rng(0)
+                    heldout = np.asarray(doc_vectors[np.sort(rng.choice(doc_vectors.shape[0], 50_000, replace=False))],
+                                         dtype=np.float16).astype(np.float32)
+                    codec = ResidualCodec.fit_buckets(first_codec.centroids, heldout, nbits)
+                    build_index(Path(tmp) / f"plaid{nbits}", ids["docs"], docs, config=PlaidConfig(nbits=nbits), encoder=None,
+                                overwrite=False, show_progress=False, codec=codec)
+                    index = PlaidIndex.open(Path(tmp) / f"plaid{nbits}")
+                    build_note = " (centroids reused)"
+                build_s = time.perf_counter() - t
+                index.search(tq[:5], k=10, threads=1)  # compile the kernels once
+                t = time.perf_counter()
+                got = [[h.doc_id for h in row] for row in index.search(tq, k=10)]
+                all_cores_qps = len(tq) / (time.perf_counter() - t)
+                torch.set_num_threads(1)
+                p50, p95, cpu50 = latencies(lambda q: index.search([q], k=10, threads=1), tq)
+                torch.set_num_threads(os.cpu_count() or 1)
+                info = index.info()
+                rows.append([f"{dim}", f"latelex PLAID nbits={nbits} ({info['n_centroids']} centroids)", f"{build_s:.0f}{build_note}",
+                             f"{info['bytes_per_token_vector']:.1f}", f"{recall_at(got, exact):.4f}",
+                             f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{all_cores_qps:.0f}"])
+                print(" | ".join(rows[-1]), flush=True)
+            for peer in peers:
+                try:
+                    t = time.perf_counter()
+                    peer.build(str(Path(tmp) / f"peer-{peer.name}"), ids["docs"], docs)
+                    build_s = time.perf_counter() - t
+                    peer.search(queries[:5], 10)
+                    t = time.perf_counter()
+                    got = peer.search(queries, 10)
+                    qps = len(queries) / (time.perf_counter() - t)
+                    torch.set_num_threads(1)
+                    p50, p95, cpu50 = latencies(lambda q: peer.search([q], 10), queries[:100])
+                    torch.set_num_threads(os.cpu_count() or 1)
+                    size = peer.bytes_on_disk() if hasattr(peer, "bytes_on_disk") else None
+                    per_vector = f"{size / doc_vectors.shape[0]:.1f}" if size else "?"
+                    rows.append([f"{dim}", peer.name, f"{build_s:.0f}", per_vector, f"{recall_at(got, exact):.4f}",
+                                 f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{qps:.0f}"])
+                except Exception as exc:  # a peer failing must not sink the table
+                    rows.append([f"{dim}", peer.name, f"error: {type(exc).__name__}: {str(exc)[:60]}", "", "", "", "", "", "", ""])
+    print()
+    print(f"SciFact (5,183 docs, {arrays['docs_vectors'].shape[0]:,} token vectors, 300 test queries), k=10, PLAID defaults "
+          "for k<=10 (ncells 1, threshold 0.5, ndocs 256); latency excludes query encoding; p50/p95 on 1 thread")
+    print_table(["dim", "system", "build s", "B/vector", "recall@10 vs exact", "nDCG@10", "p50 ms", "p95 ms", "p50 CPU ms", "QPS all cores"], rows)
+
+
+# --- synthetic build memory ------------------------------------------------------------------------------
+
+
+class MemmapDocs:
+    """Documents as views into a memory-mapped (T, dim) array: the input the build streams from."""
+
+    def __init__(self, vectors: np.ndarray, offsets: np.ndarray):
+        self.vectors = vectors
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.vectors[self.offsets[i] : self.offsets[i + 1]]
+
+
+def synthetic(path: Path, n_vectors: int, dim: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (float16, memory-mapped) in documents of 30-170 tokens; written once, then reused."""
+    vec_path, off_path = path / f"synthetic-{n_vectors}-{dim}.npy", path / f"synthetic-{n_vectors}-{dim}-offsets.npy"
+    rng = np.random.default_rng(seed)
+    if not vec_path.exists() or not off_path.exists():
+        centers = rng.standard_normal((4096, dim)).astype(np.float32)
+        out = np.lib.format.open_memmap(vec_path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float16, shape=(n_vectors, dim))
+        for a in range(0, n_vectors, 1 << 20):
+            b = min(n_vectors, a + (1 << 20))
+            x = centers[rng.integers(0, 4096, b - a)] + 0.5 * rng.standard_normal((b - a, dim)).astype(np.float32)
+            out[a:b] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out.flush()
+        del out
+        os.replace(vec_path.with_suffix(".tmp.npy"), vec_path)
+        lengths = rng.integers(30, 171, n_vectors // 30 + 1)
+        ends = np.cumsum(lengths)
+        ends = ends[ends < n_vectors]
+        np.save(off_path, np.concatenate([[0], ends, [n_vectors]]).astype(np.int64))
+    return np.load(vec_path, mmap_mode="r"), np.load(off_path)
+
+
+class AnonPeak:
+    """Peak anonymous resident memory (RssAnon: excludes pages of memory-mapped files), sampled every 50 ms."""
+
+    def __init__(self):
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_synthetic(n_vectors: int, workdir: Path, config: PlaidConfig) -> None:
+    vectors, offsets = synthetic(workdir, n_vectors)
+    docs = MemmapDocs(vectors, offsets)
+    ids = [f"s{i}" for i in range(len(docs))]
+    target = workdir / f"plaid-synthetic-{n_vectors}"
+    with AnonPeak() as anon:
+        t = time.perf_counter()
+        index = PlaidIndex.build(target, ids, docs, config=config, overwrite=True, show_progress=False)
+        build_s = time.perf_counter() - t
+    info = index.info()
+    rng = np.random.default_rng(1)
+    queries = [torch.from_numpy(np.asarray(vectors[int(s) : int(s) + 32], dtype=np.float32))
+               for s in rng.integers(0, n_vectors - 32, 50)]
+    index.search(queries[:2], k=10, threads=1)
+    torch.set_num_threads(1)
+    p50, p95, cpu50 = latencies(lambda q: index.search([q], k=10, threads=1), queries)
+    print()
+    print(f"Synthetic clustered collection: {n_vectors:,} vectors, dim 128, {len(docs):,} documents, nbits {config.nbits}")
+    print_table(["figure", "value"], [
+        ["build time (s)", f"{build_s:.0f}"],
+        ["centroids", f"{info['n_centroids']}"],
+        ["peak anonymous RSS during build (MiB, excludes the memory-mapped input)", f"{anon.peak_mb:.0f}"],
+        ["peak RSS of the process (MiB, includes touched input pages)", f"{peak_rss_mb():.0f}"],
+        ["bytes per token vector", f"{info['bytes_per_token_vector']:.1f}"],
+        ["search p50 / p95 ms (k=10, 1 thread)", f"{p50:.1f} / {p95:.1f}"],
+        ["search p50 CPU ms (k=10, 1 thread)", f"{cpu50:.1f}"],
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vectors", type=Path, default=Path(tempfile.gettempdir()) / "plaid_cache")
+    parser.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--skip-scifact", action="store_true")
+    parser.add_argument("--synthetic", type=int, default=0, help="vectors in the synthetic build (0: skip)")
+    parser.add_argument("--synthetic-dir", type=Path, default=Path(tempfile.gettempdir()) / "plaid_synthetic")
+    parser.add_argument("--max-points-per-centroid", type=int, default=PlaidConfig().max_points_per_centroid)
+    args = parser.parse_args()
+    print(machine())
+    if not args.skip_scifact:
+        bench_scifact(args.vectors, args.nbits, load_peers())
+    if args.synthetic:
+        args.synthetic_dir.mkdir(parents=True, exist_ok=True)
+        bench_synthetic(args.synthetic, args.synthetic_dir, PlaidConfig(nbits=2, max_points_per_centroid=args.max_points_per_centroid))
+
+
+if __name__ == "__main__":
+    main()

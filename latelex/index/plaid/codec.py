@@ -1,0 +1,220 @@
+"""The ColBERTv2 residual codec: k-means centroids, residuals quantised to 1, 2 or 4 bits, bit packing.
+
+A token vector v is stored as the id of its nearest centroid c (by inner product) and, for every dimension d,
+the bucket of the residual v[d] - c[d] among 2^nbits buckets. Bucket cutoffs and the value each bucket decodes
+to (its weight) are quantiles of held-out residuals. ColBERTv2 learns one set of cutoffs for all dimensions;
+this codec learns one per dimension, which costs dim * 2^nbits floats and fits anisotropic encoders (a plain
+MiniLM's dimensions differ in spread by an order of magnitude) much better.
+
+Packed layout: a vector's dim buckets, nbits bits each, first dimension in the most significant bits of the
+first byte: (n, dim * nbits / 8) uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import InputError
+
+#: Vectors bucketised at once (bounds the (block, dim, 2^nbits - 1) comparison tensor).
+BLOCK = 8192
+
+
+def codes_dtype(n_centroids: int) -> np.dtype:
+    """The smallest dtype holding centroid ids: uint16 up to 65,536 centroids, else int32."""
+    return np.dtype("<u2") if n_centroids <= 2**16 else np.dtype("<i4")
+
+
+#: Above this many centroids, k-means and assignment find nearest centroids through an HNSW graph over the
+#: centroids instead of comparing with every one (exact assignment costs n * C * dim multiply-adds: 15 TFLOP
+#: for 1.2M 384-dim vectors and 16k centroids). A vector occasionally gets its second-nearest centroid; the
+#: residual then carries a little more, which the quantiles learned on the same assignment absorb.
+EXACT_UP_TO = 4096
+HNSW_M = 32
+HNSW_EF = 64
+
+
+def _centroid_index(centroids: np.ndarray, exact: bool):
+    import faiss
+
+    dim = centroids.shape[1]
+    if exact or centroids.shape[0] <= EXACT_UP_TO:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = HNSW_EF
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a parallel HNSW insert builds a different graph from run to run
+    try:
+        index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return index
+
+
+def train_centroids(sample: np.ndarray, n_centroids: int, niters: int, seed: int, exact: bool = False) -> np.ndarray:
+    """(n_centroids, dim) float32 unit-norm k-means centroids of ``sample`` (n, dim) float32, n >= n_centroids.
+
+    Spherical k-means (faiss): centroids are normalised after every step, as ColBERTv2 normalises them, and
+    vectors go to the centroid of largest inner product (through an HNSW graph above :data:`EXACT_UP_TO`).
+    """
+    import faiss
+
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    n, dim = sample.shape
+    if n < n_centroids:
+        raise InputError(f"k-means needs at least {n_centroids} sample vectors, got {n}; lower n_centroids")
+    cp = faiss.ClusteringParameters()
+    cp.niter = niters
+    cp.seed = seed
+    cp.spherical = True
+    cp.max_points_per_centroid = n
+    cp.min_points_per_centroid = 1
+    cp.verbose = False
+    clustering = faiss.Clustering(dim, n_centroids, cp)
+    if exact or n_centroids <= EXACT_UP_TO:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 40
+        index.hnsw.efSearch = 32
+    clustering.train(sample, index)
+    centroids = faiss.vector_to_array(clustering.centroids).reshape(n_centroids, dim).astype(np.float32)
+    norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+    return centroids / np.maximum(norms, 1e-12)
+
+
+def assign(vectors: np.ndarray, centroids: np.ndarray, block: int = 65536, exact: bool = False) -> np.ndarray:
+    """(n,) int64 id of the centroid with the largest inner product with each of ``vectors`` (n, dim)
+    (found through an HNSW graph above :data:`EXACT_UP_TO` centroids unless ``exact``)."""
+    index = _centroid_index(centroids, exact)
+    out = np.empty(vectors.shape[0], dtype=np.int64)
+    for a in range(0, vectors.shape[0], block):
+        part = np.ascontiguousarray(vectors[a : a + block], dtype=np.float32)
+        _, ids = index.search(part, 1)
+        out[a : a + block] = ids[:, 0]
+    if (out < 0).any():  # an HNSW search can come back empty-handed; fall back to exact for those
+        bad = np.flatnonzero(out < 0)
+        out[bad] = assign(vectors[bad], centroids, exact=True)
+    return out
+
+
+def unpack_table(nbits: int) -> np.ndarray:
+    """(256, 8 // nbits) uint8: the buckets a packed byte holds, most significant first."""
+    per_byte = 8 // nbits
+    byte = np.arange(256, dtype=np.uint16)[:, None]
+    shifts = (8 - nbits * (np.arange(per_byte) + 1)).astype(np.uint16)[None, :]
+    return ((byte >> shifts) & ((1 << nbits) - 1)).astype(np.uint8)
+
+
+def pack_buckets(buckets: np.ndarray, nbits: int) -> np.ndarray:
+    """Pack (n, dim) buckets in [0, 2^nbits) into (n, dim * nbits / 8) uint8."""
+    n, dim = buckets.shape
+    per_byte = 8 // nbits
+    grouped = buckets.astype(np.uint8).reshape(n, dim // per_byte, per_byte)
+    shifts = (8 - nbits * (np.arange(per_byte) + 1)).astype(np.uint8)
+    return np.bitwise_or.reduce(grouped << shifts, axis=2).astype(np.uint8)
+
+
+def unpack_buckets(packed: np.ndarray, nbits: int) -> np.ndarray:
+    """Inverse of :func:`pack_buckets`: (n, dim) uint8 buckets."""
+    n = packed.shape[0]
+    return unpack_table(nbits)[np.asarray(packed)].reshape(n, -1)
+
+
+@dataclass(frozen=True)
+class ResidualCodec:
+    """Centroids plus per-dimension residual buckets.
+
+    ``centroids``: (C, dim) float32 (values representable in float16, as stored);
+    ``cutoffs``: (dim, 2^nbits - 1) float32, ascending per row; ``weights``: (dim, 2^nbits) float32.
+    """
+
+    centroids: np.ndarray
+    cutoffs: np.ndarray
+    weights: np.ndarray
+    nbits: int
+
+    @classmethod
+    def train(cls, sample: np.ndarray, heldout: np.ndarray, n_centroids: int, nbits: int, niters: int, seed: int) -> "ResidualCodec":
+        """Centroids by k-means on ``sample`` (n, dim); bucket cutoffs and weights from ``heldout`` (h, dim)."""
+        centroids = train_centroids(sample, n_centroids, niters, seed).astype(np.float16).astype(np.float32)
+        return cls.fit_buckets(centroids, heldout, nbits)
+
+    @classmethod
+    def fit_buckets(cls, centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> "ResidualCodec":
+        """Learn the residual buckets of ``heldout`` (h, dim) vectors against fixed ``centroids`` (C, dim)."""
+        heldout = np.asarray(heldout, dtype=np.float32)
+        if heldout.shape[0] == 0:
+            raise InputError("the codec needs at least one held-out vector to learn its residual buckets")
+        codec = cls(np.ascontiguousarray(centroids, dtype=np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), nbits)
+        residuals = heldout - centroids[codec.assign(heldout)]
+        levels = 1 << nbits
+        cut_q = np.arange(1, levels) / levels
+        weight_q = (np.arange(levels) + 0.5) / levels
+        cutoffs = np.quantile(residuals, cut_q, axis=0).T.astype(np.float32)  # (dim, levels - 1)
+        weights = np.quantile(residuals, weight_q, axis=0).T.astype(np.float32)  # (dim, levels)
+        return cls(np.ascontiguousarray(centroids, dtype=np.float32), np.ascontiguousarray(cutoffs),
+                   np.ascontiguousarray(weights), nbits)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def n_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def packed_width(self) -> int:
+        """Bytes of one packed residual: dim * nbits / 8."""
+        return self.dim * self.nbits // 8
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """(n,) int64 nearest centroid of each of ``vectors`` (n, dim); the centroid search structure is cached."""
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = _centroid_index(self.centroids, exact=False)
+            object.__setattr__(self, "_index", index)
+        out = np.empty(vectors.shape[0], dtype=np.int64)
+        for a in range(0, vectors.shape[0], 65536):
+            _, ids = index.search(np.ascontiguousarray(vectors[a : a + 65536], dtype=np.float32), 1)
+            out[a : a + 65536] = ids[:, 0]
+        if (out < 0).any():
+            bad = np.flatnonzero(out < 0)
+            out[bad] = assign(vectors[bad], self.centroids, exact=True)
+        return out
+
+    def bucketize(self, residuals: np.ndarray) -> np.ndarray:
+        """(n, dim) uint8 bucket of each residual value (``residuals`` (n, dim))."""
+        out = np.empty(residuals.shape, dtype=np.uint8)
+        for a in range(0, residuals.shape[0], BLOCK):
+            part = residuals[a : a + BLOCK]
+            out[a : a + BLOCK] = (part[:, :, None] > self.cutoffs[None, :, :]).sum(axis=2, dtype=np.uint8)
+        return out
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes (n,), packed (n, dim * nbits / 8) uint8)`` of ``vectors`` (n, dim), any float dtype.
+
+        Works through ``vectors`` in blocks, so a float16 chunk is never copied whole to float32.
+        """
+        n = vectors.shape[0]
+        codes = np.empty(n, dtype=codes_dtype(self.n_centroids))
+        packed = np.empty((n, self.packed_width), dtype=np.uint8)
+        for a in range(0, n, 4 * BLOCK):
+            part = np.asarray(vectors[a : a + 4 * BLOCK], dtype=np.float32)
+            ids = self.assign(part)
+            codes[a : a + 4 * BLOCK] = ids
+            for b in range(0, part.shape[0], BLOCK):
+                residual = part[b : b + BLOCK] - self.centroids[ids[b : b + BLOCK]]
+                packed[a + b : a + b + residual.shape[0]] = pack_buckets(self.bucketize(residual), self.nbits)
+        return codes, packed
+
+    def decompress(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 vectors from ``codes`` (n,) and ``packed`` (n, dim * nbits / 8) uint8."""
+        buckets = unpack_buckets(packed, self.nbits)  # (n, dim)
+        residual = self.weights[np.arange(self.dim)[None, :], buckets]
+        return self.centroids[np.asarray(codes, dtype=np.intp)] + residual

@@ -1,0 +1,502 @@
+"""PlaidIndex: ColBERTv2 residual compression plus PLAID search, with incremental adds and deletes.
+
+On disk, one directory (see :mod:`.build` for how it is made):
+
+* ``centroids.npy`` (C, dim) float16, ``bucket_cutoffs.npy`` (dim, 2^nbits - 1) and ``bucket_weights.npy``
+  (dim, 2^nbits) float32: the codec;
+* per chunk ``chunk-NNNNN.*``: ``codes`` (t,) uint16/int32 centroid ids, ``residuals`` (t, dim * nbits / 8)
+  uint8, ``doclens`` (n,) int32, ``ivf_docs`` / ``ivf_offsets`` (C + 1,) the chunk's inverted lists (centroid
+  -> chunk-local document positions), ``ids_bytes`` / ``ids_offsets`` the document ids;
+* ``deleted-G.npy`` (D,) int64, the positions of deleted documents, when there are any;
+* ``manifest.json``: kind ``"plaid"``, format version, dim, nbits, config, encoder spec, the chunk list,
+  counts and a checksum per array.
+
+An add writes new chunk files, then replaces the manifest atomically; a delete writes a new deletion list,
+then replaces the manifest. Until the manifest is replaced the old one names only old, untouched files, so a
+crash at any point leaves a readable index (files no manifest names are removed by the next update).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ...config import config_from_dict
+from ...errors import ConfigError, IndexFormatError, InputError
+from ...types import Hit
+from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verify_index, write_manifest
+from . import build as _build
+from .codec import ResidualCodec
+from .config import PlaidConfig, default_search_settings
+from .search import SearchData, byte_weight_table, search_one
+
+KIND = _build.KIND
+FORMAT_VERSION = _build.FORMAT_VERSION
+_OWN_FILE = re.compile(r"^(chunk-\d{5}\.[a-z_]+\.npy|deleted-\d+\.npy|manifest\.json\.tmp)$")
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+class PlaidIndex:
+    """Compressed late-interaction index searched with PLAID. Build with :meth:`build`, reopen with :meth:`open`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], codec: ResidualCodec, data: SearchData, doc_ids: list[str],
+                 deleted: np.ndarray):
+        self._path = path
+        self._manifest = manifest
+        self._codec = codec
+        self._data = data
+        self._stored_ids = doc_ids
+        self._deleted = deleted
+        self._positions: dict[str, int] | None = None
+
+    # --- building and opening ------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        path: str | os.PathLike,
+        doc_ids: Sequence[str],
+        embeddings: Iterable[torch.Tensor | np.ndarray],
+        *,
+        config: PlaidConfig | None = None,
+        encoder: dict | None = None,
+        overwrite: bool = False,
+        show_progress: bool | None = None,
+    ) -> "PlaidIndex":
+        """Build a PLAID index of ``embeddings`` (one (L_i, dim) matrix per document, in ``doc_ids`` order) at ``path``.
+
+        ``embeddings`` may be a sequence (read in place, never held whole in memory) or any iterable (spilled to
+        float16 chunk files first, so a generator is consumed once). ``encoder``: a JSON description of the model
+        that made the vectors, stored in the manifest. The build is staged beside ``path`` and published
+        atomically; if it dies, calling ``build`` again with the same ids, config and encoder resumes it.
+        """
+        config = config or PlaidConfig()
+        if not isinstance(config, PlaidConfig):
+            raise InputError(f"config must be a PlaidConfig, not {type(config).__name__}")
+        final = Path(path).expanduser().resolve()
+        _build.build_index(final, doc_ids, embeddings, config=config, encoder=encoder, overwrite=overwrite,
+                           show_progress=show_progress)
+        return cls.open(final)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, verify: bool = False) -> "PlaidIndex":
+        """Open the index at ``path`` (residuals memory-mapped); ``verify`` also checks every array's checksum."""
+        directory = Path(path).expanduser().resolve()
+        manifest = read_manifest(directory, (KIND,), FORMAT_VERSION)
+
+        def broken(what: str) -> IndexFormatError:
+            return IndexFormatError(f"{directory}: {what}; rebuild the index")
+
+        try:
+            dim = int(manifest["dim"])
+            nbits = int(manifest["nbits"])
+            chunks = list(manifest["chunks"])
+            config_from_dict(PlaidConfig, manifest["config"])
+            if not isinstance(manifest["arrays"], dict):
+                raise TypeError
+        except (KeyError, TypeError, ValueError, ConfigError):
+            raise broken("the manifest lacks or garbles its dim, nbits, config, arrays or chunk list") from None
+        if verify:
+            verify_index(directory, manifest)
+
+        def load(name: str, mmap: bool = False) -> np.ndarray:
+            return load_array(directory, manifest, name, mmap=mmap)
+
+        centroids = np.asarray(load("centroids"), dtype=np.float32)
+        cutoffs = np.asarray(load("bucket_cutoffs"))
+        weights = np.asarray(load("bucket_weights"))
+        levels = 1 << nbits
+        if centroids.ndim != 2 or centroids.shape[1] != dim or cutoffs.shape != (dim, levels - 1) or weights.shape != (dim, levels):
+            raise broken("the codec arrays do not match the manifest's dim and nbits")
+        codec = ResidualCodec(centroids, cutoffs, weights, nbits)
+        n_centroids = centroids.shape[0]
+        width = dim * nbits // 8
+
+        codes_parts, doclens_parts, ivf_docs_parts, ivf_offsets_parts, residuals, ids = [], [], [], [], [], []
+        first = 0
+        for chunk in chunks:
+            name = chunk["name"]
+            codes = load(f"{name}.codes")
+            res = load(f"{name}.residuals", mmap=True)
+            doclens = load(f"{name}.doclens")
+            ivf_docs = load(f"{name}.ivf_docs")
+            ivf_offsets = load(f"{name}.ivf_offsets")
+            blob = load(f"{name}.ids_bytes")
+            id_offsets = load(f"{name}.ids_offsets")
+            n = doclens.shape[0]
+            if (codes.ndim != 1 or res.shape != (codes.shape[0], width) or int(doclens.sum()) != codes.shape[0]
+                    or (doclens < 1).any() or id_offsets.shape != (n + 1,) or ivf_offsets.shape != (n_centroids + 1,)
+                    or int(ivf_offsets[-1]) != ivf_docs.shape[0] or n != chunk.get("documents")):
+                raise broken(f"chunk {name} is inconsistent")
+            if codes.size and int(codes.max()) >= n_centroids:
+                raise broken(f"chunk {name} refers to centroids that do not exist")
+            if int(chunk.get("first_document", -1)) != first:
+                raise broken(f"chunk {name} does not start where the previous one ends")
+            if (np.diff(ivf_offsets) < 0).any() or (ivf_docs.size and int(ivf_docs.max()) >= n):
+                raise broken(f"chunk {name} has inverted lists that point outside it")
+            try:
+                ids.extend(decode_strings(blob, id_offsets))
+            except (UnicodeDecodeError, IndexError):
+                raise broken(f"chunk {name} has unreadable document ids") from None
+            codes_parts.append(codes.astype(np.int32))
+            doclens_parts.append(doclens.astype(np.int64))
+            ivf_docs_parts.append(ivf_docs.astype(np.int32) + first)  # chunk-local -> global positions
+            ivf_offsets_parts.append(ivf_offsets)
+            residuals.append(np.asarray(res))  # a plain ndarray view of the memory map, for the kernels
+            first += n
+
+        doclens = np.concatenate(doclens_parts) if doclens_parts else np.zeros(0, np.int64)
+        doc_offsets = np.zeros(doclens.shape[0] + 1, dtype=np.int64)
+        np.cumsum(doclens, out=doc_offsets[1:])
+        part_starts = np.zeros(len(chunks) + 1, dtype=np.int64)
+        np.cumsum([p.shape[0] for p in codes_parts], out=part_starts[1:])
+        ivf_offsets, ivf_docs = _merge_inverted_lists(ivf_offsets_parts, ivf_docs_parts, n_centroids)
+
+        deleted = np.zeros(0, dtype=np.int64)
+        if manifest.get("deleted"):
+            deleted = np.asarray(load(manifest["deleted"]), dtype=np.int64)
+            if deleted.size and (deleted.min() < 0 or deleted.max() >= doclens.shape[0]):
+                raise broken("the deletion list points outside the index")
+        data = SearchData(
+            centroids=torch.from_numpy(centroids),
+            codes=np.concatenate(codes_parts) if codes_parts else np.zeros(0, np.int32),
+            doc_offsets=doc_offsets,
+            ivf_offsets=ivf_offsets,
+            ivf_docs=ivf_docs,
+            residual_parts=residuals,
+            part_starts=part_starts,
+            byte_weights=(table := byte_weight_table(weights, nbits)),
+            byte_weights_t=torch.from_numpy(table),
+            part_first_doc=np.asarray([int(c["first_document"]) for c in chunks], dtype=np.int64),
+            centroids_np=centroids,
+        )
+        return cls(directory, manifest, codec, data, ids, deleted)
+
+    # --- searching -----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: Sequence[torch.Tensor | np.ndarray],
+        k: int = 10,
+        subset: Sequence[str] | None = None,
+        *,
+        ncells: int | None = None,
+        centroid_score_threshold: float | None = None,
+        ndocs: int | None = None,
+        threads: int | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` best documents for each query, best first, scored by exact MaxSim over decompressed vectors.
+
+        ``queries``: one (Lq_i, dim) matrix per query. ``subset``: only these document ids may be returned (an
+        unknown id is an error; a subset no larger than ``ndocs`` is scored in full instead of through the
+        inverted lists). ``ncells``, ``centroid_score_threshold`` and ``ndocs`` default to ColBERT's choice
+        for ``k`` (:func:`~.config.default_search_settings`). ``threads``: queries searched in parallel
+        (default: all cores); each query runs on one thread.
+        """
+        k = _positive_int(k, "k")
+        defaults = default_search_settings(k)
+        ncells = defaults.ncells if ncells is None else _positive_int(ncells, "ncells")
+        ndocs = defaults.ndocs if ndocs is None else _positive_int(ndocs, "ndocs")
+        threshold = defaults.centroid_score_threshold if centroid_score_threshold is None else centroid_score_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or np.isnan(threshold):
+            raise InputError(f"centroid_score_threshold must be a number, not {threshold!r}")
+        threads = (os.cpu_count() or 1) if threads is None else _positive_int(threads, "threads")
+        if isinstance(queries, (torch.Tensor, np.ndarray)):
+            raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
+        matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]
+        if len(self) == 0:
+            raise InputError(f"{self._path} holds no documents (all were deleted); add documents before searching")
+        ncells = min(ncells, self._codec.n_centroids)
+        allowed = np.ones(len(self._stored_ids), dtype=np.bool_)
+        allowed[self._deleted] = False
+        direct = None
+        if subset is not None:
+            positions = self._subset_positions(subset)
+            allowed[:] = False
+            allowed[positions] = True
+            allowed[self._deleted] = False
+            if positions.size <= ndocs:
+                direct = np.flatnonzero(allowed)
+        if not allowed.any():
+            return [[] for _ in matrices]
+
+        def run(Q: torch.Tensor) -> list[Hit]:
+            docs, scores = search_one(self._data, Q, k, ncells, float(threshold), ndocs, allowed, direct)
+            return [Hit(self._stored_ids[d], float(s)) for d, s in zip(docs.tolist(), scores.tolist())]
+
+        if threads == 1 or len(matrices) <= 1:
+            return [run(Q) for Q in matrices]
+        with ThreadPoolExecutor(max_workers=min(threads, len(matrices))) as pool:
+            return list(pool.map(run, matrices))
+
+    def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
+        if isinstance(query, torch.Tensor):
+            query = query.detach().cpu().float().numpy()
+        if not isinstance(query, np.ndarray) or query.ndim != 2:
+            raise InputError(f"query {i} must be a (tokens, dim) tensor or array")
+        if query.shape[1] != self.dim:
+            raise InputError(f"query {i} has vectors of dimension {query.shape[1]}, but the index has dimension {self.dim}")
+        if query.shape[0] == 0:
+            raise InputError(f"query {i} has no token vectors")
+        tensor = torch.from_numpy(np.array(query, dtype=np.float32))
+        if not torch.isfinite(tensor).all():
+            raise InputError(f"query {i} has NaN or infinite values")
+        return tensor
+
+    def _live_positions(self) -> dict[str, int]:
+        if self._positions is None:
+            dead = set(self._deleted.tolist())
+            self._positions = {d: i for i, d in enumerate(self._stored_ids) if i not in dead}
+        return self._positions
+
+    def _subset_positions(self, subset: Sequence[str]) -> np.ndarray:
+        if isinstance(subset, str):
+            raise InputError("subset must be a sequence of document ids, not one string")
+        live = self._live_positions()
+        positions, unknown = [], []
+        for doc_id in subset:
+            p = live.get(doc_id)
+            (unknown.append(doc_id) if p is None else positions.append(p))
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+            raise InputError(f"subset names documents that are not in the index: {shown}")
+        return np.unique(np.asarray(positions, dtype=np.int64))
+
+    # --- vectors -------------------------------------------------------------------------------------
+
+    def decompressed(self, doc_id: str) -> np.ndarray:
+        """(L, dim) float32: the vectors of ``doc_id`` as the index reconstructs them."""
+        p = self._live_positions().get(doc_id)
+        if p is None:
+            raise InputError(f"no document {doc_id!r} in {self._path}")
+        from .search import gather_vectors
+
+        vectors, _ = gather_vectors(self._data, np.array([p], dtype=np.int64))
+        return vectors
+
+    @property
+    def codec(self) -> ResidualCodec:
+        return self._codec
+
+    # --- updates -------------------------------------------------------------------------------------
+
+    def add(self, doc_ids: Sequence[str], embeddings: Iterable[torch.Tensor | np.ndarray], *, encoder: dict | None = None) -> None:
+        """Compress and append documents with the index's centroids; visible to this object's searches at once.
+
+        ``embeddings``: one (L_i, dim) matrix per id. ``encoder``: when given, it must equal the manifest's encoder
+        spec. The manifest is replaced atomically once every new chunk is on disk.
+        """
+        if encoder is not None:
+            encoder = _build.check_encoder(encoder)
+            if self.encoder is not None and encoder != self.encoder:
+                raise InputError(f"these vectors come from a different encoder than {self._path} was built with; "
+                                 "encode them with the index's encoder or rebuild the index")
+        ids = _build.check_new_ids(doc_ids, set(self._live_positions()))
+        if not ids:
+            return
+        mats = []
+        for i, value in enumerate(embeddings):
+            if i >= len(ids):
+                raise InputError(f"more embeddings than document ids ({len(ids)}); give one matrix per document")
+            mats.append(_build.as_vectors(value, f"the embedding of document {ids[i]!r}", self.dim))
+        if len(mats) != len(ids):
+            raise InputError(f"{len(ids)} document ids but {len(mats)} embeddings; give one matrix per document")
+        self._clean_orphans()
+        manifest = self.manifest
+        chunks = list(manifest["chunks"])
+        arrays = dict(manifest["arrays"])
+        number = 1 + max(int(c["name"].split("-")[1]) for c in chunks)
+        first = len(self._stored_ids)
+        cs = int(manifest["config"]["chunk_size"])
+        for a in range(0, len(ids), cs):
+            part = mats[a : a + cs]
+            doclens = np.array([m.shape[0] for m in part], dtype=np.int64)
+            chunk_arrays = _build.compress_chunk(self._codec, np.concatenate(part), doclens)
+            name = _build.chunk_name(number)
+            arrays.update(_build.write_chunk(self._path, name, chunk_arrays, ids[a : a + cs]))
+            chunks.append({"name": name, "documents": len(part), "token_vectors": int(doclens.sum()),
+                           "first_document": first + a, "mse": float(chunk_arrays["_mse"]), "added": True})
+            number += 1
+        self._commit(manifest, arrays, chunks, manifest.get("deleted"), self._deleted)
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Remove documents from search results (their space is reclaimed by :meth:`rebuild`)."""
+        if isinstance(doc_ids, str):
+            raise InputError("doc_ids must be a sequence of document ids, not one string")
+        live = self._live_positions()
+        unknown = [d for d in doc_ids if d not in live]
+        if unknown:
+            raise InputError(f"cannot delete {unknown[0]!r}: it is not in the index")
+        positions = [live[d] for d in doc_ids]
+        if not positions:
+            return
+        self._clean_orphans()
+        deleted = np.union1d(self._deleted, np.asarray(positions, dtype=np.int64))
+        manifest = self.manifest
+        arrays = dict(manifest["arrays"])
+        if manifest.get("deleted"):
+            arrays.pop(manifest["deleted"], None)
+        name = f"deleted-{int(manifest.get('generation', 0)) + 1}"
+        arrays[name] = _build.save_durable(self._path, name, deleted)
+        self._commit(manifest, arrays, manifest["chunks"], name, deleted)
+
+    def _commit(self, manifest: dict, arrays: dict, chunks: list, deleted_name: str | None, deleted: np.ndarray) -> None:
+        stored_tokens = np.diff(self._data.doc_offsets) if deleted.size else None
+        deleted_tokens = int(stored_tokens[deleted].sum()) if stored_tokens is not None else 0
+        if deleted.size and stored_tokens is not None and deleted.max() >= stored_tokens.shape[0]:  # pragma: no cover
+            raise InputError("internal error: deletion beyond the stored documents")
+        config = config_from_dict(PlaidConfig, manifest["config"])
+        fields = _build.manifest_fields(
+            dim=self.dim, config=config, encoder=self.encoder, codec=self._codec, codec_stats=manifest.get("codec", {}),
+            chunks=chunks, deleted=deleted_name, n_deleted=int(deleted.size), deleted_tokens=deleted_tokens,
+            generation=int(manifest.get("generation", 0)) + 1)
+        write_manifest(self._path, KIND, FORMAT_VERSION, arrays, **fields)
+        _build.fsync_path(self._path)
+        self._clean_orphans()
+        fresh = type(self).open(self._path)
+        self.__dict__.update(fresh.__dict__)
+
+    def _clean_orphans(self) -> None:
+        """Remove files of an update that crashed before its manifest was written."""
+        named = {entry["file"] for entry in json.loads((self._path / MANIFEST).read_text(encoding="utf-8"))["arrays"].values()}
+        for path in self._path.iterdir():
+            if _OWN_FILE.match(path.name) and path.name not in named:
+                path.unlink()
+
+    def rebuild(self, embeddings: Iterable[torch.Tensor | np.ndarray] | None = None, *, config: PlaidConfig | None = None,
+                show_progress: bool | None = None) -> "PlaidIndex":
+        """Retrain the centroids and rewrite the index in place (deleted documents are dropped).
+
+        For a collection that has drifted from the vectors its centroids were trained on (see ``info()["drift"]``).
+        ``embeddings``: fresh vectors of the live documents in :attr:`doc_ids` order (best); without them the
+        index's own decompressed vectors are used, which adds their quantisation error once more.
+        ``config`` defaults to the index's. Published atomically; returns the new index (this object is updated too).
+        """
+        ids = self.doc_ids
+        if not ids:
+            raise InputError(f"{self._path} holds no documents; build a new index instead of rebuilding")
+        config = config or config_from_dict(PlaidConfig, self._manifest["config"])
+        source = embeddings if embeddings is not None else _Decompressed(self)
+        _build.build_index(self._path, ids, source, config=config, encoder=self.encoder, overwrite=True,
+                           show_progress=show_progress)
+        fresh = type(self).open(self._path)
+        self.__dict__.update(fresh.__dict__)
+        return self
+
+    # --- description ---------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """The live document ids in index order (a copy)."""
+        if not self._deleted.size:
+            return list(self._stored_ids)
+        return list(self._live_positions())
+
+    def __len__(self) -> int:
+        return len(self._stored_ids) - int(self._deleted.size)
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def similarity(self) -> str:
+        return "cosine"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed ``manifest.json`` (a copy)."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def encoder(self) -> dict | None:
+        encoder = self._manifest.get("encoder")
+        return None if encoder is None else json.loads(json.dumps(encoder))
+
+    def info(self) -> dict[str, Any]:
+        """Kind, counts, bytes per token vector (every file of the directory counted), encoder and configuration.
+
+        ``drift``: mean squared reconstruction error of the chunks added after the build, over that of the build's
+        chunks (1.0 = like the original data; well above 1, say 1.5, suggests :meth:`rebuild`).
+        """
+        total = sum(f.stat().st_size for f in self._path.iterdir() if f.is_file())
+        counts = self._manifest["counts"]
+        stored = int(counts["stored_token_vectors"])
+        chunks = self._manifest["chunks"]
+        def mean_mse(group: list[dict]) -> float:
+            tokens = sum(c["token_vectors"] for c in group)
+            return sum(c["mse"] * c["token_vectors"] for c in group) / tokens if tokens else 0.0
+
+        built = [c for c in chunks if not c.get("added")]
+        added = [c for c in chunks if c.get("added")]
+        base = mean_mse(built)
+        drift = mean_mse(added) / base if added and base > 0 else 1.0
+        return {
+            "kind": KIND,
+            "path": str(self._path),
+            "documents": len(self),
+            "token_vectors": int(counts["token_vectors"]),
+            "deleted_documents": int(counts["deleted_documents"]),
+            "stored_token_vectors": stored,
+            "dim": self.dim,
+            "similarity": "cosine",
+            "nbits": int(self._manifest["nbits"]),
+            "n_centroids": int(self._manifest["n_centroids"]),
+            "chunks": len(chunks),
+            "bytes_on_disk": total,
+            "bytes_per_token_vector": total / stored if stored else 0.0,
+            "encoder": self.encoder,
+            "config": dict(self._manifest["config"]),
+            "drift": drift,
+        }
+
+    def __repr__(self) -> str:
+        return (f"PlaidIndex({str(self._path)!r}, documents={len(self)}, dim={self.dim}, "
+                f"nbits={self._manifest['nbits']}, centroids={self._manifest['n_centroids']})")
+
+
+class _Decompressed:
+    """The live documents of an index as a random-access sequence of decompressed (L, dim) matrices."""
+
+    def __init__(self, index: PlaidIndex):
+        live = index._live_positions()
+        self._index = index
+        self._positions = np.fromiter(live.values(), dtype=np.int64, count=len(live))
+
+    def __len__(self) -> int:
+        return int(self._positions.shape[0])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        from .search import gather_vectors
+
+        vectors, _ = gather_vectors(self._index._data, self._positions[i : i + 1])
+        return vectors
+
+
+def _merge_inverted_lists(offsets_parts: list[np.ndarray], docs_parts: list[np.ndarray], n_centroids: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CSR inverted list from per-chunk ones; documents stay ascending within each centroid."""
+    if len(offsets_parts) == 1:
+        return np.asarray(offsets_parts[0], dtype=np.int64), docs_parts[0]
+    counts = sum(np.diff(o) for o in offsets_parts)
+    offsets = np.zeros(n_centroids + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    keys = np.concatenate([np.repeat(np.arange(n_centroids, dtype=np.int32), np.diff(o)) for o in offsets_parts])
+    docs = np.concatenate(docs_parts)
+    order = np.argsort(keys, kind="stable")  # chunks are in document order, so docs stay ascending
+    return offsets, docs[order].astype(np.int32)

@@ -1,0 +1,233 @@
+"""PLAID search, one query at a time (queries run in parallel threads; the kernels release the GIL).
+
+For a query Q (Lq, dim) and centroids C (n_centroids, dim):
+
+1. *candidates*: S = C Q^T (n_centroids, Lq); the ``ncells`` best centroids of each query token; the union of
+   their inverted lists (documents with a token vector assigned to one of them);
+2. *pruned centroid interaction*: each candidate scores sum_q max over its token vectors of S[code, q],
+   counting only token vectors whose centroid scores at least ``centroid_score_threshold`` for some query
+   token; the best ``ndocs`` go on;
+3. *centroid interaction*: the same without pruning; the best ``max(k, ndocs // 4)`` go on;
+4. *exact*: those documents' vectors are decompressed and scored by MaxSim; the best ``k`` are returned.
+
+Ties are broken by document position (earlier first) at every stage, so results do not depend on thread
+count or batch composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import torch
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_candidates(cells, ivf_offsets, ivf_docs, allowed):  # pragma: no cover - compiled
+    """Sorted unique documents of the inverted lists of ``cells`` that ``allowed`` (N,) bool lets through."""
+    total = 0
+    for c in cells:
+        total += ivf_offsets[c + 1] - ivf_offsets[c]
+    buf = np.empty(total, dtype=np.int64)
+    j = 0
+    for c in cells:
+        for e in range(ivf_offsets[c], ivf_offsets[c + 1]):
+            buf[j] = ivf_docs[e]
+            j += 1
+    buf.sort()
+    out = np.empty(total, dtype=np.int64)
+    n = 0
+    last = -1
+    for i in range(total):
+        d = buf[i]
+        if d != last and allowed[d]:
+            out[n] = d
+            n += 1
+        last = d
+    return out[:n]
+
+
+@numba.njit(nogil=True, cache=True)
+def centroid_interaction(scores_t, codes, doc_offsets, docs, keep):  # pragma: no cover - compiled
+    """(len(docs),) float32: sum over query tokens of the best centroid score among each document's token
+    vectors whose centroid ``keep`` (n_centroids,) bool lets through. ``scores_t``: (n_centroids, Lq)."""
+    lq = scores_t.shape[1]
+    out = np.empty(docs.shape[0], dtype=np.float32)
+    best = np.empty(lq, dtype=np.float32)
+    for i in range(docs.shape[0]):
+        d = docs[i]
+        best[:] = -np.inf
+        for t in range(doc_offsets[d], doc_offsets[d + 1]):
+            c = codes[t]
+            if keep[c]:
+                for q in range(lq):
+                    v = scores_t[c, q]
+                    if v > best[q]:
+                        best[q] = v
+        s = np.float32(0.0)
+        for q in range(lq):
+            if best[q] > -np.inf:
+                s += best[q]
+        out[i] = s
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def decompress_rows(codes, packed, centroids, byte_weights, out):  # pragma: no cover - compiled
+    """Fill ``out`` (n, dim) float32 with centroids[codes] plus the residual each packed byte decodes to.
+
+    ``byte_weights``: (W, 256, per_byte) float32, the residual values of the dimensions held by byte j when
+    it has a given value.
+    """
+    n, width = packed.shape
+    per_byte = byte_weights.shape[2]
+    for i in range(n):
+        c = codes[i]
+        for j in range(width):
+            b = packed[i, j]
+            base = j * per_byte
+            for p in range(per_byte):
+                out[i, base + p] = centroids[c, base + p] + byte_weights[j, b, p]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def exact_interaction(scores_t, table, codes, packed, row_base, doc_offsets, docs):  # pragma: no cover - compiled
+    """(len(docs),) float32 MaxSim of a query with documents, without decompressing their vectors.
+
+    A decompressed vector is centroid + residual, so its similarity with query token q is
+    ``scores_t[code, q]`` plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
+    with the residual values that byte decodes to). ``packed``: the residual rows of one chunk, whose first row
+    is global token ``row_base``; every document in ``docs`` lies in that chunk.
+    """
+    lq = scores_t.shape[1]
+    width = packed.shape[1]
+    out = np.empty(docs.shape[0], dtype=np.float32)
+    best = np.empty(lq, dtype=np.float32)
+    acc = np.empty(lq, dtype=np.float32)
+    for i in range(docs.shape[0]):
+        d = docs[i]
+        best[:] = -np.inf
+        for t in range(doc_offsets[d], doc_offsets[d + 1]):
+            r = t - row_base
+            acc[:] = scores_t[codes[t]]
+            for j in range(width):
+                acc += table[j, packed[r, j]]
+            np.maximum(best, acc, best)
+        out[i] = best.sum()
+    return out
+
+
+def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> np.ndarray:
+    """(W, 256, Lq) float32: for packed byte j holding value b, the dot product of each query token with the
+    residual values b decodes to. ``Q``: (Lq, dim); ``byte_weights``: (W, 256, per_byte)."""
+    width, _, per_byte = byte_weights.shape
+    q = Q.reshape(Q.shape[0], width, per_byte).permute(1, 2, 0)  # (W, per_byte, Lq)
+    return torch.bmm(byte_weights, q).numpy()
+
+
+def byte_weight_table(weights: np.ndarray, nbits: int) -> np.ndarray:
+    """(dim * nbits / 8, 256, 8 / nbits) float32: the residual values each byte value decodes to, per byte."""
+    from .codec import unpack_table
+
+    dim = weights.shape[0]
+    per_byte = 8 // nbits
+    table = unpack_table(nbits)  # (256, per_byte)
+    dims = np.arange(dim).reshape(dim // per_byte, per_byte)  # (W, per_byte)
+    return np.ascontiguousarray(weights[dims[:, None, :], table[None, :, :]], dtype=np.float32)
+
+
+def order_by_score(scores: np.ndarray, docs: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the ``limit`` best scores, best first, ties by ascending ``docs``."""
+    if scores.shape[0] <= limit:
+        return np.lexsort((docs, -scores))
+    part = np.argpartition(-scores, limit - 1)[:limit]
+    threshold = scores[part].min()
+    part = np.flatnonzero(scores >= threshold)  # all tied with the cut-off value, then cut stably
+    order = part[np.lexsort((docs[part], -scores[part]))]
+    return order[:limit]
+
+
+@dataclass
+class SearchData:
+    """What a search reads: arrays shared by all queries (read-only)."""
+
+    centroids: torch.Tensor  # (C, dim) float32
+    codes: np.ndarray  # (T,) int32, all stored token vectors
+    doc_offsets: np.ndarray  # (N + 1,) int64 global token offsets
+    ivf_offsets: np.ndarray  # (C + 1,) int64
+    ivf_docs: np.ndarray  # (E,) int32
+    residual_parts: list  # per chunk (t_c, W) uint8 (memory-mapped)
+    part_starts: np.ndarray  # (n_chunks + 1,) int64 first global token of each chunk
+    byte_weights: np.ndarray  # (W, 256, per_byte) float32
+    byte_weights_t: torch.Tensor  # the same, as a tensor
+    part_first_doc: np.ndarray  # (n_chunks,) int64 first document of each chunk
+    centroids_np: np.ndarray  # (C, dim) float32
+
+
+def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decompressed vectors (t, dim) of ``docs`` one after another, and their (len(docs),) lengths."""
+    starts = data.doc_offsets[docs]
+    ends = data.doc_offsets[docs + 1]
+    lengths = ends - starts
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist())]) if len(docs) else np.zeros(0, np.int64)
+    width = data.byte_weights.shape[0]
+    packed = np.empty((rows.shape[0], width), dtype=np.uint8)
+    chunk_of = np.searchsorted(data.part_starts, rows, side="right") - 1
+    for c in np.unique(chunk_of):
+        sel = chunk_of == c
+        packed[sel] = data.residual_parts[c][rows[sel] - data.part_starts[c]]
+    out = np.empty((rows.shape[0], data.centroids_np.shape[1]), dtype=np.float32)
+    decompress_rows(data.codes[rows], packed, data.centroids_np, data.byte_weights, out)
+    return out, lengths
+
+
+def exact_scores(Q: torch.Tensor, vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(n,) MaxSim of Q (Lq, dim) with n documents whose vectors (sum(lengths), dim) are packed."""
+    if vectors.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    sims = torch.mm(Q, torch.from_numpy(vectors).T).numpy()  # (Lq, t)
+    starts = np.zeros(lengths.shape[0], dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
+
+
+def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold: float, ndocs: int,
+               allowed: np.ndarray, direct: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(documents, scores)`` of the best ``k`` for one query Q (Lq, dim) float32, best first.
+
+    ``allowed``: (N,) bool, the documents that may be returned; ``direct``: when given, score these candidate
+    documents instead of generating candidates from the inverted lists (small subsets).
+    """
+    scores_t = torch.mm(data.centroids, Q.T).numpy()  # (C, Lq)
+    if direct is None:
+        if ncells == 1:
+            cells = np.unique(scores_t.argmax(axis=0))
+        else:
+            cells = np.unique(np.argpartition(-scores_t, ncells - 1, axis=0)[:ncells].ravel())
+        candidates = gather_candidates(cells.astype(np.int64), data.ivf_offsets, data.ivf_docs, allowed)
+    else:
+        candidates = direct
+    if candidates.shape[0] == 0:
+        return candidates, np.zeros(0, dtype=np.float32)
+    n_exact = max(k, ndocs // 4)
+    if candidates.shape[0] > n_exact:
+        keep = scores_t.max(axis=1) >= threshold
+        approx = centroid_interaction(scores_t, data.codes, data.doc_offsets, candidates, keep)
+        candidates = candidates[order_by_score(approx, candidates, ndocs)]
+        if candidates.shape[0] > n_exact:
+            full = np.ones(scores_t.shape[0], dtype=np.bool_)
+            approx = centroid_interaction(scores_t, data.codes, data.doc_offsets, candidates, full)
+            candidates = candidates[order_by_score(approx, candidates, n_exact)]
+        candidates = np.sort(candidates)
+    exact = np.empty(candidates.shape[0], dtype=np.float32)
+    table = query_table(Q, data.byte_weights_t)
+    # Candidates are sorted, so each chunk's documents form one run.
+    doc_chunk = np.searchsorted(data.part_first_doc, candidates, side="right") - 1
+    bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
+    for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
+        c = int(doc_chunk[a])
+        exact[a:b] = exact_interaction(scores_t, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
+                                       data.doc_offsets, candidates[a:b])
+    best = order_by_score(exact, candidates, k)
+    return candidates[best], exact[best]
