@@ -16,7 +16,6 @@ Vectors are memory-mapped when the index is opened; a search streams through the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,12 +24,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..errors import DuplicateIdError, IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError
 from ..scoring.maxsim import SIMILARITIES, maxsim_packed
 from ..scoring.topk import topk_rows
 from ..types import Hit
+from .token_vectors import VECTOR_DTYPE, StoredTokenVectors, check_doc_ids, write_vectors
 from .storage import (
-    MANIFEST,
     decode_strings,
     encode_strings,
     load_array,
@@ -42,113 +41,12 @@ from .storage import (
 
 KIND = "flat"
 FORMAT_VERSION = 1
-VECTOR_DTYPE = np.dtype("<f2")
 
 #: Bound, in bytes, on the token vectors a subset search copies out of the memory map at once.
 GATHER_BYTES = 64 * 2**20
 
 
-def _as_matrix(value: Any, what: str) -> np.ndarray:
-    """A 2-D numpy view of a tensor or array (CPU, detached); ``what`` names it in errors."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.dtype == torch.bfloat16:
-            value = value.float()
-        value = value.numpy()
-    elif not isinstance(value, np.ndarray):
-        raise InputError(f"{what} is a {type(value).__name__}, not a torch tensor or numpy array")
-    if value.ndim != 2:
-        raise InputError(f"{what} has shape {tuple(value.shape)}; expected a (tokens, dim) matrix")
-    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-        raise InputError(f"{what} has dtype {value.dtype}; expected floating point values")
-    return value
-
-
-class _NpyRowWriter:
-    """Writes a 2-D ``.npy`` file row block by row block, before its number of rows is known.
-
-    numpy's header reserves room for the first axis to grow (that is what ``GROWTH_AXIS_MAX_DIGITS`` is for),
-    so the header written for zero rows is rewritten in place, at the same length, with the final shape.
-    """
-
-    def __init__(self, path: Path, dim: int, dtype: np.dtype):
-        self.path = path
-        self.dim = dim
-        self.dtype = dtype
-        self.rows = 0
-        self._sha = hashlib.sha256()
-        self._file = open(path, "wb", buffering=1 << 20)
-        self._header_bytes = self._write_header()
-
-    def _write_header(self) -> int:
-        start = self._file.tell()
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": (self.rows, self.dim),
-        }
-        np.lib.format.write_array_header_1_0(self._file, header)
-        return self._file.tell() - start
-
-    def write(self, block: np.ndarray) -> None:
-        data = np.ascontiguousarray(block, dtype=self.dtype)
-        self._file.write(memoryview(data).cast("B"))
-        self.rows += data.shape[0]
-
-    def close(self) -> dict[str, Any]:
-        """Finish the file and return its manifest entry (the same fields as ``storage.save_array``)."""
-        self._file.seek(0)
-        if self._write_header() != self._header_bytes:
-            raise IndexFormatError(f"internal error: the .npy header of {self.path} changed length")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        sha = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        return {
-            "file": self.path.name,
-            "dtype": self.dtype.str,
-            "shape": [self.rows, self.dim],
-            "bytes": self.path.stat().st_size,
-            "sha256": sha.hexdigest(),
-        }
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
-def _check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
-    ids = list(doc_ids)
-    if not ids:
-        raise InputError("cannot build an index of an empty corpus: no document ids were given")
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
-        if doc_id in seen:
-            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {seen[doc_id]} and {i})")
-        seen[doc_id] = i
-    return ids
-
-
-def _check_overwrite_target(path: Path) -> None:
-    """Refuse to replace an existing directory that is neither empty nor a latelex index."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise IndexFormatError(f"{path} exists and is not a directory; refusing to replace it with an index")
-    if (path / MANIFEST).exists():
-        return
-    if any(path.iterdir()):
-        raise IndexFormatError(
-            f"{path} is a non-empty directory without a {MANIFEST}; refusing to overwrite what is not an index"
-        )
-
-
-class FlatIndex:
+class FlatIndex(StoredTokenVectors):
     """Exact late-interaction search over float16 token vectors. Build with :meth:`build`, reopen with :meth:`open`."""
 
     def __init__(
@@ -190,13 +88,10 @@ class FlatIndex:
                 json.dumps(encoder, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
-        ids = _check_doc_ids(doc_ids)
+        ids = check_doc_ids(doc_ids)
         final = Path(path).expanduser().resolve()
-        if overwrite:
-            _check_overwrite_target(final)
-
         with staged_directory(final, overwrite=overwrite) as tmp:
-            lengths, entry, dim = cls._write_vectors(tmp, ids, embeddings)
+            lengths, entry, dim = write_vectors(tmp, ids, embeddings)
             offsets = np.zeros(len(ids) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
             blob, id_offsets = encode_strings(ids)
@@ -217,50 +112,6 @@ class FlatIndex:
                 counts={"documents": len(ids), "token_vectors": int(offsets[-1])},
             )
         return cls.open(final)
-
-    @staticmethod
-    def _write_vectors(directory: Path, ids: list[str], embeddings: Iterable) -> tuple[np.ndarray, dict, int]:
-        """Stream the documents' vectors into ``vectors.npy``; return per-document lengths, its entry and dim."""
-        n = len(ids)
-        lengths = np.zeros(n, dtype=np.int64)
-        writer: _NpyRowWriter | None = None
-        dim = 0
-        count = 0
-        try:
-            for i, embedding in enumerate(embeddings):
-                if i >= n:
-                    raise InputError(f"more embeddings than document ids ({n}); give one matrix per document")
-                doc = ids[i]
-                matrix = _as_matrix(embedding, f"the embedding of document {doc!r}")
-                if matrix.shape[0] == 0:
-                    raise InputError(f"document {doc!r} has no token vectors; an encoder gives every text at least one")
-                if writer is None:
-                    dim = int(matrix.shape[1])
-                    if dim == 0:
-                        raise InputError(f"document {doc!r} has vectors of dimension 0")
-                    writer = _NpyRowWriter(directory / "vectors.npy", dim, VECTOR_DTYPE)
-                elif matrix.shape[1] != dim:
-                    raise InputError(
-                        f"document {doc!r} has vectors of dimension {matrix.shape[1]}, "
-                        f"but earlier documents have dimension {dim}"
-                    )
-                with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-                    half = matrix.astype(VECTOR_DTYPE)
-                if not np.isfinite(half).all():
-                    if np.issubdtype(matrix.dtype, np.floating) and not np.isfinite(matrix).all():
-                        raise InputError(f"document {doc!r} has NaN or infinite values in its vectors")
-                    raise InputError(f"document {doc!r} has values beyond float16's range (+-65504)")
-                writer.write(half)
-                lengths[i] = matrix.shape[0]
-                count = i + 1
-            if count < n:
-                raise InputError(f"{n} document ids but only {count} embeddings; give one matrix per document")
-            if writer is None:  # unreachable: n >= 1 documents were written
-                raise InputError("no embeddings were given")
-            return lengths, writer.close(), dim
-        finally:
-            if writer is not None:
-                writer.abort()
 
     @classmethod
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "FlatIndex":
@@ -339,38 +190,7 @@ class FlatIndex:
         return results
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
-        matrix = _as_matrix(query, f"query {i}")
-        if matrix.shape[1] != self.dim:
-            raise InputError(
-                f"query {i} has vectors of dimension {matrix.shape[1]}, but the index has dimension {self.dim}"
-            )
-        if matrix.shape[0] == 0:
-            raise InputError(f"query {i} has no token vectors")
-        tensor = torch.from_numpy(np.array(matrix, dtype=np.float32))
-        if not torch.isfinite(tensor).all():
-            raise InputError(f"query {i} has NaN or infinite values")
-        return tensor
-
-    def _subset_positions(self, subset: Sequence[str]) -> np.ndarray:
-        """Sorted, de-duplicated positions of the ``subset`` ids."""
-        if isinstance(subset, str):
-            raise InputError("subset must be a sequence of document ids, not one string")
-        if self._positions is None:
-            self._positions = {doc_id: i for i, doc_id in enumerate(self._doc_ids)}
-        positions = []
-        unknown = []
-        for doc_id in subset:
-            position = self._positions.get(doc_id)
-            if position is None:
-                unknown.append(doc_id)
-            else:
-                positions.append(position)
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3])
-            if len(unknown) > 3:
-                shown += f" and {len(unknown) - 3} more"
-            raise InputError(f"subset names documents that are not in the index: {shown}")
-        return np.unique(np.asarray(positions, dtype=np.int64))
+        return torch.from_numpy(self._checked_query(query, i))
 
     def _score(self, Q: torch.Tensor, q_mask: torch.Tensor, positions: np.ndarray | None) -> torch.Tensor:
         """(B, N) scores against every document, or (B, len(positions)) against those documents."""
@@ -405,51 +225,9 @@ class FlatIndex:
 
     # --- description ---------------------------------------------------------------------------------
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """The document ids in index order (a copy)."""
-        return list(self._doc_ids)
-
-    def __len__(self) -> int:
-        return len(self._doc_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self._manifest["dim"])
-
-    @property
-    def similarity(self) -> str:
-        return str(self._manifest["similarity"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed ``manifest.json`` (a copy)."""
-        return json.loads(json.dumps(self._manifest))
-
-    @property
-    def encoder(self) -> dict | None:
-        """The encoder description given at build time, or None."""
-        encoder = self._manifest.get("encoder")
-        return None if encoder is None else json.loads(json.dumps(encoder))
-
     def info(self) -> dict[str, Any]:
         """Kind, path, sizes and similarity of this index, for people and for ``latelex info``."""
-        total = sum(f.stat().st_size for f in self._path.rglob("*") if f.is_file())
-        tokens = int(self._vectors.shape[0])
-        return {
-            "kind": KIND,
-            "path": str(self._path),
-            "documents": len(self),
-            "token_vectors": tokens,
-            "dim": self.dim,
-            "similarity": self.similarity,
-            "bytes_on_disk": total,
-            "bytes_per_token_vector": total / tokens if tokens else 0.0,
-        }
+        return {"kind": KIND, **self._sizes()}
 
     def __repr__(self) -> str:
         return (

@@ -50,12 +50,11 @@ from ..errors import ConfigError, IndexFormatError, InputError
 from ..scoring.maxsim import SIMILARITIES, maxsim_packed
 from ..scoring.topk import topk
 from ..types import Hit
-from .flat import FlatIndex, _as_matrix, _check_doc_ids, _check_overwrite_target
+from .token_vectors import VECTOR_DTYPE, StoredTokenVectors, check_doc_ids, write_vectors
 from .storage import decode_strings, encode_strings, load_array, read_manifest, save_array, staged_directory, write_manifest
 
 KIND = "ivfpq"
 FORMAT_VERSION = 1
-VECTOR_DTYPE = np.dtype("<f2")
 FAISS_FILE = "ivfpq.faiss"
 
 #: Fewest training vectors per IVF cell the default ``partitions`` allows (FAISS warns below 39).
@@ -187,7 +186,7 @@ def _counted(items: Iterable, bar) -> Iterator:
         bar.update(1)
 
 
-class IvfPqIndex:
+class IvfPqIndex(StoredTokenVectors):
     """ColBERT v1 end-to-end retrieval: IVFPQ candidate generation, exact MaxSim re-ranking.
 
     Build with :meth:`build`, reopen with :meth:`open`, query with :meth:`search`. The interface is
@@ -241,14 +240,11 @@ class IvfPqIndex:
                 json.dumps(encoder, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
-        ids = _check_doc_ids(doc_ids)
+        ids = check_doc_ids(doc_ids)
         final = Path(path).expanduser().resolve()
-        if overwrite:
-            _check_overwrite_target(final)
-
         with staged_directory(final, overwrite=overwrite) as tmp:
             with _progress(len(ids), "Storing vectors", show_progress, "doc") as bar:
-                lengths, vectors_entry, dim = FlatIndex._write_vectors(tmp, ids, _counted(embeddings, bar))
+                lengths, vectors_entry, dim = write_vectors(tmp, ids, _counted(embeddings, bar))
             offsets = np.zeros(len(ids) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
             vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
@@ -411,7 +407,7 @@ class IvfPqIndex:
         depth = min(depth, len(self._vectors))
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
-        matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]
+        matrices = [self._checked_query(q, i) for i, q in enumerate(queries)]
         selector = None
         if subset is not None:
             positions = self._subset_positions(subset)
@@ -474,90 +470,20 @@ class IvfPqIndex:
                 rows = self._vectors[np.arange(offsets[-1], dtype=np.int64) + shift]
             yield rows, offsets
 
-    def _query_matrix(self, query: Any, i: int) -> np.ndarray:
-        matrix = _as_matrix(query, f"query {i}")
-        if matrix.shape[1] != self.dim:
-            raise InputError(f"query {i} has vectors of dimension {matrix.shape[1]}, but the index has dimension {self.dim}")
-        if matrix.shape[0] == 0:
-            raise InputError(f"query {i} has no token vectors")
-        out = np.ascontiguousarray(matrix, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise InputError(f"query {i} has NaN or infinite values")
-        return out
-
-    def _subset_positions(self, subset: Sequence[str]) -> np.ndarray:
-        """Sorted, de-duplicated int64 positions of the ``subset`` ids."""
-        if isinstance(subset, str):
-            raise InputError("subset must be a sequence of document ids, not one string")
-        if self._positions is None:
-            self._positions = {doc_id: i for i, doc_id in enumerate(self._doc_ids)}
-        positions, unknown = [], []
-        for doc_id in subset:
-            position = self._positions.get(doc_id)
-            if position is None:
-                unknown.append(doc_id)
-            else:
-                positions.append(position)
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-            raise InputError(f"subset names documents that are not in the index: {shown}")
-        return np.unique(np.asarray(positions, dtype=np.int64))
-
     # --- description ---------------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """The document ids in index order (a copy)."""
-        return list(self._doc_ids)
-
-    def __len__(self) -> int:
-        return len(self._doc_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self._manifest["dim"])
-
-    @property
-    def similarity(self) -> str:
-        return str(self._manifest["similarity"])
 
     @property
     def config(self) -> IvfPqConfig:
         """The configuration the index was built with, ``partitions`` and ``m`` resolved."""
         return self._config
 
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed ``manifest.json`` (a copy)."""
-        return json.loads(json.dumps(self._manifest))
-
-    @property
-    def encoder(self) -> dict | None:
-        """The encoder description given at build time, or None."""
-        encoder = self._manifest.get("encoder")
-        return None if encoder is None else json.loads(json.dumps(encoder))
-
     def info(self) -> dict[str, Any]:
         """Kind, path, sizes (all files counted), similarity and configuration, for people and ``latelex info``."""
-        total = sum(f.stat().st_size for f in self._path.rglob("*") if f.is_file())
+        sizes = self._sizes()
+        tokens = sizes["token_vectors"]
         faiss_bytes = (self._path / FAISS_FILE).stat().st_size
-        tokens = int(self._vectors.shape[0])
-        return {
-            "kind": KIND,
-            "path": str(self._path),
-            "documents": len(self),
-            "token_vectors": tokens,
-            "dim": self.dim,
-            "similarity": self.similarity,
-            "bytes_on_disk": total,
-            "bytes_per_token_vector": total / tokens if tokens else 0.0,
-            "faiss_bytes_per_token_vector": faiss_bytes / tokens if tokens else 0.0,
-            "config": config_to_dict(self._config),
-        }
+        return {"kind": KIND, **sizes, "faiss_bytes_per_token_vector": faiss_bytes / tokens if tokens else 0.0,
+                "config": config_to_dict(self._config)}
 
     def __repr__(self) -> str:
         return (f"IvfPqIndex({str(self._path)!r}, documents={len(self)}, token_vectors={self._vectors.shape[0]}, "

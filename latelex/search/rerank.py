@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Sequence
 
-import torch
 
 from ..errors import InputError
 from ..scoring.maxsim import maxsim_packed
