@@ -1,0 +1,453 @@
+"""A BM25 index: a thin, persistent wrapper over `bm25s <https://github.com/xhluca/bm25s>`_.
+
+bm25s computes every (term, document) BM25 contribution at build time and keeps them as a term-major sparse
+matrix, so a query is scored by summing the posting lists of its terms. This module adds what a latelex index
+needs around it: string document ids, a frozen :class:`BM25Config`, input checks with one-line errors,
+deterministic top-k with a ``subset`` filter, and an atomically published directory.
+
+On disk (kind ``"bm25"``, format 1)::
+
+    manifest.json                   written last: config, counts, bm25s version, size and SHA-256 of every file
+    doc_ids_blob.npy                UTF-8 document ids, concatenated
+    doc_ids_offsets.npy             (N + 1,) int64 offsets into the blob
+    bm25s/data.csc.index.npy        (nnz,) float32 BM25 contributions, term-major       } written by bm25s's own
+    bm25s/indices.csc.index.npy     (nnz,) int32 document numbers                        } ``BM25.save`` with
+    bm25s/indptr.csc.index.npy      (V + 1,) posting-list offsets per term               } allow_pickle=False:
+    bm25s/vocab.index.json          {term: term number}                                  } plain .npy arrays
+    bm25s/params.index.json         k1, b, delta, method, dtypes, document count         } and JSON
+    bm25s/nonoccurrence_array.index.npy   (V,) float32, only for "bm25l" and "bm25+"
+
+Opening never unpickles: arrays are read with ``allow_pickle=False`` and memory-mapped, the rest is JSON.
+Text is tokenised by ``bm25s.tokenize`` (scikit-learn's ``\\b\\w\\w+\\b`` pattern), optionally lower-cased, with
+English stopwords removed and words reduced by PyStemmer's Snowball stemmer, the same way for documents and
+queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..config import config_from_dict, config_to_dict
+from ..errors import ConfigError, DuplicateIdError, IndexFormatError, InputError
+from ..types import Hit, Run
+from . import storage
+
+KIND = "bm25"
+FORMAT_VERSION = 1
+#: Sub-directory holding bm25s's own saved files.
+BM25S_DIR = "bm25s"
+_BM25S_ARRAYS = {
+    "bm25s_data": "data.csc.index.npy",
+    "bm25s_indices": "indices.csc.index.npy",
+    "bm25s_indptr": "indptr.csc.index.npy",
+}
+_BM25S_NONOCCURRENCE = ("bm25s_nonoccurrence", "nonoccurrence_array.index.npy")
+_BM25S_JSON = ("vocab.index.json", "params.index.json")
+_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    """How texts are tokenised and scored.
+
+    ``method``: bm25s's BM25 variant (``"lucene"``, ``"robertson"``, ``"atire"``, ``"bm25l"``, ``"bm25+"``), with
+    parameters ``k1`` (term-frequency saturation), ``b`` (length normalisation) and ``delta`` (used by
+    ``"bm25l"`` and ``"bm25+"`` only). ``stopwords``: ``"en"`` drops bm25s's English stopword list, ``None`` keeps
+    every word. ``stemmer``: ``"english"`` applies PyStemmer's Snowball stemmer, ``None`` none. ``lowercase``
+    lower-cases texts before splitting them. The defaults (English stopwords, Snowball stemmer, Lucene BM25 with
+    k1 = 1.5, b = 0.75) are the ones behind the BM25 reference figures of the shared datasets.
+    """
+
+    method: str = "lucene"
+    k1: float = 1.5
+    b: float = 0.75
+    delta: float = 0.5
+    stopwords: str | None = "en"
+    stemmer: str | None = "english"
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in _METHODS:
+            raise ConfigError(f"BM25 method must be one of {', '.join(_METHODS)}, not {self.method!r}")
+        for name in ("k1", "b", "delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"BM25 {name} must be a finite number, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.k1 < 0:
+            raise ConfigError(f"BM25 k1 must be >= 0, not {self.k1}")
+        if not 0.0 <= self.b <= 1.0:
+            raise ConfigError(f"BM25 b must lie in [0, 1], not {self.b}")
+        if self.delta < 0:
+            raise ConfigError(f"BM25 delta must be >= 0, not {self.delta}")
+        if self.stopwords not in ("en", None):
+            raise ConfigError(f"BM25 stopwords must be 'en' or None, not {self.stopwords!r}")
+        if self.stemmer not in ("english", None):
+            raise ConfigError(f"BM25 stemmer must be 'english' or None, not {self.stemmer!r}")
+        if not isinstance(self.lowercase, bool):
+            raise ConfigError(f"BM25 lowercase must be true or false, not {self.lowercase!r}")
+
+
+class BM25Index:
+    """Lexical top-k search with BM25 over N texts. Build with :meth:`build`, reopen with :meth:`open`,
+    query with :meth:`search_text` (texts) or :meth:`search_queries` (``{qid: text}``, returns a run).
+
+    The constructor only stores fields; :meth:`open` loads them.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], config: BM25Config, model: Any,
+                 ids_blob: np.ndarray, ids_offsets: np.ndarray) -> None:
+        self.path = path
+        self._manifest = manifest
+        self.config = config
+        self._model = model  # a bm25s.BM25 over memory-mapped arrays
+        self._ids_blob = ids_blob
+        self._ids_offsets = ids_offsets
+        self._doc_ids: list[str] | None = None
+        self._positions: dict[str, int] | None = None
+        self._stemmer: Any = None
+
+    # ------------------------------------------------------------------ building and opening
+
+    @classmethod
+    def build(
+        cls,
+        path: str | os.PathLike,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        *,
+        config: BM25Config | None = None,
+        overwrite: bool = False,
+    ) -> "BM25Index":
+        """Tokenise ``texts`` (one per id of ``doc_ids``), index them with bm25s and publish the index at ``path``.
+
+        The directory is built beside ``path`` and moved into place only when complete; an existing ``path`` is
+        an error unless ``overwrite``, and is left untouched if the build fails. Raises :class:`InputError` for an
+        empty corpus, a text that is not a string, or as many ids as texts not given, and
+        :class:`DuplicateIdError` for an id given twice. A text with no indexable word (blank, or only
+        stopwords) is kept: it simply never matches.
+        """
+        config = BM25Config() if config is None else config
+        if not isinstance(config, BM25Config):
+            raise InputError(f"config must be a BM25Config or None, not {type(config).__name__}")
+        doc_ids = _check_doc_ids(doc_ids)
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of strings, not a single string")
+        texts = list(texts)
+        if len(texts) != len(doc_ids):
+            raise InputError(f"{len(doc_ids)} document ids but {len(texts)} texts; pass one text per id")
+        if not texts:
+            raise InputError("empty corpus: a BM25 index needs at least one document")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"document {doc_ids[i]!r} has a {type(text).__name__} text, not a string")
+
+        bm25s = _import_bm25s()
+        tokens = bm25s.tokenize(texts, lower=config.lowercase, stopwords=_stopwords(config),
+                                stemmer=_make_stemmer(config), return_ids=True, show_progress=False)
+        model = bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method)
+        model.index(tokens, show_progress=False)
+        blob, offsets = storage.encode_strings(doc_ids)
+
+        with storage.staged_directory(path, overwrite=overwrite) as tmp:
+            model.save(str(tmp / BM25S_DIR), allow_pickle=False, show_progress=False)
+            if (tmp / BM25S_DIR / "corpus.jsonl").exists():
+                raise IndexFormatError("internal error: bm25s saved a corpus; BM25Index stores ids only")
+            arrays = {
+                "doc_ids_blob": storage.save_array(tmp, "doc_ids_blob", blob),
+                "doc_ids_offsets": storage.save_array(tmp, "doc_ids_offsets", offsets),
+            }
+            names = dict(_BM25S_ARRAYS)
+            if config.method in ("bm25l", "bm25+"):
+                names[_BM25S_NONOCCURRENCE[0]] = _BM25S_NONOCCURRENCE[1]
+            for name, file in names.items():
+                arrays[name] = _array_entry(tmp, f"{BM25S_DIR}/{file}")
+            files = {file: _file_entry(tmp, f"{BM25S_DIR}/{file}") for file in _BM25S_JSON}
+            storage.write_manifest(
+                tmp,
+                kind=KIND,
+                format_version=FORMAT_VERSION,
+                arrays=arrays,
+                files=files,
+                config=config_to_dict(config),
+                counts={
+                    "documents": len(doc_ids),
+                    "vocabulary": len(model.vocab_dict),
+                    "nnz": int(arrays["bm25s_data"]["shape"][0]),
+                },
+                bm25s_version=_bm25s_version(bm25s),
+            )
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, verify: bool = False) -> "BM25Index":
+        """Open the index in ``path`` with its arrays memory-mapped; ``verify`` also checks every checksum."""
+        path = Path(path).expanduser().resolve()
+        manifest = storage.read_manifest(path, (KIND,), max_version=FORMAT_VERSION)
+        try:
+            config = config_from_dict(BM25Config, manifest["config"])
+            n = int(manifest["counts"]["documents"])
+            files = dict(manifest["files"])
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise IndexFormatError(f"{path}/manifest.json lacks a valid config, counts or files ({exc}); "
+                                   "rebuild the index") from None
+        arrays = {name: storage.load_array(path, manifest, name, verify=verify) for name in manifest["arrays"]}
+        for name in ("doc_ids_blob", "doc_ids_offsets", *_BM25S_ARRAYS):
+            if name not in arrays:
+                raise IndexFormatError(f"{path}: manifest lists no array {name!r}; rebuild the index")
+        for file in _BM25S_JSON:
+            entry = files.get(file)
+            if entry is None:
+                raise IndexFormatError(f"{path}: manifest lists no file {file!r}; rebuild the index")
+            _check_file(path, entry, verify)
+        ids_blob, ids_offsets = arrays["doc_ids_blob"], arrays["doc_ids_offsets"]
+        if ids_offsets.shape != (n + 1,) or int(ids_offsets[-1]) != ids_blob.shape[0]:
+            raise IndexFormatError(f"{path}: the document ids do not agree with the manifest's counts; rebuild the index")
+
+        bm25s = _import_bm25s()
+        try:
+            model = bm25s.BM25.load(str(path / BM25S_DIR), mmap=True, allow_pickle=False, load_corpus=False,
+                                    show_progress=False)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise IndexFormatError(f"{path}/{BM25S_DIR} cannot be read by bm25s ({exc}); rebuild the index") from None
+        indptr = model.scores["indptr"]
+        if int(model.scores["num_docs"]) != n or int(indptr[-1]) != model.scores["data"].shape[0]:
+            raise IndexFormatError(f"{path}: the bm25s arrays do not agree with the manifest's counts; rebuild the index")
+        return cls(path, manifest, config, model, ids_blob, ids_offsets)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The index's manifest (kind, format version, config, counts, bm25s version, checksums)."""
+        return self._manifest
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """The document ids, in index order (decoded on first use)."""
+        if self._doc_ids is None:
+            self._doc_ids = storage.decode_strings(self._ids_blob, self._ids_offsets)
+        return self._doc_ids
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct (stemmed) terms, including bm25s's empty-token placeholder."""
+        return int(self._manifest["counts"]["vocabulary"])
+
+    def __len__(self) -> int:
+        return int(self._ids_offsets.shape[0]) - 1
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"BM25Index({str(self.path)!r}, documents={len(self)}, method={c.method!r}, k1={c.k1}, b={c.b}, "
+                f"stopwords={c.stopwords!r}, stemmer={c.stemmer!r})")
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready summary: kind, documents, vocabulary, stored scores, config, bm25s version, bytes on disk."""
+        return {
+            "kind": KIND,
+            "format_version": int(self._manifest.get("format_version", FORMAT_VERSION)),
+            "documents": len(self),
+            "vocab_size": self.vocab_size,
+            "nnz": int(self._manifest["counts"]["nnz"]),
+            "config": config_to_dict(self.config),
+            "bm25s_version": self._manifest.get("bm25s_version"),
+            "bytes_on_disk": sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file()),
+        }
+
+    # ------------------------------------------------------------------ search
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        """The terms of each text as this index sees them (lower-cased, stopwords removed, stemmed)."""
+        _check_queries(texts)
+        bm25s = _import_bm25s()
+        return bm25s.tokenize(list(texts), lower=self.config.lowercase, stopwords=_stopwords(self.config),
+                              stemmer=self._query_stemmer(), return_ids=False, show_progress=False)
+
+    def scores(self, text: str) -> np.ndarray:
+        """(N,) float32 BM25 score of every document for one query text, in index order (0 where no term matches,
+        plus the constant non-occurrence term for ``"bm25l"`` and ``"bm25+"``)."""
+        ids = self._term_ids(self.tokenize([text])[0])
+        if ids.size == 0:
+            return np.zeros(len(self), dtype=np.float32)
+        return np.asarray(self._model.get_scores_from_ids(ids.tolist()), dtype=np.float32)
+
+    def search_text(self, queries: Sequence[str], k: int = 10, subset: Sequence[str] | None = None) -> list[list[Hit]]:
+        """The ``k`` best documents for each query text by BM25, best first (ties: earlier document first).
+
+        Only documents containing at least one query term are returned, so a list can be shorter than ``k``; a
+        query whose terms are all stopwords or absent from the corpus gets an empty list. ``subset``: rank only
+        these document ids (an unknown id raises :class:`InputError`; an empty subset gives empty lists).
+        A query that is blank or not a string raises :class:`InputError`; no queries give no lists.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, not {k!r}")
+        allowed = self._subset_mask(subset)
+        ids = self.doc_ids
+        data, indices, indptr = (self._model.scores[name] for name in ("data", "indices", "indptr"))
+        results: list[list[Hit]] = []
+        for terms in self.tokenize(queries):
+            term_ids = self._term_ids(terms)
+            if term_ids.size == 0:
+                results.append([])
+                continue
+            matched = np.unique(np.concatenate([indices[indptr[t] : indptr[t + 1]] for t in term_ids]))
+            if allowed is not None:
+                matched = matched[allowed[matched]]
+            if matched.size == 0:
+                results.append([])
+                continue
+            full = self._model.get_scores_from_ids(term_ids.tolist())
+            positions, best = _top_k(matched, np.asarray(full[matched], dtype=np.float32), int(k))
+            results.append([Hit(ids[p], s) for p, s in zip(positions.tolist(), best.tolist())])
+        return results
+
+    def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
+                       subset: Sequence[str] | None = None) -> Run:
+        """Search identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``.
+
+        The same call shape as :meth:`latelex.search.retriever.Retriever.search_queries`, so a BM25 index can be
+        a member of a :class:`latelex.search.hybrid.HybridSearcher`.
+        """
+        pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
+        if not pairs:
+            raise InputError("no queries to search")
+        qids = [q for q, _ in pairs]
+        if len(set(qids)) != len(qids):
+            raise InputError("query ids must be unique")
+        return dict(zip(qids, self.search_text([t for _, t in pairs], k=k, subset=subset)))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _term_ids(self, terms: list[str]) -> np.ndarray:
+        vocab = self._model.vocab_dict
+        return np.asarray([vocab[t] for t in terms if t and t in vocab], dtype=np.int64)
+
+    def _query_stemmer(self) -> Any:
+        if self._stemmer is None and self.config.stemmer is not None:
+            self._stemmer = _make_stemmer(self.config)
+        return self._stemmer
+
+    def _subset_mask(self, subset: Sequence[str] | None) -> np.ndarray | None:
+        if subset is None:
+            return None
+        if isinstance(subset, str):
+            raise InputError("subset must be a list of document ids, not a single string")
+        if self._positions is None:
+            self._positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+        mask = np.zeros(len(self), dtype=bool)
+        unknown = []
+        for doc_id in subset:
+            i = self._positions.get(doc_id)
+            if i is None:
+                unknown.append(doc_id)
+            else:
+                mask[i] = True
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
+        return mask
+
+
+def _top_k(positions: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of (M,) ``scores`` at ascending (M,) ``positions``: best first, ties by lower position.
+
+    numpy only (no torch import for a lexical search): a partition finds the k-th best score, then the few
+    scores at or above it are sorted by (score descending, position ascending).
+    """
+    if scores.shape[0] > k:
+        threshold = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]
+        keep = scores >= threshold
+        positions, scores = positions[keep], scores[keep]
+    order = np.lexsort((positions, -scores))[:k]
+    return positions[order], scores[order]
+
+
+def _import_bm25s():
+    try:
+        import bm25s
+    except ImportError:
+        raise InputError("BM25 needs the bm25s package: pip install 'bm25s>=0.3' PyStemmer") from None
+    return bm25s
+
+
+def _bm25s_version(bm25s: Any) -> str:
+    return str(getattr(bm25s, "__version__", "unknown"))
+
+
+def _stopwords(config: BM25Config) -> str | None:
+    return "en" if config.stopwords == "en" else None
+
+
+def _make_stemmer(config: BM25Config) -> Any:
+    if config.stemmer is None:
+        return None
+    try:
+        import Stemmer
+    except ImportError:
+        raise InputError("the 'english' stemmer needs PyStemmer: pip install PyStemmer, or use stemmer=None") from None
+    return Stemmer.Stemmer(config.stemmer)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_entry(directory: Path, relative: str) -> dict[str, Any]:
+    path = directory / relative
+    return {"file": relative, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _array_entry(directory: Path, relative: str) -> dict[str, Any]:
+    """The manifest entry (as :func:`storage.save_array` makes it) of an .npy file bm25s wrote."""
+    array = np.load(directory / relative, mmap_mode="r", allow_pickle=False)
+    if array.dtype == object:
+        raise IndexFormatError(f"internal error: bm25s wrote {relative} with dtype object")
+    return {"dtype": array.dtype.str, "shape": list(array.shape), **_file_entry(directory, relative)}
+
+
+def _check_file(directory: Path, entry: dict[str, Any], verify: bool) -> None:
+    path = directory / entry["file"]
+    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+        raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
+    if verify and _sha256(path) != entry["sha256"]:
+        raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+
+
+def _check_queries(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise InputError("pass a list of query texts, not a single string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"query {i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"query {i} is empty; remove empty queries or give them text")
+
+
+def _check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
+    if isinstance(doc_ids, str):
+        raise InputError("doc_ids must be a list of strings, not a single string")
+    doc_ids = list(doc_ids)
+    seen: dict[str, int] = {}
+    for i, doc_id in enumerate(doc_ids):
+        if not isinstance(doc_id, str):
+            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
+        if not doc_id:
+            raise InputError(f"document id at position {i} is empty; every document needs an id")
+        first = seen.setdefault(doc_id, i)
+        if first != i:
+            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {first} and {i}); ids must be unique")
+    return doc_ids
+
+
+__all__ = ["BM25Config", "BM25Index"]
