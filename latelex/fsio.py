@@ -1,9 +1,10 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never half of one."""
+"""Atomic file and folder writes: a reader sees the old file or folder or the complete new one, never half of one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -24,4 +25,45 @@ def atomic_write(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[I
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 8 MiB pieces (raises OSError as ``open`` does)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(8 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final`` with ``os.replace``; an existing ``final`` is moved aside
+    first and removed afterwards (both must be on the same file system, e.g. ``tmp`` a sibling of ``final``)."""
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, trash / "old")
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path, tag: str = "saving") -> Iterator[Path]:
+    """Yield a new temporary folder beside ``final`` (``.<name>.<tag>-*``); when the block ends without error it
+    replaces ``final`` (see :func:`replace_folder`), on error it is removed and ``final`` is left as it was.
+
+    ``final`` is used as given (resolve it first); its parent is created. Checks on an existing ``final``
+    (refusing to overwrite it) are the caller's, made before entering the block.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
+    try:
+        yield tmp
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,8 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 
 from ..config import SpladeConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
+from ..fsio import staged_folder
 from ..types import SparseBatch, SparseVector
 from . import batching
 from .loading import (
@@ -316,9 +315,7 @@ class Splade:
         final = Path(path).expanduser().resolve()
         if final.exists() and not overwrite:
             raise InputError(f"{final} already exists; pass overwrite=True or choose another path")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
-        try:
+        with staged_folder(final, tag="saving") as tmp:
             with quiet_transformers():
                 self.model.save_pretrained(str(tmp))
                 self.tokenizer.save_pretrained(str(tmp))
@@ -336,16 +333,6 @@ class Splade:
                 json.dump(manifest, f, indent=2)
                 f.flush()
                 os.fsync(f.fileno())
-            if final.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-                os.replace(final, trash / "old")
-                os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
 

@@ -25,7 +25,6 @@ queries.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..config import config_from_dict, config_to_dict
-from ..errors import ConfigError, DuplicateIdError, IndexFormatError, InputError
+from ..errors import ConfigError, IndexFormatError, InputError
+from ..fsio import file_sha256
 from ..types import Hit, Run
 from . import storage
+from .ids import check_doc_ids, query_pairs, subset_positions
 
 KIND = "bm25"
 FORMAT_VERSION = 1
@@ -136,7 +137,7 @@ class BM25Index:
         config = BM25Config() if config is None else config
         if not isinstance(config, BM25Config):
             raise InputError(f"config must be a BM25Config or None, not {type(config).__name__}")
-        doc_ids = _check_doc_ids(doc_ids)
+        doc_ids = check_doc_ids(doc_ids)
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings, not a single string")
         texts = list(texts)
@@ -315,13 +316,8 @@ class BM25Index:
         The same call shape as :meth:`latelex.search.retriever.Retriever.search_queries`, so a BM25 index can be
         a member of a :class:`latelex.search.hybrid.HybridSearcher`.
         """
-        pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
-        if not pairs:
-            raise InputError("no queries to search")
-        qids = [q for q, _ in pairs]
-        if len(set(qids)) != len(qids):
-            raise InputError("query ids must be unique")
-        return dict(zip(qids, self.search_text([t for _, t in pairs], k=k, subset=subset)))
+        pairs = query_pairs(queries)
+        return dict(zip([q for q, _ in pairs], self.search_text([t for _, t in pairs], k=k, subset=subset)))
 
     # ------------------------------------------------------------------ helpers
 
@@ -337,21 +333,10 @@ class BM25Index:
     def _subset_mask(self, subset: Sequence[str] | None) -> np.ndarray | None:
         if subset is None:
             return None
-        if isinstance(subset, str):
-            raise InputError("subset must be a list of document ids, not a single string")
         if self._positions is None:
             self._positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
         mask = np.zeros(len(self), dtype=bool)
-        unknown = []
-        for doc_id in subset:
-            i = self._positions.get(doc_id)
-            if i is None:
-                unknown.append(doc_id)
-            else:
-                mask[i] = True
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-            raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
+        mask[subset_positions(subset, self._positions)] = True
         return mask
 
 
@@ -395,17 +380,9 @@ def _make_stemmer(config: BM25Config) -> Any:
     return Stemmer.Stemmer(config.stemmer)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_entry(directory: Path, relative: str) -> dict[str, Any]:
     path = directory / relative
-    return {"file": relative, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"file": relative, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _array_entry(directory: Path, relative: str) -> dict[str, Any]:
@@ -420,7 +397,7 @@ def _check_file(directory: Path, entry: dict[str, Any], verify: bool) -> None:
     path = directory / entry["file"]
     if not path.is_file() or path.stat().st_size != entry["bytes"]:
         raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-    if verify and _sha256(path) != entry["sha256"]:
+    if verify and file_sha256(path) != entry["sha256"]:
         raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
 
 
@@ -432,22 +409,6 @@ def _check_queries(texts: Sequence[str]) -> None:
             raise InputError(f"query {i} is a {type(text).__name__}, not a string")
         if not text.strip():
             raise InputError(f"query {i} is empty; remove empty queries or give them text")
-
-
-def _check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
-    if isinstance(doc_ids, str):
-        raise InputError("doc_ids must be a list of strings, not a single string")
-    doc_ids = list(doc_ids)
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(doc_ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
-        if not doc_id:
-            raise InputError(f"document id at position {i} is empty; every document needs an id")
-        first = seen.setdefault(doc_id, i)
-        if first != i:
-            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {first} and {i}); ids must be unique")
-    return doc_ids
 
 
 __all__ = ["BM25Config", "BM25Index"]

@@ -16,7 +16,6 @@ Vectors are memory-mapped when the index is opened; a search streams through the
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,19 +24,20 @@ import numpy as np
 import torch
 
 from ..errors import IndexFormatError, InputError
-from ..scoring.maxsim import SIMILARITIES, maxsim_packed
+from ..scoring.maxsim import maxsim_packed
 from ..scoring.topk import topk_rows
 from ..types import Hit
-from .token_vectors import VECTOR_DTYPE, StoredTokenVectors, check_doc_ids, write_vectors
-from .storage import (
-    decode_strings,
-    encode_strings,
-    load_array,
-    read_manifest,
-    save_array,
-    staged_directory,
-    write_manifest,
+from .token_vectors import (
+    VECTOR_DTYPE,
+    StoredTokenVectors,
+    check_build_options,
+    check_doc_ids,
+    load_token_vectors,
+    positive_int,
+    save_doc_arrays,
+    write_vectors,
 )
+from .storage import read_manifest, staged_directory, write_manifest
 
 KIND = "flat"
 FORMAT_VERSION = 1
@@ -48,16 +48,6 @@ GATHER_BYTES = 64 * 2**20
 
 class FlatIndex(StoredTokenVectors):
     """Exact late-interaction search over float16 token vectors. Build with :meth:`build`, reopen with :meth:`open`."""
-
-    def __init__(
-        self, path: Path, manifest: dict[str, Any], vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str]
-    ):
-        self._path = path
-        self._manifest = manifest
-        self._vectors = vectors
-        self._offsets = offsets
-        self._doc_ids = doc_ids
-        self._positions: dict[str, int] | None = None
 
     # --- building and opening ------------------------------------------------------------------------
 
@@ -79,28 +69,14 @@ class FlatIndex(StoredTokenVectors):
         manifest for higher layers. The build goes to a temporary directory that replaces ``path`` only once
         complete; an existing index at ``path`` is replaced only with ``overwrite=True``.
         """
-        if similarity not in SIMILARITIES:
-            raise InputError(f"similarity must be 'cosine' or 'l2', not {similarity!r}")
-        if encoder is not None:
-            if not isinstance(encoder, dict):
-                raise InputError(f"encoder must be a dict or None, not {type(encoder).__name__}")
-            try:
-                json.dumps(encoder, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
+        check_build_options(similarity, encoder)
         ids = check_doc_ids(doc_ids)
         final = Path(path).expanduser().resolve()
         with staged_directory(final, overwrite=overwrite) as tmp:
             lengths, entry, dim = write_vectors(tmp, ids, embeddings)
             offsets = np.zeros(len(ids) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            blob, id_offsets = encode_strings(ids)
-            arrays = {
-                "vectors": entry,
-                "offsets": save_array(tmp, "offsets", offsets),
-                "doc_ids_bytes": save_array(tmp, "doc_ids_bytes", blob),
-                "doc_ids_offsets": save_array(tmp, "doc_ids_offsets", id_offsets),
-            }
+            arrays = save_doc_arrays(tmp, ids, offsets, entry)
             write_manifest(
                 tmp,
                 kind=KIND,
@@ -120,31 +96,7 @@ class FlatIndex(StoredTokenVectors):
         manifest = read_manifest(directory, (KIND,), FORMAT_VERSION)
         if not isinstance(manifest.get("arrays"), dict) or not isinstance(manifest.get("counts"), dict):
             raise IndexFormatError(f"{directory}: the manifest lacks its arrays or counts; rebuild the index")
-        vectors = load_array(directory, manifest, "vectors", mmap=True, verify=verify)
-        offsets = np.array(load_array(directory, manifest, "offsets", mmap=False, verify=verify))
-        blob = load_array(directory, manifest, "doc_ids_bytes", mmap=False, verify=verify)
-        id_offsets = load_array(directory, manifest, "doc_ids_offsets", mmap=False, verify=verify)
-
-        def broken(what: str) -> IndexFormatError:
-            return IndexFormatError(f"{directory}: {what}; rebuild the index")
-
-        counts = manifest.get("counts", {})
-        dim = manifest.get("dim")
-        if manifest.get("similarity") not in SIMILARITIES:
-            raise broken(f"unknown similarity {manifest.get('similarity')!r} in the manifest")
-        if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != VECTOR_DTYPE:
-            raise broken(f"vectors have shape {vectors.shape} and dtype {vectors.dtype}, not (T, {dim}) float16")
-        n = counts.get("documents")
-        if offsets.ndim != 1 or offsets.shape[0] != (n or 0) + 1 or id_offsets.shape != offsets.shape:
-            raise broken("the offsets do not match the number of documents")
-        if offsets[0] != 0 or offsets[-1] != vectors.shape[0] or (np.diff(offsets) <= 0).any():
-            raise broken("the document offsets are inconsistent with the vectors")
-        if int(id_offsets[0]) != 0 or int(id_offsets[-1]) != blob.shape[0] or (np.diff(id_offsets) < 0).any():
-            raise broken("the document id offsets are inconsistent")
-        try:
-            doc_ids = decode_strings(blob, id_offsets)
-        except UnicodeDecodeError:
-            raise broken("the document ids are not valid UTF-8") from None
+        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify)
         return cls(directory, manifest, vectors, offsets, doc_ids)
 
     # --- searching -----------------------------------------------------------------------------------
@@ -162,10 +114,8 @@ class FlatIndex(StoredTokenVectors):
         to these document ids (an unknown id is an error; an empty subset gives empty results).
         ``batch_size`` queries are scored together in one pass over the vectors.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer, not {k!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
+        positive_int(k, "k")
+        positive_int(batch_size, "batch_size")
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
         matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]

@@ -34,8 +34,6 @@ Requires ``faiss-cpu`` (imported when an index is built or opened, not when this
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -47,11 +45,21 @@ import torch
 
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, IndexFormatError, InputError
-from ..scoring.maxsim import SIMILARITIES, maxsim_packed
+from ..fsio import file_sha256
+from ..scoring.maxsim import maxsim_packed
 from ..scoring.topk import topk
 from ..types import Hit
-from .token_vectors import VECTOR_DTYPE, StoredTokenVectors, check_doc_ids, write_vectors
-from .storage import decode_strings, encode_strings, load_array, read_manifest, save_array, staged_directory, write_manifest
+from .token_vectors import (
+    VECTOR_DTYPE,
+    StoredTokenVectors,
+    check_build_options,
+    check_doc_ids,
+    load_token_vectors,
+    positive_int,
+    save_doc_arrays,
+    write_vectors,
+)
+from .storage import read_manifest, staged_directory, write_manifest
 
 KIND = "ivfpq"
 FORMAT_VERSION = 1
@@ -75,12 +83,6 @@ def _faiss():
     except ImportError:
         raise InputError("the ivfpq index needs FAISS: pip install faiss-cpu") from None
     return faiss
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
 
 
 def default_partitions(token_vectors: int, training_vectors: int) -> int:
@@ -164,14 +166,6 @@ def _resolve(config: IvfPqConfig, token_vectors: int, dim: int) -> IvfPqConfig:
     return dataclasses.replace(config, partitions=partitions, m=m)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _progress(total: int, desc: str, show: bool | None, unit: str):
     from tqdm.auto import tqdm
 
@@ -195,14 +189,9 @@ class IvfPqIndex(StoredTokenVectors):
 
     def __init__(self, path: Path, manifest: dict[str, Any], config: IvfPqConfig, faiss_index: Any,
                  vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str]):
-        self._path = path
-        self._manifest = manifest
+        super().__init__(path, manifest, vectors, offsets, doc_ids)
         self._config = config
         self._faiss_index = faiss_index
-        self._vectors = vectors
-        self._offsets = offsets
-        self._doc_ids = doc_ids
-        self._positions: dict[str, int] | None = None
 
     # --- building and opening ------------------------------------------------------------------------
 
@@ -231,15 +220,7 @@ class IvfPqIndex(StoredTokenVectors):
         config = IvfPqConfig() if config is None else config
         if not isinstance(config, IvfPqConfig):
             raise InputError(f"config must be an IvfPqConfig, not {type(config).__name__}")
-        if similarity not in SIMILARITIES:
-            raise InputError(f"similarity must be 'cosine' or 'l2', not {similarity!r}")
-        if encoder is not None:
-            if not isinstance(encoder, dict):
-                raise InputError(f"encoder must be a dict or None, not {type(encoder).__name__}")
-            try:
-                json.dumps(encoder, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
+        check_build_options(similarity, encoder)
         ids = check_doc_ids(doc_ids)
         final = Path(path).expanduser().resolve()
         with staged_directory(final, overwrite=overwrite) as tmp:
@@ -264,14 +245,8 @@ class IvfPqIndex(StoredTokenVectors):
             faiss.write_index(index, str(faiss_path))
             del vectors  # release the memory map before the directory is moved
 
-            blob, id_offsets = encode_strings(ids)
-            arrays = {
-                "vectors": vectors_entry,
-                "offsets": save_array(tmp, "offsets", offsets),
-                "doc_ids_bytes": save_array(tmp, "doc_ids_bytes", blob),
-                "doc_ids_offsets": save_array(tmp, "doc_ids_offsets", id_offsets),
-            }
-            files = {"faiss": {"file": FAISS_FILE, "bytes": faiss_path.stat().st_size, "sha256": _sha256(faiss_path)}}
+            arrays = save_doc_arrays(tmp, ids, offsets, vectors_entry)
+            files = {"faiss": {"file": FAISS_FILE, "bytes": faiss_path.stat().st_size, "sha256": file_sha256(faiss_path)}}
             write_manifest(
                 tmp,
                 kind=KIND,
@@ -325,29 +300,9 @@ class IvfPqIndex(StoredTokenVectors):
             raise broken(f"the manifest's configuration is invalid ({exc})") from None
         if config.partitions is None or config.m is None:
             raise broken("the manifest's configuration is not resolved")
-        vectors = load_array(directory, manifest, "vectors", mmap=True, verify=verify)
-        offsets = np.array(load_array(directory, manifest, "offsets", mmap=False, verify=verify))
-        blob = load_array(directory, manifest, "doc_ids_bytes", mmap=False, verify=verify)
-        id_offsets = load_array(directory, manifest, "doc_ids_offsets", mmap=False, verify=verify)
-
-        counts = manifest["counts"]
+        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify)
         dim = manifest.get("dim")
         similarity = manifest.get("similarity")
-        if similarity not in SIMILARITIES:
-            raise broken(f"unknown similarity {similarity!r} in the manifest")
-        if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != VECTOR_DTYPE:
-            raise broken(f"vectors have shape {vectors.shape} and dtype {vectors.dtype}, not (T, {dim}) float16")
-        n = counts.get("documents")
-        if offsets.ndim != 1 or offsets.shape[0] != (n or 0) + 1 or id_offsets.shape != offsets.shape:
-            raise broken("the offsets do not match the number of documents")
-        if offsets[0] != 0 or offsets[-1] != vectors.shape[0] or (np.diff(offsets) <= 0).any():
-            raise broken("the document offsets are inconsistent with the vectors")
-        if int(id_offsets[0]) != 0 or int(id_offsets[-1]) != blob.shape[0] or (np.diff(id_offsets) < 0).any():
-            raise broken("the document id offsets are inconsistent")
-        try:
-            doc_ids = decode_strings(blob, id_offsets)
-        except UnicodeDecodeError:
-            raise broken("the document ids are not valid UTF-8") from None
 
         faiss_index = cls._read_faiss(directory, manifest["files"].get("faiss"), verify)
         faiss = _faiss()
@@ -371,7 +326,7 @@ class IvfPqIndex(StoredTokenVectors):
         path = directory / entry["file"]
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-        if verify and _sha256(path) != entry.get("sha256"):
+        if verify and file_sha256(path) != entry.get("sha256"):
             raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
         try:
             index = faiss.read_index(str(path))
@@ -401,9 +356,9 @@ class IvfPqIndex(StoredTokenVectors):
         ``faiss_depth`` default to the values in the index's configuration.
         """
         faiss = _faiss()
-        k = _positive_int(k, "k")
-        nprobe = self._config.nprobe if nprobe is None else _positive_int(nprobe, "nprobe")
-        depth = self._config.faiss_depth if faiss_depth is None else _positive_int(faiss_depth, "faiss_depth")
+        k = positive_int(k, "k")
+        nprobe = self._config.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
+        depth = self._config.faiss_depth if faiss_depth is None else positive_int(faiss_depth, "faiss_depth")
         depth = min(depth, len(self._vectors))
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")

@@ -14,18 +14,18 @@ lists of the query's terms, so the arrays stay memory-mapped and cold terms are 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DuplicateIdError, IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError
 from ..scoring.sparse import check_same_vocabulary, check_sparse_batch
 from ..scoring.topk import topk
 from ..types import Hit, SparseBatch
 from . import storage
+from .ids import check_doc_ids, subset_positions
 
 KIND = "sparse"
 FORMAT_VERSION = 1
@@ -72,19 +72,13 @@ class SparseIndex:
         The directory is built beside ``path`` and moved into place only when complete; an existing ``path``
         is an error unless ``overwrite``, and is left untouched if the build fails.
         """
-        doc_ids = _check_doc_ids(doc_ids)
+        doc_ids = check_doc_ids(doc_ids)
         check_sparse_batch(vectors, what="document vectors", nonnegative=True)
         if len(vectors) != len(doc_ids):
             raise InputError(f"{len(doc_ids)} document ids but {len(vectors)} vectors; pass one id per vector")
         if not doc_ids:
             raise InputError("empty corpus: an index needs at least one document")
-        if encoder is not None:
-            if not isinstance(encoder, dict):
-                raise InputError(f"encoder must be a dict (an encoder spec) or None, not {type(encoder).__name__}")
-            try:
-                json.dumps(encoder)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"the encoder spec is not JSON-serialisable: {exc}") from None
+        storage.check_encoder_spec(encoder)
 
         n, vocab = len(vectors), int(vectors.vocab_size)
         postings = _transpose(vectors)
@@ -268,21 +262,9 @@ class SparseIndex:
         """Ascending unique index positions of the ``subset`` ids, or None for no restriction."""
         if subset is None:
             return None
-        if isinstance(subset, str):
-            raise InputError("subset must be a list of document ids, not a single string")
         if self._positions is None:
             self._positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
-        found, unknown = [], []
-        for doc_id in subset:
-            i = self._positions.get(doc_id)
-            if i is None:
-                unknown.append(doc_id)
-            else:
-                found.append(i)
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-            raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
-        return np.unique(np.asarray(found, dtype=np.int64))
+        return subset_positions(subset, self._positions)
 
 
 def _transpose(vectors: SparseBatch):
@@ -299,24 +281,6 @@ def _transpose(vectors: SparseBatch):
     postings = matrix.tocsc()  # new arrays: removing zeros below never touches the caller's batch
     postings.eliminate_zeros()  # explicit zeros never change a score: do not store them
     return postings
-
-
-def _check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
-    if isinstance(doc_ids, str):
-        raise InputError("doc_ids must be a list of strings, not a single string")
-    doc_ids = list(doc_ids)
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(doc_ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
-        if not doc_id:
-            raise InputError(f"document id at position {i} is empty; every document needs an id")
-        first = seen.setdefault(doc_id, i)
-        if first != i:
-            raise DuplicateIdError(
-                f"document id {doc_id!r} appears twice (positions {first} and {i}); ids must be unique"
-            )
-    return doc_ids
 
 
 __all__ = ["SparseIndex"]

@@ -9,17 +9,15 @@ failed build leaves whatever was at the destination untouched.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import IndexFormatError
+from ..errors import IndexFormatError, InputError
+from ..fsio import file_sha256, replace_folder, staged_folder
 
 MANIFEST = "manifest.json"
 
@@ -42,35 +40,15 @@ def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
         raise IndexFormatError(f"{final} already exists; pass overwrite=True (--overwrite) or choose another path")
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / MANIFEST).exists())):
         raise IndexFormatError(f"{final} exists and is not an index; refusing to replace it, choose another path")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
-    try:
+    with staged_folder(final, tag="building") as tmp:
         yield tmp
         if not (tmp / MANIFEST).exists():
             raise IndexFormatError(f"internal error: build of {final} finished without a manifest")
-        publish(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished directory into place, replacing ``final`` if it exists."""
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, trash / "old")
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    replace_folder(tmp, final)
 
 
 def save_array(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
@@ -85,7 +63,7 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
         "dtype": array.dtype.str,
         "shape": list(array.shape),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
     }
 
 
@@ -106,6 +84,18 @@ def write_manifest(directory: Path, kind: str, format_version: int, arrays: dict
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return manifest
+
+
+def check_encoder_spec(encoder: Any) -> None:
+    """Check that the encoder spec a sparse or inverted index stores in its manifest is a JSON-ready dict (or None)."""
+    if encoder is None:
+        return
+    if not isinstance(encoder, dict):
+        raise InputError(f"encoder must be a dict (an encoder spec) or None, not {type(encoder).__name__}")
+    try:
+        json.dumps(encoder)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the encoder spec is not JSON-serialisable: {exc}") from None
 
 
 def read_manifest(directory: str | os.PathLike, kinds: tuple[str, ...], max_version: int) -> dict[str, Any]:
@@ -145,7 +135,7 @@ def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool 
     path = Path(directory) / entry["file"]
     if not path.exists() or path.stat().st_size != entry["bytes"]:
         raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-    if verify and _sha256(path) != entry["sha256"]:
+    if verify and file_sha256(path) != entry["sha256"]:
         raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -162,7 +152,7 @@ def verify_index(directory: str | os.PathLike, manifest: dict[str, Any]) -> None
         load_array(Path(directory), manifest, name, verify=True)
     for entry in manifest.get("files", {}).values():  # non-array files an engine keeps (e.g. a faiss index)
         path = Path(directory) / entry["file"]
-        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        if not path.exists() or path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
             raise IndexFormatError(f"{path} is missing, truncated or does not match its checksum; rebuild the index")
 
 

@@ -1,13 +1,16 @@
 """Token vectors stored flat on disk, shared by the engines that keep them (flat, ivfpq).
 
 ``write_vectors`` streams per-document (L_i, dim) matrices into a float16 ``vectors.npy`` without knowing T in
-advance; :class:`StoredTokenVectors` holds what such an index knows about itself (path, manifest, ids, dim) and
-the checks its ``search`` shares (query matrices, subsets).
+advance; :func:`save_doc_arrays` and :func:`load_token_vectors` write and read back, checked, the arrays such an
+index keeps beside it (offsets, document ids); :class:`StoredTokenVectors` holds what such an index knows about
+itself (path, manifest, ids, dim) and the checks its ``search`` shares (query matrices, subsets).
+
+The input checks of a late-interaction build (:func:`check_doc_ids`, :func:`check_new_ids`,
+:func:`check_encoder`, :func:`subset_positions`) are shared with the PLAID index as well.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import DuplicateIdError, IndexFormatError, InputError
+from ..fsio import file_sha256
+from ..scoring.maxsim import SIMILARITIES
+from .storage import decode_strings, encode_strings, load_array, save_array
 
 #: Token vectors are stored as little-endian float16.
 VECTOR_DTYPE = np.dtype("<f2")
@@ -50,7 +56,6 @@ class NpyRowWriter:
         self.dim = dim
         self.dtype = dtype
         self.rows = 0
-        self._sha = hashlib.sha256()
         self._file = open(path, "wb", buffering=1 << 20)
         self._header_bytes = self._write_header()
 
@@ -77,16 +82,12 @@ class NpyRowWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        sha = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
         return {
             "file": self.path.name,
             "dtype": self.dtype.str,
             "shape": [self.rows, self.dim],
             "bytes": self.path.stat().st_size,
-            "sha256": sha.hexdigest(),
+            "sha256": file_sha256(self.path),
         }
 
     def abort(self) -> None:
@@ -95,17 +96,75 @@ class NpyRowWriter:
 
 
 def check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
+    """The ids of a new index as a list, after checking there is at least one and they are unique strings."""
     ids = list(doc_ids)
     if not ids:
         raise InputError("cannot build an index of an empty corpus: no document ids were given")
+    return check_new_ids(ids)
+
+
+def check_new_ids(doc_ids: Sequence[str], existing: set[str] | None = None) -> list[str]:
+    """The ids as a list, after checking they are unique strings (and not among ``existing``)."""
+    if isinstance(doc_ids, str):
+        raise InputError("doc_ids must be a sequence of document ids, not one string")
+    ids = list(doc_ids)
     seen: dict[str, int] = {}
     for i, doc_id in enumerate(ids):
         if not isinstance(doc_id, str):
             raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
         if doc_id in seen:
             raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {seen[doc_id]} and {i})")
+        if existing is not None and doc_id in existing:
+            raise DuplicateIdError(f"document {doc_id!r} is already in the index; delete it first to replace it")
         seen[doc_id] = i
     return ids
+
+
+def check_encoder(encoder: Any) -> dict | None:
+    """A copy of the encoder description to store in a manifest, after checking it is a JSON-ready dict (or None)."""
+    if encoder is None:
+        return None
+    if not isinstance(encoder, dict):
+        raise InputError(f"encoder must be a dict or None, not {type(encoder).__name__}")
+    try:
+        json.dumps(encoder, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
+    return json.loads(json.dumps(encoder))
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int, after checking it is a positive integer (not a bool); ``name`` names it in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def check_build_options(similarity: str, encoder: Any) -> None:
+    """Check the ``similarity`` and ``encoder`` arguments of a flat or IVFPQ build."""
+    if similarity not in SIMILARITIES:
+        raise InputError(f"similarity must be 'cosine' or 'l2', not {similarity!r}")
+    check_encoder(encoder)
+
+
+def subset_positions(subset: Sequence[str], positions: dict[str, int]) -> np.ndarray:
+    """Sorted, de-duplicated positions of the ``subset`` ids, looked up in ``positions`` (id -> position)."""
+    if isinstance(subset, str):
+        raise InputError("subset must be a sequence of document ids, not one string")
+    found = []
+    unknown = []
+    for doc_id in subset:
+        position = positions.get(doc_id)
+        if position is None:
+            unknown.append(doc_id)
+        else:
+            found.append(position)
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3])
+        if len(unknown) > 3:
+            shown += f" and {len(unknown) - 3} more"
+        raise InputError(f"subset names documents that are not in the index: {shown}")
+    return np.unique(np.asarray(found, dtype=np.int64))
 
 
 def write_vectors(directory: Path, ids: list[str], embeddings: Iterable) -> tuple[np.ndarray, dict, int]:
@@ -152,18 +211,92 @@ def write_vectors(directory: Path, ids: list[str], embeddings: Iterable) -> tupl
             writer.abort()
 
 
-class StoredTokenVectors:
-    """Base of indexes that keep every token vector (float16 (T, dim) ``_vectors``, (N + 1,) ``_offsets``).
+def save_doc_arrays(directory: Path, ids: list[str], offsets: np.ndarray, vectors_entry: dict) -> dict[str, dict]:
+    """Write the (N + 1,) ``offsets`` and the document ids beside ``vectors.npy``; return the manifest's arrays."""
+    blob, id_offsets = encode_strings(ids)
+    return {
+        "vectors": vectors_entry,
+        "offsets": save_array(directory, "offsets", offsets),
+        "doc_ids_bytes": save_array(directory, "doc_ids_bytes", blob),
+        "doc_ids_offsets": save_array(directory, "doc_ids_offsets", id_offsets),
+    }
 
-    Subclasses set ``_path``, ``_manifest``, ``_vectors``, ``_offsets``, ``_doc_ids`` and ``_positions = None``.
+
+def load_token_vectors(directory: Path, manifest: dict[str, Any], verify: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The memory-mapped vectors, the offsets and the document ids of an index written with :func:`save_doc_arrays`,
+    checked against the manifest (whose ``arrays`` and ``counts`` must already be known to be dicts)."""
+    vectors = load_array(directory, manifest, "vectors", mmap=True, verify=verify)
+    offsets = np.array(load_array(directory, manifest, "offsets", mmap=False, verify=verify))
+    blob = load_array(directory, manifest, "doc_ids_bytes", mmap=False, verify=verify)
+    id_offsets = load_array(directory, manifest, "doc_ids_offsets", mmap=False, verify=verify)
+
+    def broken(what: str) -> IndexFormatError:
+        return IndexFormatError(f"{directory}: {what}; rebuild the index")
+
+    counts = manifest["counts"]
+    dim = manifest.get("dim")
+    if manifest.get("similarity") not in SIMILARITIES:
+        raise broken(f"unknown similarity {manifest.get('similarity')!r} in the manifest")
+    if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != VECTOR_DTYPE:
+        raise broken(f"vectors have shape {vectors.shape} and dtype {vectors.dtype}, not (T, {dim}) float16")
+    n = counts.get("documents")
+    if offsets.ndim != 1 or offsets.shape[0] != (n or 0) + 1 or id_offsets.shape != offsets.shape:
+        raise broken("the offsets do not match the number of documents")
+    if offsets[0] != 0 or offsets[-1] != vectors.shape[0] or (np.diff(offsets) <= 0).any():
+        raise broken("the document offsets are inconsistent with the vectors")
+    if int(id_offsets[0]) != 0 or int(id_offsets[-1]) != blob.shape[0] or (np.diff(id_offsets) < 0).any():
+        raise broken("the document id offsets are inconsistent")
+    try:
+        doc_ids = decode_strings(blob, id_offsets)
+    except UnicodeDecodeError:
+        raise broken("the document ids are not valid UTF-8") from None
+    return vectors, offsets, doc_ids
+
+
+class DescribedIndex:
+    """What a late-interaction index (flat, ivfpq, plaid) tells from its directory and manifest.
+
+    Subclasses set ``_path`` and ``_manifest``.
     """
 
     _path: Path
     _manifest: dict[str, Any]
-    _vectors: np.ndarray
-    _offsets: np.ndarray
-    _doc_ids: list[str]
-    _positions: dict[str, int] | None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed ``manifest.json`` (a copy)."""
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def encoder(self) -> dict | None:
+        """The encoder description given at build time, or None."""
+        encoder = self._manifest.get("encoder")
+        return None if encoder is None else json.loads(json.dumps(encoder))
+
+
+class StoredTokenVectors(DescribedIndex):
+    """Base of indexes that keep every token vector (float16 (T, dim) ``_vectors``, (N + 1,) ``_offsets``).
+
+    The constructor only stores what an ``open`` read; subclasses with more to keep extend it.
+    """
+
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str]
+    ):
+        self._path = path
+        self._manifest = manifest
+        self._vectors = vectors
+        self._offsets = offsets
+        self._doc_ids = doc_ids
+        self._positions: dict[str, int] | None = None
 
     def _checked_query(self, query: Any, i: int) -> np.ndarray:
         """Query ``i`` as a float32 (Lq, dim) array, after checking its shape, dimension and values."""
@@ -181,30 +314,11 @@ class StoredTokenVectors:
 
     def _subset_positions(self, subset: Sequence[str]) -> np.ndarray:
         """Sorted, de-duplicated positions of the ``subset`` ids."""
-        if isinstance(subset, str):
-            raise InputError("subset must be a sequence of document ids, not one string")
         if self._positions is None:
             self._positions = {doc_id: i for i, doc_id in enumerate(self._doc_ids)}
-        positions = []
-        unknown = []
-        for doc_id in subset:
-            position = self._positions.get(doc_id)
-            if position is None:
-                unknown.append(doc_id)
-            else:
-                positions.append(position)
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3])
-            if len(unknown) > 3:
-                shown += f" and {len(unknown) - 3} more"
-            raise InputError(f"subset names documents that are not in the index: {shown}")
-        return np.unique(np.asarray(positions, dtype=np.int64))
+        return subset_positions(subset, self._positions)
 
     # --- description ---------------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        return self._path
 
     @property
     def doc_ids(self) -> list[str]:
@@ -215,23 +329,8 @@ class StoredTokenVectors:
         return len(self._doc_ids)
 
     @property
-    def dim(self) -> int:
-        return int(self._manifest["dim"])
-
-    @property
     def similarity(self) -> str:
         return str(self._manifest["similarity"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed ``manifest.json`` (a copy)."""
-        return json.loads(json.dumps(self._manifest))
-
-    @property
-    def encoder(self) -> dict | None:
-        """The encoder description given at build time, or None."""
-        encoder = self._manifest.get("encoder")
-        return None if encoder is None else json.loads(json.dumps(encoder))
 
     def _sizes(self) -> dict[str, Any]:
         """Counts and sizes every kind reports: documents, token vectors, dim, bytes on disk (all files)."""

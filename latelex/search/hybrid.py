@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, InputError
+from ..index.ids import query_pairs
 from ..types import Hit, Run, SparseBatch
 from . import fusion as _fusion
 
@@ -195,12 +196,7 @@ class HybridSearcher:
         """The fused (and, with a re-ranker, re-ranked) top ``k`` of each query: ``{qid: hits}``, best first."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive integer, not {k!r}")
-        pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
-        if not pairs:
-            raise InputError("no queries to search")
-        queries = dict(pairs)
-        if len(queries) != len(pairs):
-            raise InputError("query ids must be unique")
+        queries = dict(query_pairs(queries))
         runs = [member.search_queries(queries, k=self.config.depth) for member in self.members]
         first = self.fuse(runs)
         if self.rerank_with is None:

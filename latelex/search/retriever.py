@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InputError, LatelexError
 from ..index import storage
+from ..index.ids import query_pairs
 from ..types import Hit, Run
 
 logger = logging.getLogger(__name__)
@@ -175,12 +176,8 @@ class Retriever:
                        subset: Sequence[str] | None = None, batch_size: int = 64, show_progress: bool | None = None,
                        **engine_options: Any) -> Run:
         """Search many identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``."""
-        pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
-        if not pairs:
-            raise InputError("no queries to search")
+        pairs = query_pairs(queries)
         qids = [q for q, _ in pairs]
-        if len(set(qids)) != len(qids):
-            raise InputError("query ids must be unique")
         hits = self.search([t for _, t in pairs], k=k, subset=subset, batch_size=batch_size, show_progress=show_progress,
                            **engine_options)
         return dict(zip(qids, hits))

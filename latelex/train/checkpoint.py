@@ -20,8 +20,6 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
+from ..fsio import staged_folder
 
 FORMAT = "latelex-train-checkpoint"
 FORMAT_VERSION = 1
@@ -184,9 +183,7 @@ def save_checkpoint(
     trainer state, which must hold ``step`` and ``identity``. RNG states are captured here.
     """
     final = Path(path).expanduser().resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
-    try:
+    with staged_folder(final, tag="saving") as tmp:
         unique, aliases = _unique_tensors(weights)
         _save_tensors(tmp / "model.safetensors", unique)
         opt_tensors, opt_meta = _split_optimizer(optimizer_state)
@@ -205,16 +202,6 @@ def save_checkpoint(
             json.dump(document, f)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, trash / "old")
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -27,17 +27,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from ...config import config_to_dict
-from ...errors import ConfigError, DuplicateIdError, IndexFormatError, InputError
+from ...errors import ConfigError, IndexFormatError, InputError
+from ...fsio import file_sha256
 from ..storage import MANIFEST, encode_strings, publish, save_array, write_manifest
+from ..token_vectors import VECTOR_DTYPE, as_matrix, check_encoder, check_new_ids
 from .codec import ResidualCodec
 from .config import PlaidConfig, colbert_n_centroids, colbert_sample_documents
 
 KIND = "plaid"
 FORMAT_VERSION = 1
 STATE = "build_state.json"
-VECTOR_DTYPE = np.dtype("<f2")
 
 
 # --- input checking ------------------------------------------------------------------------------------
@@ -45,19 +47,9 @@ VECTOR_DTYPE = np.dtype("<f2")
 
 def as_vectors(value: Any, what: str, dim: int | None) -> np.ndarray:
     """A (L, dim) float16 copy of one document's vectors (tensor or array), after checking shape and values."""
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().float().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    if not isinstance(value, np.ndarray):
-        raise InputError(f"{what} is a {type(value).__name__}, not a torch tensor or numpy array")
-    if value.ndim != 2:
-        raise InputError(f"{what} has shape {tuple(value.shape)}; expected a (tokens, dim) matrix")
-    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-        raise InputError(f"{what} has dtype {value.dtype}; expected floating point values")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().float().numpy()
+    value = as_matrix(value, what)
     if value.shape[0] == 0:
         raise InputError(f"{what} has no token vectors; an encoder gives every text at least one")
     if dim is not None and value.shape[1] != dim:
@@ -67,35 +59,6 @@ def as_vectors(value: Any, what: str, dim: int | None) -> np.ndarray:
     if not np.isfinite(half).all():
         raise InputError(f"{what} has NaN, infinite or out-of-float16-range values")
     return half
-
-
-def check_new_ids(doc_ids: Sequence[str], existing: set[str] | None = None) -> list[str]:
-    """The ids as a list, after checking they are unique strings (and not among ``existing``)."""
-    if isinstance(doc_ids, str):
-        raise InputError("doc_ids must be a sequence of document ids, not one string")
-    ids = list(doc_ids)
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
-        if doc_id in seen:
-            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {seen[doc_id]} and {i})")
-        if existing is not None and doc_id in existing:
-            raise DuplicateIdError(f"document {doc_id!r} is already in the index; delete it first to replace it")
-        seen[doc_id] = i
-    return ids
-
-
-def check_encoder(encoder: Any) -> dict | None:
-    if encoder is None:
-        return None
-    if not isinstance(encoder, dict):
-        raise InputError(f"encoder must be a dict or None, not {type(encoder).__name__}")
-    try:
-        json.dumps(encoder, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"encoder must be JSON-serialisable ({exc})") from None
-    return json.loads(json.dumps(encoder))
 
 
 # --- durable files ---------------------------------------------------------------------------------------
@@ -489,12 +452,10 @@ CODEC_ARRAYS = ("centroids", "bucket_cutoffs", "bucket_weights")
 
 def array_entry(directory: Path, name: str) -> dict[str, Any]:
     """The manifest entry of an existing ``name.npy`` (checksum computed from the file)."""
-    from ..storage import _sha256
-
     path = directory / f"{name}.npy"
     array = np.load(path, mmap_mode="r", allow_pickle=False)
     return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape), "bytes": path.stat().st_size,
-            "sha256": _sha256(path)}
+            "sha256": file_sha256(path)}
 
 
 def finish_entries(directory: Path, chunk_names: list[str]) -> dict[str, dict]:

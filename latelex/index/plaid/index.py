@@ -32,6 +32,7 @@ from ...config import config_from_dict
 from ...errors import ConfigError, IndexFormatError, InputError
 from ...types import Hit
 from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verify_index, write_manifest
+from ..token_vectors import DescribedIndex, check_encoder, check_new_ids, positive_int, subset_positions
 from . import build as _build
 from .codec import ResidualCodec
 from .config import PlaidConfig, default_search_settings
@@ -42,13 +43,7 @@ FORMAT_VERSION = _build.FORMAT_VERSION
 _OWN_FILE = re.compile(r"^(chunk-\d{5}\.[a-z_]+\.npy|deleted-\d+\.npy|manifest\.json\.tmp)$")
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
-
-
-class PlaidIndex:
+class PlaidIndex(DescribedIndex):
     """Compressed late-interaction index searched with PLAID. Build with :meth:`build`, reopen with :meth:`open`."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], codec: ResidualCodec, data: SearchData, doc_ids: list[str],
@@ -205,14 +200,14 @@ class PlaidIndex:
         for ``k`` (:func:`~.config.default_search_settings`). ``threads``: queries searched in parallel
         (default: all cores); each query runs on one thread.
         """
-        k = _positive_int(k, "k")
+        k = positive_int(k, "k")
         defaults = default_search_settings(k)
-        ncells = defaults.ncells if ncells is None else _positive_int(ncells, "ncells")
-        ndocs = defaults.ndocs if ndocs is None else _positive_int(ndocs, "ndocs")
+        ncells = defaults.ncells if ncells is None else positive_int(ncells, "ncells")
+        ndocs = defaults.ndocs if ndocs is None else positive_int(ndocs, "ndocs")
         threshold = defaults.centroid_score_threshold if centroid_score_threshold is None else centroid_score_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or np.isnan(threshold):
             raise InputError(f"centroid_score_threshold must be a number, not {threshold!r}")
-        threads = (os.cpu_count() or 1) if threads is None else _positive_int(threads, "threads")
+        threads = (os.cpu_count() or 1) if threads is None else positive_int(threads, "threads")
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
         matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]
@@ -262,17 +257,7 @@ class PlaidIndex:
         return self._positions
 
     def _subset_positions(self, subset: Sequence[str]) -> np.ndarray:
-        if isinstance(subset, str):
-            raise InputError("subset must be a sequence of document ids, not one string")
-        live = self._live_positions()
-        positions, unknown = [], []
-        for doc_id in subset:
-            p = live.get(doc_id)
-            (unknown.append(doc_id) if p is None else positions.append(p))
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-            raise InputError(f"subset names documents that are not in the index: {shown}")
-        return np.unique(np.asarray(positions, dtype=np.int64))
+        return subset_positions(subset, self._live_positions())
 
     # --- vectors -------------------------------------------------------------------------------------
 
@@ -299,11 +284,11 @@ class PlaidIndex:
         spec. The manifest is replaced atomically once every new chunk is on disk.
         """
         if encoder is not None:
-            encoder = _build.check_encoder(encoder)
+            encoder = check_encoder(encoder)
             if self.encoder is not None and encoder != self.encoder:
                 raise InputError(f"these vectors come from a different encoder than {self._path} was built with; "
                                  "encode them with the index's encoder or rebuild the index")
-        ids = _build.check_new_ids(doc_ids, set(self._live_positions()))
+        ids = check_new_ids(doc_ids, set(self._live_positions()))
         if not ids:
             return
         mats = []
@@ -398,10 +383,6 @@ class PlaidIndex:
     # --- description ---------------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
     def doc_ids(self) -> list[str]:
         """The live document ids in index order (a copy)."""
         if not self._deleted.size:
@@ -412,22 +393,8 @@ class PlaidIndex:
         return len(self._stored_ids) - int(self._deleted.size)
 
     @property
-    def dim(self) -> int:
-        return int(self._manifest["dim"])
-
-    @property
     def similarity(self) -> str:
         return "cosine"
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed ``manifest.json`` (a copy)."""
-        return json.loads(json.dumps(self._manifest))
-
-    @property
-    def encoder(self) -> dict | None:
-        encoder = self._manifest.get("encoder")
-        return None if encoder is None else json.loads(json.dumps(encoder))
 
     def info(self) -> dict[str, Any]:
         """Kind, counts, bytes per token vector (every file of the directory counted), encoder and configuration.
