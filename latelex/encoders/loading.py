@@ -30,9 +30,17 @@ class MissingWeightsError(ModelError):
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
     """The local folder of a model given as a path or a Hub name.
 
-    A path that exists is used as is. Otherwise the name is fetched from the Hugging Face Hub (honouring
+    A name of a model that ships with latelex (``latelex-colbert-minilm``) gives its folder in the package. A path
+    that exists is used as is. Otherwise the name is fetched from the Hugging Face Hub (honouring
     ``HF_HUB_OFFLINE`` and the local cache). Raises :class:`ModelError` with what to do when neither works.
     """
+    from ..models import BUILTIN_MODELS
+
+    builtin = BUILTIN_MODELS.get(str(name_or_path))
+    if builtin is not None:
+        if not (builtin / "latelex_model.json").exists():
+            raise ModelError(f"the built-in model {name_or_path} is missing from {builtin}; reinstall latelex")
+        return builtin
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():

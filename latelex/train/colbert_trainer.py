@@ -221,9 +221,13 @@ class Trainer:
         trainer.net = net
         if checkpoint is not None:
             trainer._restore(checkpoint)
-        for m in modules.values():
-            m.train()
+        trainer._training_mode()
         return trainer
+
+    def _training_mode(self) -> None:
+        """Train mode for the trained modules, or eval mode (no dropout) with ``config.dropout=False``."""
+        for m in self._modules(self.encoder).values():
+            m.train(self.config.dropout)
 
     @staticmethod
     def _check_same_run(checkpoint: ckpt.Checkpoint, config: TrainConfig, data: TrainingData) -> None:
@@ -403,8 +407,7 @@ class Trainer:
         try:
             run = self._dev_run(self.dev, self.config.eval_k)
         finally:
-            for m in modules.values():
-                m.train()
+            self._training_mode()
         metric = self.config.eval_metric
         value = float(score_run(run, self.dev.qrels, [metric])[metric])
         record = {"step": self.step, f"dev_{metric}": value}

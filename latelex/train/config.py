@@ -43,6 +43,9 @@ class TrainConfig:
     (``decay="linear"``) or constant. ``amp`` enables mixed precision on CUDA (bfloat16 where supported, else
     float16 with loss scaling); it has no effect on the CPU. ``checkpoint_every`` / ``eval_every`` / ``log_every``
     of 0 turn the action off; a final checkpoint is always written at ``total_steps``.
+
+    ``dropout=False`` keeps the trained modules in eval mode (no dropout): usual for adapter training, and two to
+    three times faster on the CPU, where dropout and the attention kernels it forces are slow.
     """
 
     output_dir: str
@@ -67,6 +70,7 @@ class TrainConfig:
     eval_metric: str = "nDCG@10"
     eval_k: int = 100
     log_every: int = 10
+    dropout: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, str) or not self.output_dir:

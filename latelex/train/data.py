@@ -112,7 +112,7 @@ def read_teacher_scores(path: PathLike) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for number, example in read_examples(path):
         if example.scores is None:
-            raise FormatError(f"line has no scores; a teacher-score file holds [qid, [[pid, score], ...]]", shown, number)
+            raise FormatError("line has no scores; a teacher-score file holds [qid, [[pid, score], ...]]", shown, number)
         out.setdefault(example.qid, {}).update(zip(example.pids, example.scores))
     return out
 
