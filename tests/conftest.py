@@ -27,3 +27,18 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: data tests need the shared models and datasets beside the repo")
     return path
+
+
+@pytest.fixture(scope="session")
+def scifact_minilm_cache(tmp_path_factory) -> Path:
+    """A folder holding ``scifact-minilm-colbert``: SciFact indexed through the CLI with all-MiniLM-L6-v2 as a plain
+    encoder (query max 64, doc max 256 tokens), built once per session (about 5 minutes on 2 cores) and shared by
+    the data tests that need it (test_scifact, test_hybrid_scifact reuses it as bench/hybrid_scifact.py's cache)."""
+    from latelex.cli import main
+
+    scifact = shared_path("datasets", "scifact")
+    model = shared_path("models", "all-MiniLM-L6-v2")
+    cache = tmp_path_factory.mktemp("scifact-minilm")
+    assert main(["-q", "index", str(cache / "scifact-minilm-colbert"), "--model", str(model), "--collection",
+                 str(scifact), "--query-maxlen", "64", "--doc-maxlen", "256"]) == 0
+    return cache

@@ -1,8 +1,7 @@
 """The hybrid figures of bench/hybrid_scifact.py on SciFact test, held as a data test.
 
-The ColBERT index (all-MiniLM-L6-v2, plain, query max 64 / doc max 256) is reopened from the benchmark's cache
-(``$LATELEX_BENCH_CACHE``, default /tmp/latelex-bench-cache) when a matching one is there, else built in a
-temporary folder (about 5 minutes on 2 cores).
+The ColBERT index (all-MiniLM-L6-v2, plain, query max 64 / doc max 256) is the one the session fixture
+``scifact_minilm_cache`` builds through the CLI for test_scifact as well.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory):
+def figures(scifact_minilm_cache):
     shared_path("datasets", "scifact")
     shared_path("models", "all-MiniLM-L6-v2")
     sys.path.insert(0, str(BENCH))
@@ -28,10 +27,7 @@ def figures(tmp_path_factory):
         import hybrid_scifact
     finally:
         sys.path.remove(str(BENCH))
-    cache = hybrid_scifact.DEFAULT_CACHE
-    if not (cache / "scifact-minilm-colbert" / "manifest.json").exists():
-        cache = tmp_path_factory.mktemp("bench-cache")
-    return hybrid_scifact.measure(cache, depth=100, rrf_k=60, tune=False, peer=False, log=lambda _: None)["systems"]
+    return hybrid_scifact.measure(scifact_minilm_cache, depth=100, rrf_k=60, tune=False, peer=False, log=lambda _: None)["systems"]
 
 
 def test_bm25_reproduces_the_reference(figures):

@@ -12,18 +12,23 @@ from latelex.cli import main
 pytestmark = pytest.mark.data
 
 
-def _run(tmp_path, model, extra):
+def _search(idx, metrics):
     scifact = shared_path("datasets", "scifact")
-    idx, metrics = tmp_path / "idx", tmp_path / "metrics.json"
-    assert main(["-q", "index", str(idx), "--model", str(model), "--collection", str(scifact),
-                 "--query-maxlen", "64", "--doc-maxlen", "256", *extra]) == 0
     assert main(["-q", "search", str(idx), "--queries", str(scifact), "--split", "test", "--qrels", str(scifact),
                  "-k", "100", "--metrics", "nDCG@10", "RR@10", "R@100", "--metrics-json", str(metrics)]) == 0
     return json.loads(metrics.read_text())
 
 
-def test_minilm_plain_colbert_exact_maxsim(tmp_path):
-    values = _run(tmp_path, shared_path("models", "all-MiniLM-L6-v2"), [])
+def _run(tmp_path, model, extra):
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(idx), "--model", str(model), "--collection", str(shared_path("datasets", "scifact")),
+                 "--query-maxlen", "64", "--doc-maxlen", "256", *extra]) == 0
+    return _search(idx, tmp_path / "metrics.json")
+
+
+def test_minilm_plain_colbert_exact_maxsim(tmp_path, scifact_minilm_cache):
+    """Indexed through the CLI (the session fixture runs `latelex index`), searched and scored through the CLI."""
+    values = _search(scifact_minilm_cache / "scifact-minilm-colbert", tmp_path / "metrics.json")
     assert values["nDCG@10"] == pytest.approx(0.707, abs=0.005)
     assert values["RR@10"] == pytest.approx(0.674, abs=0.005)
     assert values["R@100"] == pytest.approx(0.931, abs=0.005)
