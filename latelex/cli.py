@@ -4,6 +4,7 @@
     latelex search   DIR --queries Q [--qrels R]      search (and evaluate), write a run file
     latelex rerank   --model M --candidates F ...     re-rank another system's candidates with ColBERT
     latelex evaluate --run F --qrels R                score a run file
+    latelex fuse     RUN RUN ... --output F           fuse runs (RRF or weighted scores): hybrid retrieval
     latelex info     DIR                              describe an index
     latelex train    OUT --model M --triples F ...    train ColBERT or SPLADE from triples
     latelex mine     --queries Q --qrels R ...        mine hard negatives into n-way training files
@@ -21,8 +22,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-EXAMPLES = """examples (offline, with the models and data in ../shared):
-  latelex index runs/scifact --model ../shared/models/all-MiniLM-L6-v2 \\
+#: The built-in ColBERT model (latelex.models.DEFAULT_COLBERT_MODEL), spelled here so that --help needs no import.
+DEFAULT_MODEL = "latelex-colbert-minilm"
+
+EXAMPLES = """examples (offline, with the data in ../shared; the default model ships with latelex):
+  latelex index runs/scifact --collection ../shared/datasets/scifact
+  latelex index runs/scifact-plain --model ../shared/models/all-MiniLM-L6-v2 \\
       --collection ../shared/datasets/scifact --query-maxlen 64 --doc-maxlen 256
   latelex search runs/scifact --queries ../shared/datasets/scifact --split test \\
       --qrels ../shared/datasets/scifact --output runs/scifact.trec
@@ -106,10 +111,38 @@ def _maybe_evaluate(args: argparse.Namespace, run) -> None:
 # ---------------------------------------------------------------------- verbs
 
 
+def _is_bm25_index(path: str) -> bool:
+    """Whether ``path`` holds a BM25 index (its manifest's kind), read without opening anything else."""
+    manifest = Path(path).expanduser() / "manifest.json"
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "bm25"
+    except (OSError, ValueError, AttributeError):
+        return False  # the Retriever's own checks say what is wrong with the folder
+
+
+def _open_searcher(path: str, device: Any):
+    """A BM25 index or a Retriever (encoder + index): both answer ``search_queries(queries, k, subset=...)``."""
+    if _is_bm25_index(path):
+        from .index.bm25 import BM25Index
+
+        return BM25Index.open(path)
+    from .search.retriever import Retriever
+
+    return Retriever.open(path, device=device)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from .data import read_documents
     from .search.retriever import Retriever
 
+    if args.kind == "bm25":
+        from .index.bm25 import BM25Index
+
+        _engine_config(args)  # refuses engine options that do not apply
+        pairs = list(read_documents(args.collection))
+        index = BM25Index.build(args.index, [d for d, _ in pairs], [t for _, t in pairs], overwrite=args.overwrite)
+        print(f"indexed {len(index)} documents into {args.index} (BM25, no model)")
+        return 0
     encoder = _load_encoder(args)
     print(f"encoder: {encoder!r}", file=sys.stderr)
     retriever = Retriever.build(
@@ -151,13 +184,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if not args.query and not args.queries:
         raise _usage("search needs --query TEXT or --queries FILE")
-    retriever = Retriever.open(args.index, device=args.device)
+    retriever = _open_searcher(args.index, args.device)
+    bm25 = not isinstance(retriever, Retriever)
     if args.query:
-        for text, hits in zip(args.query, retriever.search(args.query, k=args.k)):
+        found = retriever.search_text(args.query, k=args.k) if bm25 else retriever.search(args.query, k=args.k)
+        for text, hits in zip(args.query, found):
             print(f"query: {text}")
             for rank, hit in enumerate(hits, 1):
                 snippet = ""
-                if retriever.has_texts:
+                if not bm25 and retriever.has_texts:
                     snippet = " " + retriever.document(hit.doc_id)[:100].replace("\n", " ")
                 print(f"{rank:>4}  {hit.score:10.4f}  {hit.doc_id}{snippet}")
         return 0
@@ -165,8 +200,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.subset:
         subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
     options = {name: getattr(args, name) for name in _SEARCH_OPTIONS if getattr(args, name) is not None}
-    run = retriever.search_queries(read_queries_any(args.queries, args.split), k=args.k, subset=subset,
-                                   batch_size=args.batch_size, show_progress=not args.quiet, **options)
+    queries = read_queries_any(args.queries, args.split)
+    if bm25:
+        if options:
+            raise _usage(f"--{next(iter(options)).replace('_', '-')} does not apply to a BM25 index")
+        run = retriever.search_queries(queries, k=args.k, subset=subset)
+    else:
+        run = retriever.search_queries(queries, k=args.k, subset=subset, batch_size=args.batch_size,
+                                       show_progress=not args.quiet, **options)
     if args.output:
         _write_run(args.output, run, args.format)
         print(f"wrote {len(run)} rankings to {args.output}", file=sys.stderr)
@@ -217,10 +258,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .data import read_run_any
+    from .search.fusion import reciprocal_rank_fusion, score_fusion
+
+    if len(args.runs) < 2:
+        raise _usage("fuse needs at least two run files")
+    runs = [read_run_any(path) for path in args.runs]
+    if args.method == "rrf":
+        run = reciprocal_rank_fusion(runs, k=args.rrf_k, weights=args.weights, depth=args.depth)
+    else:
+        run = score_fusion(runs, weights=args.weights, normalization=args.normalization, depth=args.depth)
+    if args.k is not None:
+        run = {qid: hits[: args.k] for qid, hits in run.items()}
+    _write_run(args.output, run, args.format)
+    print(f"wrote {len(run)} fused rankings to {args.output}", file=sys.stderr)
+    _maybe_evaluate(args, run)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .search.retriever import Retriever
 
-    info = Retriever.inspect(args.index, verify=args.verify)
+    if _is_bm25_index(args.index):
+        from .index.bm25 import BM25Index
+
+        info = {"path": str(Path(args.index).expanduser().resolve()), **BM25Index.open(args.index, verify=args.verify).info()}
+    else:
+        info = Retriever.inspect(args.index, verify=args.verify)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -365,12 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("index", "encode a collection and build an index",
             "Encode a collection (ColBERT TSV, JSONL or BEIR folder) and build an index at DIR.")
     p.add_argument("index", metavar="DIR", help="where to write the index (a directory)")
-    p.add_argument("--model", required=True, help="model folder or Hugging Face Hub name")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model folder or Hugging Face Hub name (default: {DEFAULT_MODEL}, the built-in offline ColBERT model)")
     p.add_argument("--collection", required=True, help="collection.tsv (pid<TAB>text), documents .jsonl, or a BEIR folder")
-    p.add_argument("--kind", choices=["flat", "plaid", "ivfpq", "sparse", "inverted"],
+    p.add_argument("--kind", choices=["flat", "plaid", "ivfpq", "sparse", "inverted", "bm25"],
                    help="index kind. ColBERT: flat (exact MaxSim, the default), plaid (ColBERTv2 residual compression "
                         "and PLAID search), ivfpq (ColBERT v1: faiss IVFPQ candidates + exact MaxSim). SPLADE: sparse "
-                        "(exact matrix product, the default), inverted (dynamic pruning; exact or approximate)")
+                        "(exact matrix product, the default), inverted (dynamic pruning; exact or approximate). "
+                        "bm25: BM25 through bm25s (English stopwords, Snowball stemmer), no model needed")
     g = p.add_argument_group("engine options")
     g.add_argument("--nbits", type=int, choices=[1, 2, 4], help="plaid: bits per residual dimension (default 2)")
     g.add_argument("--centroids", type=int, help="plaid: number of centroids (default: ColBERTv2's formula)")
@@ -407,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rerank", "re-rank another system's candidates with ColBERT",
             "Re-rank candidates from a ColBERT top-k TSV (qid pid rank), an MS MARCO top1000 file "
             "(qid pid query passage) or a TREC run, encoding the documents on the fly.")
-    p.add_argument("--model", required=True, help="ColBERT model folder or Hugging Face Hub name")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"ColBERT model folder or Hugging Face Hub name (default: {DEFAULT_MODEL})")
     p.add_argument("--candidates", required=True, help="top-k TSV, top1000 file or TREC run")
     p.add_argument("--queries", help="queries (needed unless the candidates file carries them)")
     p.add_argument("--collection", help="collection (needed unless the candidates file carries passages)")
@@ -431,6 +499,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="also check every array's SHA-256 against the manifest")
     p.set_defaults(func=cmd_info)
+
+    p = add("fuse", "fuse run files (hybrid retrieval)",
+            "Fuse two or more run files (TREC runs or ColBERT ranking TSVs from any system: BM25, SPLADE, ColBERT) "
+            "by reciprocal-rank fusion or a weighted sum of normalised scores.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run files to fuse")
+    p.add_argument("--method", choices=["rrf", "score"], default="rrf", help="rrf (default) or weighted score fusion")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default: 1 each)")
+    p.add_argument("--rrf-k", type=float, default=60, help="RRF constant k (default 60, as in Cormack et al.)")
+    p.add_argument("--normalization", choices=["minmax", "zscore", "none"], default="minmax",
+                   help="score fusion: per-query score normalisation (default minmax)")
+    p.add_argument("--depth", type=int, help="use only the first N hits of each run's list")
+    p.add_argument("-k", "--k", type=int, default=None, help="keep the top k fused hits per query (default: all)")
+    p.add_argument("--output", required=True, help="run file to write")
+    p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
+    add_eval(p)
+    p.set_defaults(func=cmd_fuse)
 
     p = add("train", "train ColBERT or SPLADE from triples",
             "Train from text triples (query<TAB>positive<TAB>negative) or id triples / n-way JSONL "

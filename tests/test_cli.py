@@ -244,3 +244,42 @@ def test_mine_then_train_through_the_cli(corpus, tiny_bert, tmp_path, capsys):
                  str(root / "queries.tsv"), "--collection", str(root / "collection.tsv")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert "no-such-doc" in err[-1] and not (tmp_path / "t2" / "final-model").exists()
+
+
+def test_bm25_index_search_and_fusion_through_the_cli(corpus, colbert_model, tmp_path, capsys):
+    """BM25 needs no model; fused runs hold the union of the members' documents, ordered by RRF."""
+    from latelex.index.bm25 import BM25Index
+    from latelex.search.fusion import reciprocal_rank_fusion
+
+    root, docs, queries, _ = corpus
+    bm25_dir, colbert_dir = tmp_path / "bm25", tmp_path / "colbert"
+    assert main(["-q", "index", str(bm25_dir), "--kind", "bm25", "--collection", str(root / "collection.tsv")]) == 0
+    capsys.readouterr()
+    assert main(["-q", "info", str(bm25_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == len(docs)
+    bm25_run, colbert_run, fused = tmp_path / "bm25.trec", tmp_path / "colbert.trec", tmp_path / "fused.trec"
+    assert main(["-q", "search", str(bm25_dir), "--queries", str(root / "queries.tsv"), "-k", "10",
+                 "--output", str(bm25_run)]) == 0
+    expected = BM25Index.open(bm25_dir).search_queries(queries, k=10)
+    got = read_trec_run(bm25_run)
+    assert {q: [h.doc_id for h in hits] for q, hits in got.items()} == \
+        {q: [h.doc_id for h in hits] for q, hits in expected.items() if hits}
+    assert main(["-q", "index", str(colbert_dir), "--model", str(colbert_model), "--collection",
+                 str(root / "collection.tsv")]) == 0
+    assert main(["-q", "search", str(colbert_dir), "--queries", str(root / "queries.tsv"), "-k", "10",
+                 "--output", str(colbert_run)]) == 0
+    assert main(["-q", "fuse", str(bm25_run), str(colbert_run), "--output", str(fused),
+                 "--qrels", str(root / "qrels.tsv")]) == 0
+    assert "nDCG@10" in capsys.readouterr().out
+    want = reciprocal_rank_fusion([read_trec_run(bm25_run), read_trec_run(colbert_run)])
+    assert {q: [h.doc_id for h in hits] for q, hits in read_trec_run(fused).items()} == \
+        {q: [h.doc_id for h in hits] for q, hits in want.items()}
+    with pytest.raises(SystemExit):
+        main(["-q", "search", str(bm25_dir), "--queries", str(root / "queries.tsv"), "--ndocs", "5",
+              "--output", str(tmp_path / "x.trec")])
+    assert "does not apply to a BM25 index" in capsys.readouterr().err
+    assert not (tmp_path / "x.trec").exists()
+    with pytest.raises(SystemExit):
+        main(["-q", "fuse", str(bm25_run), "--output", str(tmp_path / "y.trec")])
+    assert "at least two run files" in capsys.readouterr().err
