@@ -71,7 +71,9 @@ def load_peers() -> list:
 # --- SciFact vectors -------------------------------------------------------------------------------------
 
 
-def scifact_vectors(folder: Path):
+def scifact_vectors(folder: Path, model_name: str | None = None):
+    """SciFact test vectors cached in ``folder``: all-MiniLM-L6-v2 as a plain encoder (query 64 / doc 256 tokens),
+    or the ColBERT model ``model_name`` with its own settings."""
     names = ("docs_vectors", "docs_offsets", "queries_vectors", "queries_offsets")
     if not all((folder / f"{n}.npy").exists() for n in names):
         from latelex import ColBERT
@@ -79,7 +81,10 @@ def scifact_vectors(folder: Path):
 
         data = BeirDataset(SHARED / "datasets" / "scifact", split="test")
         corpus, queries = list(data.corpus()), list(data.queries())
-        model = ColBERT.from_pretrained(SHARED / "models" / "all-MiniLM-L6-v2", query_maxlen=64, doc_maxlen=256)
+        if model_name is None:
+            model = ColBERT.from_pretrained(SHARED / "models" / "all-MiniLM-L6-v2", query_maxlen=64, doc_maxlen=256)
+        else:
+            model = ColBERT.from_pretrained(model_name)
         folder.mkdir(parents=True, exist_ok=True)
         for prefix, items, mats in (("queries", queries, model.encode_queries([t for _, t in queries])),
                                     ("docs", corpus, model.encode_documents([t for _, t in corpus]))):
@@ -137,18 +142,33 @@ def latencies(search_one, queries) -> tuple[float, float, float]:
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], statistics.median(cpu)
 
 
-def bench_scifact(folder: Path, nbits_list: list[int], peers: list) -> None:
+def bench_scifact(folder: Path, nbits_list: list[int], peers: list, trained: Path | None = None) -> None:
+    """``trained``: a folder for the built-in model's vectors; with it the 128-dim rows use the trained
+    latelex-colbert-minilm instead of a fixed random projection of the plain vectors."""
     from latelex.data import BeirDataset
 
     ids, arrays = scifact_vectors(folder)
     qrels = BeirDataset(SHARED / "datasets" / "scifact", split="test").qrels()
     weight = projection_weight()
+    trained_arrays = None
+    if trained is not None:
+        from latelex.models import DEFAULT_COLBERT_MODEL
+
+        trained_ids, trained_arrays = scifact_vectors(trained, DEFAULT_COLBERT_MODEL)
+        assert trained_ids == ids, "the two vector caches must hold the same documents and queries"
     rows = []
     for dim in (384, 128):
-        doc_vectors = arrays["docs_vectors"] if dim == 384 else project(arrays["docs_vectors"], weight)
-        query_vectors = arrays["queries_vectors"] if dim == 384 else project(arrays["queries_vectors"], weight)
-        docs = split(doc_vectors, arrays["docs_offsets"])
-        queries = split(query_vectors, arrays["queries_offsets"])
+        if dim == 128 and trained_arrays is not None:
+            doc_vectors, query_vectors = trained_arrays["docs_vectors"], trained_arrays["queries_vectors"]
+            offsets = trained_arrays
+            label = "128 (latelex-colbert-minilm)"
+        else:
+            label = f"{dim}" if dim == 384 else "128 (random projection)"
+            doc_vectors = arrays["docs_vectors"] if dim == 384 else project(arrays["docs_vectors"], weight)
+            query_vectors = arrays["queries_vectors"] if dim == 384 else project(arrays["queries_vectors"], weight)
+            offsets = arrays
+        docs = split(doc_vectors, offsets["docs_offsets"])
+        queries = split(query_vectors, offsets["queries_offsets"])
         tq = [torch.from_numpy(q) for q in queries]
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
             flat = FlatIndex.build(Path(tmp) / "flat", ids["docs"], docs)
@@ -158,7 +178,7 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list) -> None:
             torch.set_num_threads(1)
             p50, p95, cpu50 = latencies(lambda q: flat.search([q], k=10), tq[:60])
             torch.set_num_threads(os.cpu_count() or 1)
-            rows.append([f"{dim}", "exact (FlatIndex fp16)", "-", f"{flat_bytes:.1f}", "1.000", f"{exact_ndcg:.4f}",
+            rows.append([label, "exact (FlatIndex fp16)", "-", f"{flat_bytes:.1f}", "1.000", f"{exact_ndcg:.4f}",
                          f"{p50:.1f}", f"{p95:.1f}", f"{cpu50:.1f}", "-"])
             first_codec = None
             for nbits in sorted(nbits_list, key=lambda b: b != 2):  # nbits 2 first: it trains the centroids
@@ -187,7 +207,7 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list) -> None:
                 p50, p95, cpu50 = latencies(lambda q: index.search([q], k=10, threads=1), tq)
                 torch.set_num_threads(os.cpu_count() or 1)
                 info = index.info()
-                rows.append([f"{dim}", f"latelex PLAID nbits={nbits} ({info['n_centroids']} centroids)", f"{build_s:.0f}{build_note}",
+                rows.append([label, f"latelex PLAID nbits={nbits} ({info['n_centroids']} centroids)", f"{build_s:.0f}{build_note}",
                              f"{info['bytes_per_token_vector']:.1f}", f"{recall_at(got, exact):.4f}",
                              f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{all_cores_qps:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
@@ -205,10 +225,10 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list) -> None:
                     torch.set_num_threads(os.cpu_count() or 1)
                     size = peer.bytes_on_disk() if hasattr(peer, "bytes_on_disk") else None
                     per_vector = f"{size / doc_vectors.shape[0]:.1f}" if size else "?"
-                    rows.append([f"{dim}", peer.name, f"{build_s:.0f}", per_vector, f"{recall_at(got, exact):.4f}",
+                    rows.append([label, peer.name, f"{build_s:.0f}", per_vector, f"{recall_at(got, exact):.4f}",
                                  f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{qps:.0f}"])
                 except Exception as exc:  # a peer failing must not sink the table
-                    rows.append([f"{dim}", peer.name, f"error: {type(exc).__name__}: {str(exc)[:60]}", "", "", "", "", "", "", ""])
+                    rows.append([label, peer.name, f"error: {type(exc).__name__}: {str(exc)[:60]}", "", "", "", "", "", "", ""])
     print()
     print(f"SciFact (5,183 docs, {arrays['docs_vectors'].shape[0]:,} token vectors, 300 test queries), k=10, PLAID defaults "
           "for k<=10 (ncells 1, threshold 0.5, ndocs 256); latency excludes query encoding; p50/p95 on 1 thread")
@@ -311,6 +331,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vectors", type=Path, default=Path(tempfile.gettempdir()) / "plaid_cache")
     parser.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--trained-vectors", type=Path, default=None,
+                        help="folder for the built-in model's SciFact vectors: the 128-dim rows then use the trained "
+                             "latelex-colbert-minilm instead of a random projection")
     parser.add_argument("--skip-scifact", action="store_true")
     parser.add_argument("--synthetic", type=int, default=0, help="vectors in the synthetic build (0: skip)")
     parser.add_argument("--synthetic-dir", type=Path, default=Path(tempfile.gettempdir()) / "plaid_synthetic")
@@ -318,7 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     if not args.skip_scifact:
-        bench_scifact(args.vectors, args.nbits, load_peers())
+        bench_scifact(args.vectors, args.nbits, load_peers(), args.trained_vectors)
     if args.synthetic:
         args.synthetic_dir.mkdir(parents=True, exist_ok=True)
         bench_synthetic(args.synthetic, args.synthetic_dir, PlaidConfig(nbits=2, max_points_per_centroid=args.max_points_per_centroid))

@@ -51,6 +51,30 @@ def replace_folder(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def _umask() -> int:
+    """The process umask, read from /proc where it can be (setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _publishable(folder: Path) -> None:
+    """Give a staged folder and its files the modes an ordinary mkdir / open would have (mkdtemp makes 0700 and
+    some writers 0600), so that a published index or model is readable by whoever may read its parent."""
+    umask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def staged_folder(final: Path, tag: str = "saving") -> Iterator[Path]:
     """Yield a new temporary folder beside ``final`` (``.<name>.<tag>-*``); when the block ends without error it
@@ -63,6 +87,7 @@ def staged_folder(final: Path, tag: str = "saving") -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
     try:
         yield tmp
+        _publishable(tmp)
         replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -491,17 +491,24 @@ class ColBERTTrainer(Trainer):
 
         pids = sorted({p for ps in dev.candidates.values() for p in ps}) if dev.candidates else list(dev.documents)
         qids = list(dev.queries)
-        docs = PackedEmbeddings.from_list(
-            self.encoder.encode_documents([dev.documents[p] for p in pids], show_progress=False)
-        )
+        encoded = self.encoder.encode_documents([dev.documents[p] for p in pids], show_progress=False)
         queries = self.encoder.encode_queries([dev.queries[q] for q in qids], show_progress=False)
         position = {p: i for i, p in enumerate(pids)}
+        everything = None if dev.candidates else PackedEmbeddings.from_list(encoded)
+        similarity = self.encoder.config.similarity
         run: Run = {}
         for qid, q in zip(qids, queries):
-            scores = maxsim_packed(q, docs.vectors, docs.offsets, similarity=self.encoder.config.similarity).numpy()
-            allowed = [position[p] for p in dev.candidates.get(qid, [])] if dev.candidates else range(len(pids))
-            ranked = sorted(((float(scores[i]), pids[i]) for i in allowed), key=lambda t: (-t[0], t[1]))[:k]
-            run[qid] = [Hit(p, s) for s, p in ranked]
+            if everything is None:  # score only this query's candidates: a few dozen documents, not the collection
+                mine = [p for p in dict.fromkeys(dev.candidates.get(qid, [])) if p in position]
+                if not mine:
+                    run[qid] = []
+                    continue
+                docs = PackedEmbeddings.from_list([encoded[position[p]] for p in mine])
+            else:
+                mine, docs = pids, everything
+            scores = maxsim_packed(q, docs.vectors, docs.offsets, similarity=similarity).numpy()
+            ranked = sorted(zip(scores.tolist(), mine), key=lambda t: (-t[0], t[1]))[:k]
+            run[qid] = [Hit(p, float(s)) for s, p in ranked]
         return run
 
     def _save_model(self, path: Path) -> Path:
