@@ -5,6 +5,8 @@ term-at-a-time, approximate), an exhaustive scipy sparse product, Seismic (pysei
 Columns: build seconds, index MiB on disk (or in memory), recall@10 against the exact top 10, single-threaded
 latency p50 / p95 in milliseconds (one query per call), and each latency's ratio to the exhaustive product.
 Approximate systems are swept over their knobs; the fastest setting with recall >= --target-recall is reported.
+latelex's index has the default InvertedConfig: uint8 impacts, block-max metadata, and every list also kept in impact
+order (exact MaxScore bounds every document outside their heads; the approximate mode reads their first postings).
 
 Datasets: SciFact encoded with splade-tiny (doc max 256, query max 64 tokens; cached with --cache), and a
 synthetic collection (--docs, default 1M) with Zipf-distributed term ids over a 30,522-term vocabulary, about 120
@@ -152,7 +154,7 @@ def run_latelex(name, docs, queries, work: Path, rows, truth_out: list):
     p50, p95, res = latencies(lambda i: ids_of(index.search(singles[i], k=K, threads=1, algorithm="taat")), nq)
     rows.append(["latelex exact (TAAT)", build, size, recall(res, exact), p50, p95, ""])
     t = time.perf_counter()
-    batch = index.search(queries, k=K)
+    index.search(queries, k=K)
     rows_batch = time.perf_counter() - t
     out["batch_all_cores_ms_per_query"] = rows_batch / nq * 1000
     best = None

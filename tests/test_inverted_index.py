@@ -85,6 +85,29 @@ def test_exact_with_near_ties_that_quantisation_cannot_separate(tmp_path):
         assert_exact(index.search(queries, k=10, algorithm=algorithm), scores, ids, 10)
 
 
+@pytest.mark.parametrize("impacts", ["uint8", "float16"])
+@pytest.mark.parametrize("impact_ordered", [0, 4, 64, 1 << 20])
+def test_maxscore_exact_whatever_the_stored_heads(tmp_path, impacts, impact_ordered):
+    """MaxScore seeds a threshold from the impact-ordered heads, bounds every document outside the heads by the
+    lists' tail bounds, and walks the document-ordered lists when the stored heads are too short for that: exact
+    in every case, with heavy-tailed weights (top documents carried by one large product) as in SPLADE."""
+    rng = np.random.default_rng(11)
+    vocab = 400
+    docs = random_batch(rng, 3000, 30, vocab=vocab)
+    docs = SparseBatch(docs.indptr, docs.indices, (docs.values ** 2).astype(np.float32), vocab)
+    queries = random_batch(rng, 30, 12, vocab=vocab)
+    ids = [f"d{i}" for i in range(len(docs))]
+    index = InvertedIndex.build(tmp_path / "idx", ids, docs,
+                                config=InvertedConfig(impacts=impacts, block_size=16, impact_ordered=impact_ordered))
+    scores = dense_scores(queries, docs)
+    for k in (1, 10, 200):
+        assert_exact(index.search(queries, k=k), scores, ids, k)
+    chosen = np.sort(rng.choice(len(ids), 2000, replace=False))
+    allowed = np.zeros(len(ids), bool)
+    allowed[chosen] = True
+    assert_exact(index.search(queries, k=10, subset=[ids[i] for i in chosen]), scores, ids, 10, allowed)
+
+
 def test_threads_do_not_change_results(tmp_path, data):
     ids, docs, queries = data
     index = InvertedIndex.build(tmp_path / "idx", ids, docs)

@@ -20,7 +20,6 @@ A code ``c`` decodes to ``decode_table(kind, scale)[c]``; every weight ``w`` of 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +29,7 @@ import numba
 import numpy as np
 
 from ...errors import InputError
+from ...fsio import file_sha256
 from ...types import SparseBatch
 from .. import storage
 from .config import InvertedConfig
@@ -52,16 +52,12 @@ def decode_table(kind: str, scale: float) -> np.ndarray:
 def array_entry(directory: Path, path: Path) -> dict[str, Any]:
     """Manifest entry of an ``.npy`` file written in place (file relative to ``directory``)."""
     array = np.load(path, mmap_mode="r", allow_pickle=False)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return {
         "file": path.relative_to(directory).as_posix(),
         "dtype": array.dtype.str,
         "shape": list(array.shape),
         "bytes": path.stat().st_size,
-        "sha256": h.hexdigest(),
+        "sha256": file_sha256(path),
     }
 
 

@@ -16,15 +16,17 @@ class InvertedConfig:
     ``"float16"`` (2 bytes per posting). Either way the largest quantisation error is measured at build and
     recorded, so exact search can bound it; the unquantised weights stay in the forward index.
     ``block_size``: postings per block of the block-max metadata (the largest impact of each block).
-    ``impact_ordered``: postings per term kept a second time in impact order (largest weight first) for the
-    approximate mode; ``0`` keeps none (approximate search is then unavailable), a larger value than a list's
-    length keeps the whole list.
+    ``impact_ordered``: postings per term kept a second time in impact order (largest weight first), for the
+    approximate mode and for exact MaxScore (which bounds every document outside these heads by the first weight
+    left out, and needs long heads for long lists to prune well); ``0`` keeps none (approximate search is then
+    unavailable and exact MaxScore walks the document-ordered lists only), a value larger than a list's length
+    (the default) keeps the whole list (5 more bytes per posting).
     ``chunk_documents``: documents transposed per pass while building (bounds the build's working memory).
     """
 
     impacts: Literal["uint8", "float16"] = "uint8"
     block_size: int = 64
-    impact_ordered: int = 4096
+    impact_ordered: int = 1 << 31
     chunk_documents: int = 65536
 
     def __post_init__(self) -> None:

@@ -18,7 +18,6 @@ index, never a mix. One process should change an index at a time; readers that o
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ...errors import ConfigError, DuplicateIdError, IndexFormatError, InputErro
 from ...scoring.sparse import check_same_vocabulary, check_sparse_batch
 from ...types import Hit, SparseBatch
 from .. import storage
+from ..ids import check_doc_ids, subset_positions
 from .build import CODE_DTYPES, array_entry, decode_table, slice_batch, write_segment
 from .config import InvertedConfig
 
@@ -76,6 +76,10 @@ class _Scratch:
                 array = np.zeros(self.vocab, dtype=np.float64)
             elif kind == "window":
                 array = np.zeros(_WINDOW, dtype=np.float64)
+            elif kind == "dense32":
+                array = np.zeros(self.vocab, dtype=np.float32)
+            elif kind == "val":
+                array = np.zeros(self.n_docs, dtype=np.float32)
             elif kind == "seen":
                 array = np.zeros(self.n_docs, dtype=np.uint8)
             elif kind == "touched":
@@ -87,8 +91,20 @@ class _Scratch:
 
 
 _NONE_ALLOWED = np.zeros(0, dtype=np.uint8)
-#: Documents accumulated at a time by MaxScore; each window is first bounded with the lists' block maxima.
+_NO_OFFSETS = np.zeros(0, dtype=np.int64)
+_NO_DOCS = np.zeros(0, dtype=np.int32)
+#: Documents accumulated at a time by MaxScore's walk over the document-ordered lists (when heads do not suffice).
 _WINDOW = 2048
+#: Exact MaxScore first scores the first max(_SEED_DEPTH, 2 k) impact-ordered postings of the _SEED_TERMS heaviest
+#: query terms (a threshold from the start), then takes impact-ordered heads until the lists' tail bounds sum below
+#: _HEAD_RATIO times that threshold (see :func:`.query.maxscore_search`); for k <= _HEAD_MAX_K (the heap is searched
+#: for duplicates, O(k) per offer).
+_SEED_TERMS = 4
+_SEED_DEPTH = 32
+_HEAD_RATIO = 0.5
+_HEAD_MAX_K = 1024
+#: Default postings per query term read by the approximate mode.
+_DEPTH = 4096
 
 
 class InvertedIndex:
@@ -130,7 +146,7 @@ class InvertedIndex:
         The directory is built beside ``path`` and moved into place only when complete; an existing ``path`` is an
         error unless ``overwrite``, and is left untouched if the build fails.
         """
-        doc_ids = _check_doc_ids(doc_ids)
+        doc_ids = check_doc_ids(doc_ids)
         check_sparse_batch(vectors, what="document vectors", nonnegative=True)
         if len(vectors) != len(doc_ids):
             raise InputError(f"{len(doc_ids)} document ids but {len(vectors)} vectors; pass one id per vector")
@@ -157,7 +173,7 @@ class InvertedIndex:
         Working memory is one chunk plus O(V); the vectors go to disk as they arrive.
         """
         cfg = _check_config(config)
-        _check_encoder(encoder)
+        storage.check_encoder_spec(encoder)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
             raise InputError(f"vocab_size must be a positive integer, not {vocab_size!r}")
         seen: set[str] = set()
@@ -165,7 +181,7 @@ class InvertedIndex:
         def checked():
             count = 0
             for ids, batch in chunks:
-                ids = _check_doc_ids(ids, offset=count)
+                ids = check_doc_ids(ids, offset=count)
                 _check_vectors(batch, int(vocab_size), cfg, what="document vectors", against="the first chunk's")
                 if len(ids) != len(batch):
                     raise InputError(f"a chunk has {len(ids)} document ids but {len(batch)} vectors; "
@@ -346,11 +362,14 @@ class InvertedIndex:
         no term with a query fill the list at score 0 after the matching ones.
 
         ``mode="exact"``: exactly the top k of the dot products of the unquantised vectors, with ``algorithm``
-        ``"maxscore"`` (dynamic pruning with block-max bounds) or ``"taat"`` (term-at-a-time). Scores are exact.
+        ``"maxscore"`` (a seeded threshold and impact-ordered heads that bound every other document, else dynamic
+        pruning with block-max bounds; see :func:`.query.maxscore_search`) or ``"taat"`` (term-at-a-time). Scores
+        are exact.
         ``mode="approximate"``: the ``query_terms`` heaviest query terms, each term's ``depth`` largest postings
-        (default: all kept at build, :attr:`InvertedConfig.impact_ordered`), the ``rerank`` best accumulated
-        documents (default max(100, 10 k)) re-scored exactly. Larger knobs: higher recall, slower. Returned scores
-        are still exact dot products. ``threshold_factor`` > 1 makes MaxScore prune more aggressively (approximate).
+        (default: 4096, or as many as were kept at build if fewer, :attr:`InvertedConfig.impact_ordered`), the
+        ``rerank`` best accumulated documents (default max(100, 10 k)) re-scored exactly. Larger knobs: higher
+        recall, slower. Returned scores are still exact dot products. ``threshold_factor`` > 1 makes MaxScore prune
+        more aggressively (approximate).
         Queries are spread over ``threads`` threads (default: every core).
         """
         from . import query as kernels
@@ -371,7 +390,7 @@ class InvertedIndex:
                 raise InputError("this index keeps no impact-ordered postings (impact_ordered=0); "
                                  "search with mode='exact' or rebuild with InvertedConfig(impact_ordered=4096)")
             query_terms = _positive("query_terms", query_terms)
-            depth = self.config.impact_ordered if depth is None else _positive("depth", depth)
+            depth = min(self.config.impact_ordered, _DEPTH) if depth is None else _positive("depth", depth)
             rerank = max(100, 10 * int(k)) if rerank is None else _positive("rerank", rerank)
             rerank = max(rerank, int(k))
         positions = self._subset_positions(subset)
@@ -433,10 +452,15 @@ class InvertedIndex:
                 kinds = ("dense", "acc", "acc_m", "touched", "lows")
             else:
                 kernel = kernels.maxscore_search
+                if "imp_offsets" in a and k <= _HEAD_MAX_K:
+                    heads = (a["imp_offsets"], a["imp_docs"], seg.codes("imp_impacts"), _SEED_TERMS,
+                             max(_SEED_DEPTH, 2 * k), _HEAD_RATIO)
+                else:
+                    heads = (_NO_OFFSETS, _NO_DOCS, seg.codes("post_impacts")[:0], 0, 0, 0.0)
                 args = (*query, float(threshold_factor), a["post_offsets"], a["post_docs"], seg.codes("post_impacts"),
-                        seg.table, eps, int(seg.meta["block_size"]), a["block_offsets"], a["block_last"], seg.codes("block_max"), a["term_max"],
-                        *fwd, allowed, use_allowed, *out)
-                kinds = ("dense", "window")
+                        seg.table, eps, int(seg.meta["block_size"]), a["block_offsets"], a["block_last"],
+                        seg.codes("block_max"), a["term_max"], *heads, *fwd, allowed, use_allowed, *out)
+                kinds = ("dense32", "window", "val", "touched")
             with self._scratch_pool(seg.n) as pool:
                 kernels.run_chunked(kernel, n_q, threads,
                                     lambda c: (*args, *(pool.get(c, kind) for kind in kinds)))
@@ -498,20 +522,7 @@ class InvertedIndex:
         """Ascending unique global positions of the ``subset`` ids, or None for no restriction."""
         if subset is None:
             return None
-        if isinstance(subset, str):
-            raise InputError("subset must be a list of document ids, not a single string")
-        positions = self._id_positions()
-        found, unknown = [], []
-        for doc_id in subset:
-            i = positions.get(doc_id)
-            if i is None:
-                unknown.append(doc_id)
-            else:
-                found.append(i)
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-            raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
-        return np.unique(np.asarray(found, dtype=np.int64))
+        return subset_positions(subset, self._id_positions())
 
     def _all_ids(self) -> list[str]:
         """Ids of every stored document (deleted ones included), by global position."""
@@ -536,7 +547,7 @@ class InvertedIndex:
 
         An id may not name a live document (delete it first to replace it).
         """
-        doc_ids = _check_doc_ids(doc_ids)
+        doc_ids = check_doc_ids(doc_ids)
         cfg = self.config
         _check_vectors(vectors, self.vocab_size, cfg, what="document vectors", against="this index was built")
         if len(vectors) != len(doc_ids):
@@ -725,17 +736,6 @@ def _check_config(config: InvertedConfig | None) -> InvertedConfig:
     return config
 
 
-def _check_encoder(encoder: dict | None) -> None:
-    if encoder is None:
-        return
-    if not isinstance(encoder, dict):
-        raise InputError(f"encoder must be a dict (an encoder spec) or None, not {type(encoder).__name__}")
-    try:
-        json.dumps(encoder)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"the encoder spec is not JSON-serialisable: {exc}") from None
-
-
 def _check_vectors(batch: SparseBatch, vocab: int, cfg: InvertedConfig, *, what: str, against: str) -> None:
     check_sparse_batch(batch, what=what, nonnegative=True)
     if int(batch.vocab_size) != vocab:
@@ -762,23 +762,6 @@ def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
-
-
-def _check_doc_ids(doc_ids: Sequence[str], offset: int = 0) -> list[str]:
-    if isinstance(doc_ids, str):
-        raise InputError("doc_ids must be a list of strings, not a single string")
-    doc_ids = list(doc_ids)
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(doc_ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {offset + i} is a {type(doc_id).__name__}, not a string")
-        if not doc_id:
-            raise InputError(f"document id at position {offset + i} is empty; every document needs an id")
-        first = seen.setdefault(doc_id, i)
-        if first != i:
-            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {offset + first} and "
-                                   f"{offset + i}); ids must be unique")
-    return doc_ids
 
 
 __all__ = ["InvertedIndex"]

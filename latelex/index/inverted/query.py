@@ -1,5 +1,5 @@
-"""Numba kernels of inverted-index search over one segment: exact MaxScore with block-max bounds, exact
-term-at-a-time accumulation, approximate impact-ordered accumulation, and exact scoring of a document list.
+"""Numba kernels of inverted-index search over one segment: exact MaxScore (seeded threshold, impact-ordered heads,
+block-max bounds), exact term-at-a-time accumulation, approximate impact-ordered accumulation, and exact scoring of a document list.
 
 Shared conventions (all kernels):
 
@@ -12,14 +12,19 @@ Shared conventions (all kernels):
 - ``init_theta`` float64 (Q,): a score a document must beat (strictly) to be returned, i.e. the k-th best score
   already found in earlier segments (documents there have lower numbers and so win ties), or -inf;
 - ``allowed`` uint8 (n,) with ``use_allowed``: only documents whose flag is 1 are returned (deletions, subsets);
-- exact MaxScore takes documents in windows: it accumulates the essential lists into a window of numbers, then
-  bounds each accumulated document with the block maxima of the non-essential lists (as Lucene's MaxScore does);
+- exact MaxScore first scores a few documents from the heaviest terms' impact-ordered lists (a threshold theta),
+  then takes each list's impact-ordered head long enough that the rest of every list ("tail") is bounded by the
+  head's last impact; when those tail bounds sum below theta, only head documents can make the top k, and those
+  whose head impacts plus the other lists' tail bounds reach theta are scored exactly. When the stored heads are
+  too short for that, it walks the document-ordered lists in windows, accumulating the essential lists and
+  bounding each document with the block maxima of the non-essential ones (as Lucene's MaxScore does);
 - outputs ``out_docs`` int64 (Q, k), ``out_scores`` float64 (Q, k), ``out_counts`` int64 (Q,): each query's best
   documents (segment-local numbers), best first, ties by lower number.
 
-Why exact search is exact: a document is skipped only when an upper bound of its score (term maxima, block maxima
-or decoded impacts plus ``eps``, all multiplied by the query weight, enlarged by a relative slack that covers
-floating-point rounding of the sums) is below the current k-th best exact score; every document that survives is
+Why exact search is exact: a document is skipped only when an upper bound of its score (term maxima, block maxima,
+tail bounds or decoded impacts plus ``eps``, all multiplied by the query weight, enlarged by a relative slack that
+covers floating-point rounding of the sums, float32 accumulators included) is below the current k-th best exact
+score, and that threshold only ever comes from real documents' exact scores; every document that survives is
 scored exactly from the forward index.
 """
 
@@ -103,7 +108,7 @@ def _emit(hs, hd, size, row, out_docs, out_scores, out_counts):
 def _exact(dense, fwd_indptr, fwd_indices, fwd_values, d):
     s = 0.0
     for j in range(fwd_indptr[d], fwd_indptr[d + 1]):
-        s += dense[fwd_indices[j]] * np.float64(fwd_values[j])
+        s += np.float64(dense[fwd_indices[j]]) * np.float64(fwd_values[j])
     return s
 
 
@@ -126,24 +131,51 @@ def run_chunked(kernel, n_queries: int, threads: int | None, make_args) -> None:
             future.result()
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer_new(hs, hd, size, k, s, d):
+    """:func:`_heap_offer`, unless ``d`` is already in the heap (documents seen while seeding come back later)."""
+    for i in range(size):
+        if hd[i] == d:
+            return size
+    return _heap_offer(hs, hd, size, k, s, d)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tail_cap(i, h, w, terms, imp_offsets, imp_codes, df, table, eps, tcap):
+    """Bound of list ``i``'s contribution to a document outside its first ``h`` impact-ordered postings."""
+    if h >= df[i]:
+        return 0.0
+    a = imp_offsets[terms[i]]
+    stored = imp_offsets[terms[i] + 1] - a
+    code = imp_codes[a + h] if h < stored else imp_codes[a + stored - 1]
+    return w[i] * min(table[code] + eps, tcap[i])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_head(imp_codes, a, h, stored):
+    """The next head length to try after ``h``: at least a quarter (and 16) longer, then to the end of the run of
+    equal codes it stops in (so that the tail bound really drops)."""
+    x = min(stored, h + max(16, h >> 2))
+    if x == stored:
+        return x
+    code = imp_codes[a + x - 1]
+    lo, hi = x, stored
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if imp_codes[a + mid] < code:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @numba.njit(cache=True, nogil=True)
-def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_offsets, post_docs, codes, table,
-                  eps, block_size, block_offsets, block_last, block_max, term_max, fwd_indptr, fwd_indices, fwd_values,
-                  allowed, use_allowed, dense, window, out_docs, out_scores, out_counts):
-    qa, qb = q_indptr[qi], q_indptr[qi + 1]
-    nq = qb - qa
-    raw_t = np.empty(nq, dtype=np.int64)
-    raw_w = np.empty(nq, dtype=np.float64)
-    raw_ub = np.empty(nq, dtype=np.float64)
-    m = 0
-    for j in range(qa, qb):
-        t = q_indices[j]
-        dense[t] = np.float64(q_values[j])
-        if post_offsets[t + 1] > post_offsets[t]:
-            raw_t[m] = t
-            raw_w[m] = np.float64(q_values[j])
-            raw_ub[m] = raw_w[m] * np.float64(term_max[t])
-            m += 1
+def _walk(m, raw_t, raw_w, raw_ub, k, hs, hd, size, theta, factor, dedupe, post_offsets, post_docs, codes, table, eps,
+          block_size, block_offsets, block_last, block_max, term_max, fwd_indptr, fwd_indices, fwd_values, allowed,
+          use_allowed, dense, window):
+    """MaxScore over the document-ordered lists of the ``m`` terms ``raw_t`` (weights ``raw_w``, bounds ``raw_ub``),
+    offering to the heap ``hs``, ``hd`` (``size`` entries, threshold ``theta``; ``dedupe``: it may already hold some
+    documents); returns the heap's new size."""
     order = np.argsort(raw_ub[:m], kind="mergesort")
     terms = raw_t[order]
     w = raw_w[order]
@@ -160,10 +192,6 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
         end[i] = post_offsets[terms[i] + 1]
         bcur[i] = block_offsets[terms[i]]
         bend[i] = block_offsets[terms[i] + 1]
-    hs = np.empty(k, dtype=np.float64)
-    hd = np.empty(k, dtype=np.int64)
-    size = 0
-    theta = theta0
     ptheta = theta * factor if theta > 0 else theta
     p = 0
     while p < m and prefix[p + 1] * SLACK < ptheta:
@@ -253,12 +281,200 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
                 continue
             s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
             if s > theta:
-                size = _heap_offer(hs, hd, size, k, s, d)
+                if dedupe:
+                    size = _offer_new(hs, hd, size, k, s, d)
+                else:
+                    size = _heap_offer(hs, hd, size, k, s, d)
                 if size == k and hs[0] > theta:
                     theta = hs[0]
                     ptheta = theta * factor if theta > 0 else theta
         while p < m and prefix[p + 1] * SLACK < ptheta:
             p += 1
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_offsets, post_docs, codes, table,
+                  eps, block_size, block_offsets, block_last, block_max, term_max, imp_offsets, imp_docs, imp_codes,
+                  seed_terms, seed_depth, head_ratio, fwd_indptr, fwd_indices, fwd_values, allowed, use_allowed, dense,
+                  window, val, touched, out_docs, out_scores, out_counts):
+    n_docs = fwd_indptr.shape[0] - 1
+    qa, qb = q_indptr[qi], q_indptr[qi + 1]
+    nq = qb - qa
+    terms = np.empty(nq, dtype=np.int64)
+    w = np.empty(nq, dtype=np.float64)
+    ub = np.empty(nq, dtype=np.float64)
+    m = 0
+    for j in range(qa, qb):
+        t = q_indices[j]
+        dense[t] = np.float64(q_values[j])
+        if post_offsets[t + 1] > post_offsets[t]:
+            terms[m] = t
+            w[m] = np.float64(q_values[j])
+            ub[m] = w[m] * np.float64(term_max[t])
+            m += 1
+    df = np.empty(m, dtype=np.int64)
+    tcap = np.empty(m, dtype=np.float64)  # largest weight of each list (a decoded impact + eps may claim more)
+    for i in range(m):
+        df[i] = post_offsets[terms[i] + 1] - post_offsets[terms[i]]
+        tcap[i] = np.float64(term_max[terms[i]])
+    hs = np.empty(k, dtype=np.float64)
+    hd = np.empty(k, dtype=np.int64)
+    size = 0
+    theta = theta0
+    ptheta = theta * factor if theta > 0 else theta
+    cap = ub[:m].copy()  # bound of each list's contribution to a document outside its head (all: no heads yet)
+    use_heads = imp_offsets.shape[0] > 0 and seed_terms > 0 and m > 0
+    n_touched = 0
+
+    if use_heads:
+        # 1. Seed: score exactly the first postings of the heaviest terms' impact-ordered heads (real documents
+        # with exact scores, so the threshold they give is safe).
+        heavy = np.argsort(-ub[:m], kind="mergesort")
+        for r in range(min(m, seed_terms)):
+            t = terms[heavy[r]]
+            a = imp_offsets[t]
+            b = min(imp_offsets[t + 1], a + seed_depth)
+            for pp in range(a, b):
+                d = np.int64(imp_docs[pp])
+                if use_allowed and allowed[d] == 0:
+                    continue
+                s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
+                if s > theta:
+                    size = _offer_new(hs, hd, size, k, s, d)
+                    if size == k and hs[0] > theta:
+                        theta = hs[0]
+                        ptheta = theta * factor if theta > 0 else theta
+        # 2. Heads: take the first h_i impact-ordered postings of each list, growing (see :func:`_next_head`) the head
+        # that lowers the tail bound most per posting, until the tail bounds sum below head_ratio * theta (or the stored
+        # heads run out). A document outside every head then scores at most S = sum of the tail bounds.
+        h = np.zeros(m, dtype=np.int64)
+        stored = np.empty(m, dtype=np.int64)
+        for i in range(m):
+            stored[i] = min(imp_offsets[terms[i] + 1] - imp_offsets[terms[i]], df[i])
+        total = 0.0
+        for i in range(m):
+            total += cap[i]
+        target = head_ratio * ptheta if ptheta > 0 else -1.0
+        # The next step of each head (its length, its tail bound, the bound it removes per posting), kept up to date.
+        nxt_h = np.zeros(m, dtype=np.int64)
+        nxt_c = np.zeros(m, dtype=np.float64)
+        gain = np.full(m, -1.0)
+        for i in range(m):
+            if stored[i] > 0:
+                nxt_h[i] = _next_head(imp_codes, imp_offsets[terms[i]], 0, stored[i])
+                nxt_c[i] = _tail_cap(i, nxt_h[i], w, terms, imp_offsets, imp_codes, df, table, eps, tcap)
+                gain[i] = (cap[i] - nxt_c[i]) / nxt_h[i]
+        while total * SLACK >= target:
+            bi = -1
+            best = -1.0
+            for i in range(m):
+                if gain[i] > best:
+                    best = gain[i]
+                    bi = i
+            if bi < 0:
+                break
+            total += nxt_c[bi] - cap[bi]
+            cap[bi] = nxt_c[bi]
+            h[bi] = nxt_h[bi]
+            if h[bi] >= stored[bi]:
+                gain[bi] = -1.0
+            else:
+                nxt_h[bi] = _next_head(imp_codes, imp_offsets[terms[bi]], h[bi], stored[bi])
+                nxt_c[bi] = _tail_cap(bi, nxt_h[bi], w, terms, imp_offsets, imp_codes, df, table, eps, tcap)
+                gain[bi] = (cap[bi] - nxt_c[bi]) / (nxt_h[bi] - h[bi])
+        total = 0.0
+        for i in range(m):
+            total += cap[i]
+        if total * SLACK < ptheta:
+            # Accumulate the heads: val[d] = sum over the heads holding d of (impact bound - that list's tail
+            # bound) >= 0, in float32 (rounding covered by hslack), so that S + val[d] bounds d's score. A document
+            # whose head impacts all equal their tail bounds stays at 0 and is bounded by S like the others.
+            hslack = SLACK + (m + 2) * 2.5e-7
+            small = table.shape[0] <= 256
+            lut = np.zeros(256 if small else 0, dtype=np.float32)
+            n_head = 0
+            for i in range(m):
+                n_head += h[i]
+            # Many head postings: accumulate blindly and find the head documents by one sequential pass over val;
+            # few: remember each document when it is first touched.
+            scan = n_head * 8 > n_docs
+            for i in range(m):
+                a = imp_offsets[terms[i]]
+                wi = w[i]
+                ci = cap[i]
+                if small:  # the float32 increment of every uint8 code, once per list
+                    for c in range(256):
+                        lut[c] = np.float32(max(wi * min(table[c] + eps, tcap[i]) - ci, 0.0))
+                if scan and small:
+                    for pp in range(a, a + h[i]):
+                        val[imp_docs[pp]] += lut[imp_codes[pp]]
+                    continue
+                for pp in range(a, a + h[i]):
+                    d = np.int64(imp_docs[pp])
+                    if small:
+                        v = lut[imp_codes[pp]]
+                    else:
+                        v = np.float32(max(wi * min(table[imp_codes[pp]] + eps, tcap[i]) - ci, 0.0))
+                    if scan:
+                        val[d] += v
+                    elif v > 0:
+                        old = val[d]
+                        if old == 0:
+                            touched[n_touched] = d
+                            n_touched += 1
+                        val[d] = old + v
+            # The head documents whose bound reaches theta, scored best bound first (theta rises early, and the
+            # first bound below theta ends the loop).
+            nc = 0
+            if scan:
+                # A float32 screen a little below the float64 test (so it lets every candidate through), then the test.
+                need = np.float32(max((ptheta / hslack - total) * (1.0 - 1e-5), 1e-30))
+                for d in range(n_docs):
+                    v = val[d]
+                    val[d] = 0.0
+                    if v >= need:
+                        if (total + np.float64(v)) * hslack >= ptheta and not (use_allowed and allowed[d] == 0):
+                            val[d] = v
+                            touched[nc] = d
+                            nc += 1
+            else:
+                for j in range(n_touched):
+                    d = touched[j]
+                    if (total + np.float64(val[d])) * hslack >= ptheta and not (use_allowed and allowed[d] == 0):
+                        touched[nc] = d
+                        nc += 1
+                    else:
+                        val[d] = 0.0
+            cv = np.empty(nc, dtype=np.float64)
+            for j in range(nc):
+                cv[j] = -np.float64(val[touched[j]])
+            best_first = np.argsort(cv)
+            for r in range(nc):
+                j = best_first[r]
+                if (total - cv[j]) * hslack < ptheta:
+                    break
+                d = touched[j]
+                s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
+                if s > theta:
+                    size = _offer_new(hs, hd, size, k, s, d)
+                    if size == k and hs[0] > theta:
+                        theta = hs[0]
+                        ptheta = theta * factor if theta > 0 else theta
+            for j in range(nc):
+                val[touched[j]] = 0.0
+            m = 0  # no document outside the heads can reach theta
+        else:
+            # The stored heads cannot bound the rest below theta: walk the document-ordered lists for everything.
+            for i in range(m):
+                cap[i] = ub[i]
+
+    # 3. Without heads (none stored, or too short to bound the rest below theta): MaxScore over the
+    # document-ordered lists, block-max bounds on the non-essential lists, documents taken in windows.
+    if m > 0:
+        size = _walk(m, terms, w, ub, k, hs, hd, size, theta, factor, use_heads, post_offsets, post_docs, codes,
+                     table, eps, block_size, block_offsets, block_last, block_max, term_max, fwd_indptr, fwd_indices,
+                     fwd_values, allowed, use_allowed, dense, window)
     for j in range(qa, qb):
         dense[q_indices[j]] = 0.0
     _emit(hs, hd, size, qi, out_docs, out_scores, out_counts)
@@ -266,17 +482,33 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
 
 @numba.njit(cache=True, nogil=True)
 def maxscore_search(lo, hi, q_indptr, q_indices, q_values, k, init_theta, factor, post_offsets, post_docs, codes,
-                    table, eps, block_size, block_offsets, block_last, block_max, term_max, fwd_indptr, fwd_indices, fwd_values,
-                    allowed, use_allowed, out_docs, out_scores, out_counts, dense, window):
-    """Exact top-k by MaxScore over the postings, with block-max bounds on the non-essential lists.
+                    table, eps, block_size, block_offsets, block_last, block_max, term_max, imp_offsets, imp_docs,
+                    imp_codes, seed_terms, seed_depth, head_ratio, fwd_indptr, fwd_indices, fwd_values, allowed,
+                    use_allowed, out_docs, out_scores, out_counts, dense, window, val, touched):
+    """Exact top-k: a seeded threshold, then the impact-ordered heads, else MaxScore over the document-ordered lists.
 
-    ``factor`` >= 1 multiplies the pruning threshold (1 = exact; larger prunes more and may miss documents).
-    Scratch, left zero: ``dense`` float64 (V,), ``window`` float64 (W,) (W documents accumulated at a time).
+    1. The first ``seed_depth`` documents of the ``seed_terms`` heaviest query terms' impact-ordered lists are
+       scored exactly: a threshold theta from the start (real documents, exact scores, so it is safe).
+    2. Each list's head (its first postings in impact order, at most the stored ones) is taken long enough that
+       the bounds of the rest of the lists ("tail bounds": the head's last decoded impact + eps) sum to S below
+       ``head_ratio`` * theta where the stored heads allow. A document outside every head scores at most S, below
+       theta: it cannot be in the top k. The head postings are accumulated (float32, rounding covered by a slack),
+       and every head document whose bound (S plus, per head holding it, its impact bound minus the tail bound)
+       reaches theta is scored exactly, best bound first.
+    3. If the stored heads cannot bring S below theta (short heads, or none): MaxScore over the document-ordered
+       lists, with block-max bounds on the non-essential lists, documents taken in windows.
+
+    ``imp_offsets``, ``imp_docs``, ``imp_codes``: the impact-ordered heads (empty arrays, or ``seed_terms`` = 0:
+    steps 1-2 are skipped and step 3 covers every document). ``factor`` >= 1 multiplies the pruning threshold
+    (1 = exact; larger prunes more and may miss documents). Scratch, left zero: ``dense`` float32 (V,),
+    ``window`` float64 (W,), ``val`` float32 (n,); ``touched`` int64 (n,) (any content).
     """
     for qi in range(lo, hi):
         _maxscore_one(qi, q_indptr, q_indices, q_values, k, init_theta[qi], factor, post_offsets, post_docs,
-                      codes, table, eps, block_size, block_offsets, block_last, block_max, term_max, fwd_indptr,
-                      fwd_indices, fwd_values, allowed, use_allowed, dense, window, out_docs, out_scores, out_counts)
+                      codes, table, eps, block_size, block_offsets, block_last, block_max, term_max, imp_offsets,
+                      imp_docs, imp_codes, seed_terms, seed_depth, head_ratio, fwd_indptr, fwd_indices, fwd_values,
+                      allowed, use_allowed, dense, window, val, touched, out_docs, out_scores,
+                      out_counts)
 
 
 @numba.njit(cache=True, nogil=True)
