@@ -12,18 +12,18 @@ from latelex.cli import main
 pytestmark = pytest.mark.data
 
 
-def _search(idx, metrics):
+def _search(idx, metrics, extra=()):
     scifact = shared_path("datasets", "scifact")
     assert main(["-q", "search", str(idx), "--queries", str(scifact), "--split", "test", "--qrels", str(scifact),
-                 "-k", "100", "--metrics", "nDCG@10", "RR@10", "R@100", "--metrics-json", str(metrics)]) == 0
+                 "-k", "100", "--metrics", "nDCG@10", "RR@10", "R@100", "--metrics-json", str(metrics), *extra]) == 0
     return json.loads(metrics.read_text())
 
 
-def _run(tmp_path, model, extra):
+def _run(tmp_path, model, extra, search_extra=()):
     idx = tmp_path / "idx"
     assert main(["-q", "index", str(idx), "--model", str(model), "--collection", str(shared_path("datasets", "scifact")),
                  "--query-maxlen", "64", "--doc-maxlen", "256", *extra]) == 0
-    return _search(idx, tmp_path / "metrics.json")
+    return _search(idx, tmp_path / "metrics.json", search_extra)
 
 
 def test_minilm_plain_colbert_exact_maxsim(tmp_path, scifact_minilm_cache):
@@ -34,8 +34,11 @@ def test_minilm_plain_colbert_exact_maxsim(tmp_path, scifact_minilm_cache):
     assert values["R@100"] == pytest.approx(0.931, abs=0.005)
 
 
-def test_splade_tiny_exact_sparse(tmp_path):
-    values = _run(tmp_path, shared_path("models", "splade-tiny"), ["--family", "splade"])
+@pytest.mark.parametrize("kind, search", [("sparse", ()), ("inverted", ("--mode", "exact"))])
+def test_splade_tiny_exact_sparse(tmp_path, kind, search):
+    """The exact sparse product and the inverted index's exact mode (tests/test_inverted_scifact.py holds the latter
+    to the dense top-k)."""
+    values = _run(tmp_path, shared_path("models", "splade-tiny"), ["--family", "splade", "--kind", kind], search)
     assert values["nDCG@10"] == pytest.approx(0.644, abs=0.005)
     assert values["RR@10"] == pytest.approx(0.616, abs=0.005)
     assert values["R@100"] == pytest.approx(0.893, abs=0.005)
