@@ -324,7 +324,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = dict(output_dir=str(args.output), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
                     accumulation_steps=args.accumulation, total_steps=args.steps, warmup_steps=args.warmup,
                     loss=args.loss, in_batch_negatives=not args.no_in_batch_negatives, seed=args.seed,
-                    checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+                    checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, dropout=not args.no_dropout)
     dev = None
     if args.dev_queries:
         if not args.dev_qrels:
@@ -343,8 +343,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             encoder = ColBERT.from_pretrained(args.model, device=args.device, **overrides)
         else:
             encoder = ColBERT.from_backbone(args.model, dim=args.dim, seed=args.seed, device=args.device, **overrides)
+        if args.lora_rank:
+            from .encoders.lora import LoRAConfig
+
+            encoder.add_lora(LoRAConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank), seed=args.seed)
         config = config_replace(TrainConfig(output_dir=str(args.output)), **settings)
     else:
+        if args.lora_rank:
+            raise _usage("--lora-rank applies to ColBERT training")
         from .encoders.splade import Splade
         from .train.splade_trainer import SpladeTrainer as trainer_cls
 
@@ -542,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in OUT")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=128, help="ColBERT: projection size for a new head (default 128)")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="ColBERT: train rank-N LoRA adapters (alpha 2N) and the projection on a frozen backbone (default 0: "
+                        "train every weight)")
+    p.add_argument("--no-dropout", action="store_true", help="train in eval mode (no dropout): 2-3x faster on CPU")
     p.add_argument("--lambda-q", type=float, default=3e-4, help="SPLADE: query regularisation weight")
     p.add_argument("--lambda-d", type=float, default=1e-4, help="SPLADE: document regularisation weight")
     p.add_argument("--regulariser", choices=["flops", "l1"], default="flops", help="SPLADE regulariser")

@@ -238,6 +238,13 @@ def test_mine_then_train_through_the_cli(corpus, tiny_bert, tmp_path, capsys):
                  "--checkpoint-every", "2"]) == 0
     model = ColBERT.from_pretrained(out / "final-model")
     assert model.dim == 8 and model.encode_queries(["a cell"])[0].shape[1] == 8
+    lora = tmp_path / "lora"
+    assert main(["-q", "train", str(lora), "--model", str(tiny_bert), "--triples", str(mined), "--queries",
+                 str(root / "queries.tsv"), "--collection", str(root / "collection.tsv"), "--nway", "3",
+                 "--steps", "2", "--batch-size", "4", "--lr", "1e-3", "--dim", "8", "--lora-rank", "2",
+                 "--no-dropout"]) == 0
+    adapted = ColBERT.from_pretrained(lora / "final-model")  # saved whole, adapters folded into the weights
+    assert adapted.encode_queries(["a cell"])[0].shape[1] == 8
     missing = tmp_path / "bad.jsonl"
     missing.write_text('["q0", "d1", "no-such-doc"]\n')
     assert main(["-q", "train", str(tmp_path / "t2"), "--model", str(tiny_bert), "--triples", str(missing), "--queries",
