@@ -10,8 +10,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -20,6 +18,7 @@ import torch
 
 from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
+from ..fsio import staged_folder
 from .batching import batches_by_length, progress
 from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
 from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
@@ -240,11 +239,11 @@ class ColBERT:
         adapted = has_lora(self.backbone)
         if base is not None and not adapted:
             raise ModelError("only a model trained with adapters (add_lora) can be saved without its backbone; drop base=")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
-        try:
-            manifest: dict[str, Any] = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION,
-                                        "config": config_to_dict(self.config)}
+        if base is not None and self.lora is None:
+            raise ModelError("the adapters were not added with ColBERT.add_lora, so their settings are unknown; use add_lora")
+        manifest: dict[str, Any] = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION,
+                                    "config": config_to_dict(self.config)}
+        with staged_folder(final, "saving") as tmp:
             if base is None:
                 with quiet_transformers():
                     state = merged_state_dict(self.backbone) if adapted else None
@@ -258,12 +257,6 @@ class ColBERT:
             if self.projection is not None:
                 save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(tmp / "projection.safetensors"))
             (tmp / LATELEX_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     # ------------------------------------------------------------------ tokenisation
