@@ -113,9 +113,12 @@ def _maybe_evaluate(args: argparse.Namespace, run) -> None:
 
 def _is_bm25_index(path: str) -> bool:
     """Whether ``path`` holds a BM25 index (its manifest's kind), read without opening anything else."""
-    manifest = Path(path).expanduser() / "manifest.json"
+    from .index.bm25 import KIND
+    from .index.storage import MANIFEST
+
+    manifest = Path(path).expanduser() / MANIFEST
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == "bm25"
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == KIND
     except (OSError, ValueError, AttributeError):
         return False  # the Retriever's own checks say what is wrong with the folder
 

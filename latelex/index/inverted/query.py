@@ -141,6 +141,25 @@ def _offer_new(hs, hd, size, k, s, d):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _prune_at(theta, factor):
+    """The threshold bounds are compared with: ``theta`` scaled by ``factor`` (1 for exact search) when positive."""
+    return theta * factor if theta > 0 else theta
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _offer_scored(hs, hd, size, k, s, d, theta, dedupe):
+    """Offer exactly scored document ``d`` (score ``s``) to the top-k heap; returns ``(size, theta)``, ``theta``
+    raised to the heap's minimum once the heap is full. ``dedupe`` skips a document already in the heap."""
+    if dedupe:
+        size = _offer_new(hs, hd, size, k, s, d)
+    else:
+        size = _heap_offer(hs, hd, size, k, s, d)
+    if size == k and hs[0] > theta:
+        theta = hs[0]
+    return size, theta
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tail_cap(i, h, w, terms, imp_offsets, imp_codes, df, table, eps, tcap):
     """Bound of list ``i``'s contribution to a document outside its first ``h`` impact-ordered postings."""
     if h >= df[i]:
@@ -192,7 +211,7 @@ def _walk(m, raw_t, raw_w, raw_ub, k, hs, hd, size, theta, factor, dedupe, post_
         end[i] = post_offsets[terms[i] + 1]
         bcur[i] = block_offsets[terms[i]]
         bend[i] = block_offsets[terms[i] + 1]
-    ptheta = theta * factor if theta > 0 else theta
+    ptheta = _prune_at(theta, factor)
     p = 0
     while p < m and prefix[p + 1] * SLACK < ptheta:
         p += 1
@@ -281,13 +300,8 @@ def _walk(m, raw_t, raw_w, raw_ub, k, hs, hd, size, theta, factor, dedupe, post_
                 continue
             s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
             if s > theta:
-                if dedupe:
-                    size = _offer_new(hs, hd, size, k, s, d)
-                else:
-                    size = _heap_offer(hs, hd, size, k, s, d)
-                if size == k and hs[0] > theta:
-                    theta = hs[0]
-                    ptheta = theta * factor if theta > 0 else theta
+                size, theta = _offer_scored(hs, hd, size, k, s, d, theta, dedupe)
+                ptheta = _prune_at(theta, factor)
         while p < m and prefix[p + 1] * SLACK < ptheta:
             p += 1
     return size
@@ -322,7 +336,7 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
     hd = np.empty(k, dtype=np.int64)
     size = 0
     theta = theta0
-    ptheta = theta * factor if theta > 0 else theta
+    ptheta = _prune_at(theta, factor)
     cap = ub[:m].copy()  # bound of each list's contribution to a document outside its head (all: no heads yet)
     use_heads = imp_offsets.shape[0] > 0 and seed_terms > 0 and m > 0
     n_touched = 0
@@ -341,10 +355,8 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
                     continue
                 s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
                 if s > theta:
-                    size = _offer_new(hs, hd, size, k, s, d)
-                    if size == k and hs[0] > theta:
-                        theta = hs[0]
-                        ptheta = theta * factor if theta > 0 else theta
+                    size, theta = _offer_scored(hs, hd, size, k, s, d, theta, True)
+                    ptheta = _prune_at(theta, factor)
         # 2. Heads: take the first h_i impact-ordered postings of each list, growing (see :func:`_next_head`) the head
         # that lowers the tail bound most per posting, until the tail bounds sum below head_ratio * theta (or the stored
         # heads run out). A document outside every head then scores at most S = sum of the tail bounds.
@@ -457,10 +469,8 @@ def _maxscore_one(qi, q_indptr, q_indices, q_values, k, theta0, factor, post_off
                 d = touched[j]
                 s = _exact(dense, fwd_indptr, fwd_indices, fwd_values, d)
                 if s > theta:
-                    size = _offer_new(hs, hd, size, k, s, d)
-                    if size == k and hs[0] > theta:
-                        theta = hs[0]
-                        ptheta = theta * factor if theta > 0 else theta
+                    size, theta = _offer_scored(hs, hd, size, k, s, d, theta, True)
+                    ptheta = _prune_at(theta, factor)
             for j in range(nc):
                 val[touched[j]] = 0.0
             m = 0  # no document outside the heads can reach theta
