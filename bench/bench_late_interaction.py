@@ -153,7 +153,7 @@ def main() -> None:
         data = f"synthetic clustered, {len(docs)} docs, dim {args.dim}"
     else:
         doc_ids, docs, queries = scifact_vectors(args.cache)
-        data = f"SciFact test, {MODEL} token vectors, {len(docs)} docs, dim {docs[0].shape[1]}"
+        data = f"SciFact test, token vectors of {args.cache}, {len(docs)} docs, dim {docs[0].shape[1]}"
     if args.queries:
         queries = queries[: args.queries]
     tokens = sum(d.shape[0] for d in docs)

@@ -8,8 +8,10 @@ plus a synthetic clustered collection (10M vectors by default) for build memory.
 ``--vectors DIR`` holds the encoded SciFact vectors (docs_vectors.npy, docs_offsets.npy, queries_vectors.npy,
 queries_offsets.npy, docs_ids.json, queries_ids.json); they are encoded and written there when absent.
 
-Peer systems (PyLate PLAID / Voyager, fast-plaid) come from ``bench/plaid_peers.py`` when it exists; see
-PEER ADAPTERS below for what it must provide.
+Each PLAID row also gives its *ceiling*: the recall of an exhaustive search over every document's decompressed
+vectors, the best any pruning could do with that codec. The peers (PyLate PLAID / Voyager, fast-plaid) run on
+the same vectors in ``bench/bench_late_interaction.py`` (``--cache DIR`` takes the same folders as ``--vectors``
+and ``--trained-vectors`` here).
 """
 
 from __future__ import annotations
@@ -36,37 +38,6 @@ from latelex.index.flat import FlatIndex  # noqa: E402
 from latelex.index.plaid import PlaidConfig, PlaidIndex  # noqa: E402
 from latelex.index.plaid.build import build_index  # noqa: E402
 from latelex.index.plaid.codec import ResidualCodec  # noqa: E402
-
-# ------------------------------------------------------------------------------------------------------------
-# PEER ADAPTERS
-#
-# bench/plaid_peers.py (written separately) is imported if present. It must expose ``ADAPTERS``: a list of objects
-# with
-#     name: str                                               e.g. "PyLate PLAID", "PyLate Voyager", "fast-plaid"
-#     available() -> str | None                               None when usable, else why not (missing package, ...)
-#     build(path: str, doc_ids: list[str], docs: list[np.ndarray (L, dim) float32]) -> None
-#     search(queries: list[np.ndarray (Lq, dim) float32], k: int) -> list[list[str]]   (doc ids, best first)
-#     bytes_on_disk() -> int | None                           optional
-# Each peer gets the same vectors, the same queries and the same k, in this process, so the ratios are fair.
-# ------------------------------------------------------------------------------------------------------------
-
-
-def load_peers() -> list:
-    try:
-        import plaid_peers  # type: ignore[import-not-found]
-    except ImportError:
-        print("peers missing: bench/plaid_peers.py is absent, so the table has no PyLate PLAID/Voyager or fast-plaid rows")
-        return []
-    adapters = list(getattr(plaid_peers, "ADAPTERS", []))
-    usable = []
-    for adapter in adapters:
-        why = adapter.available() if hasattr(adapter, "available") else None
-        if why:
-            print(f"peer {adapter.name} skipped: {why}")
-        else:
-            usable.append(adapter)
-    return usable
-
 
 # --- SciFact vectors -------------------------------------------------------------------------------------
 
@@ -142,7 +113,7 @@ def latencies(search_one, queries) -> tuple[float, float, float]:
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], statistics.median(cpu)
 
 
-def bench_scifact(folder: Path, nbits_list: list[int], peers: list, trained: Path | None = None) -> None:
+def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = None, dims: tuple[int, ...] = (384, 128)) -> None:
     """``trained``: a folder for the built-in model's vectors; with it the 128-dim rows use the trained
     latelex-colbert-minilm instead of a fixed random projection of the plain vectors."""
     from latelex.data import BeirDataset
@@ -157,7 +128,7 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list, trained: Pat
         trained_ids, trained_arrays = scifact_vectors(trained, DEFAULT_COLBERT_MODEL)
         assert trained_ids == ids, "the two vector caches must hold the same documents and queries"
     rows = []
-    for dim in (384, 128):
+    for dim in dims:
         if dim == 128 and trained_arrays is not None:
             doc_vectors, query_vectors = trained_arrays["docs_vectors"], trained_arrays["queries_vectors"]
             offsets = trained_arrays
@@ -178,7 +149,7 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list, trained: Pat
             torch.set_num_threads(1)
             p50, p95, cpu50 = latencies(lambda q: flat.search([q], k=10), tq[:60])
             torch.set_num_threads(os.cpu_count() or 1)
-            rows.append([label, "exact (FlatIndex fp16)", "-", f"{flat_bytes:.1f}", "1.000", f"{exact_ndcg:.4f}",
+            rows.append([label, "exact (FlatIndex fp16)", "-", f"{flat_bytes:.1f}", "1.000", "1.000", f"{exact_ndcg:.4f}",
                          f"{p50:.1f}", f"{p95:.1f}", f"{cpu50:.1f}", "-"])
             first_codec = None
             for nbits in sorted(nbits_list, key=lambda b: b != 2):  # nbits 2 first: it trains the centroids
@@ -207,32 +178,17 @@ def bench_scifact(folder: Path, nbits_list: list[int], peers: list, trained: Pat
                 p50, p95, cpu50 = latencies(lambda q: index.search([q], k=10, threads=1), tq)
                 torch.set_num_threads(os.cpu_count() or 1)
                 info = index.info()
+                # ndocs = 4N: a subset no larger than ndocs is scored directly, and all N reach the exact stage (ndocs // 4)
+                everything = index.search(tq, k=10, subset=ids["docs"], ndocs=4 * len(ids["docs"]), threads=os.cpu_count())
+                ceiling = recall_at([[h.doc_id for h in row] for row in everything], exact)
                 rows.append([label, f"latelex PLAID nbits={nbits} ({info['n_centroids']} centroids)", f"{build_s:.0f}{build_note}",
-                             f"{info['bytes_per_token_vector']:.1f}", f"{recall_at(got, exact):.4f}",
+                             f"{info['bytes_per_token_vector']:.1f}", f"{recall_at(got, exact):.4f}", f"{ceiling:.4f}",
                              f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{all_cores_qps:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
-            for peer in peers:
-                try:
-                    t = time.perf_counter()
-                    peer.build(str(Path(tmp) / f"peer-{peer.name}"), ids["docs"], docs)
-                    build_s = time.perf_counter() - t
-                    peer.search(queries[:5], 10)
-                    t = time.perf_counter()
-                    got = peer.search(queries, 10)
-                    qps = len(queries) / (time.perf_counter() - t)
-                    torch.set_num_threads(1)
-                    p50, p95, cpu50 = latencies(lambda q: peer.search([q], 10), queries[:100])
-                    torch.set_num_threads(os.cpu_count() or 1)
-                    size = peer.bytes_on_disk() if hasattr(peer, "bytes_on_disk") else None
-                    per_vector = f"{size / doc_vectors.shape[0]:.1f}" if size else "?"
-                    rows.append([label, peer.name, f"{build_s:.0f}", per_vector, f"{recall_at(got, exact):.4f}",
-                                 f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{qps:.0f}"])
-                except Exception as exc:  # a peer failing must not sink the table
-                    rows.append([label, peer.name, f"error: {type(exc).__name__}: {str(exc)[:60]}", "", "", "", "", "", "", ""])
     print()
     print(f"SciFact (5,183 docs, {arrays['docs_vectors'].shape[0]:,} token vectors, 300 test queries), k=10, PLAID defaults "
           "for k<=10 (ncells 1, threshold 0.5, ndocs 256); latency excludes query encoding; p50/p95 on 1 thread")
-    print_table(["dim", "system", "build s", "B/vector", "recall@10 vs exact", "nDCG@10", "p50 ms", "p95 ms", "p50 CPU ms", "QPS all cores"], rows)
+    print_table(["dim", "system", "build s", "B/vector", "recall@10 vs exact", "ceiling (all decompressed)", "nDCG@10", "p50 ms", "p95 ms", "p50 CPU ms", "QPS all cores"], rows)
 
 
 # --- synthetic build memory ------------------------------------------------------------------------------
@@ -334,6 +290,8 @@ def main() -> None:
     parser.add_argument("--trained-vectors", type=Path, default=None,
                         help="folder for the built-in model's SciFact vectors: the 128-dim rows then use the trained "
                              "latelex-colbert-minilm instead of a random projection")
+    parser.add_argument("--dims", type=int, nargs="+", default=[384, 128], choices=[384, 128],
+                        help="which SciFact rows to run: the plain 384-dim vectors and/or the 128-dim ones")
     parser.add_argument("--skip-scifact", action="store_true")
     parser.add_argument("--synthetic", type=int, default=0, help="vectors in the synthetic build (0: skip)")
     parser.add_argument("--synthetic-dir", type=Path, default=Path(tempfile.gettempdir()) / "plaid_synthetic")
@@ -341,7 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     if not args.skip_scifact:
-        bench_scifact(args.vectors, args.nbits, load_peers(), args.trained_vectors)
+        bench_scifact(args.vectors, args.nbits, args.trained_vectors, tuple(args.dims))
     if args.synthetic:
         args.synthetic_dir.mkdir(parents=True, exist_ok=True)
         bench_synthetic(args.synthetic, args.synthetic_dir, PlaidConfig(nbits=2, max_points_per_centroid=args.max_points_per_centroid))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from latelex.config import config_from_dict
 from latelex.errors import ConfigError
-from latelex.index.plaid.codec import ResidualCodec, assign, pack_buckets, unpack_buckets, unpack_table
+from latelex.index.plaid.codec import SCALE_TABLE, ResidualCodec, assign, pack_buckets, unpack_buckets, unpack_table
 from latelex.index.plaid.config import PlaidConfig, colbert_n_centroids, colbert_sample_documents, default_search_settings
 from latelex.index.plaid.search import byte_weight_table, decompress_rows
 
@@ -104,8 +106,14 @@ def test_search_kernel_decompresses_like_the_codec(codecs, data, nbits):
     codec = codecs[nbits]
     codes, packed = codec.compress(data[1][:200])
     out = np.empty((200, 32), dtype=np.float32)
-    decompress_rows(codes.astype(np.int32), packed, codec.centroids, byte_weight_table(codec.weights, nbits), out)
+    table = byte_weight_table(codec.weights, nbits)
+    decompress_rows(codes.astype(np.int32), packed, codec.centroids, table, out, np.ones(200, np.float32))
     np.testing.assert_allclose(out, codec.decompress(codes, packed), rtol=0, atol=1e-6)
+    unit_codec = replace(codec, unit_norm=True)
+    decompress_rows(codes.astype(np.int32), packed, codec.centroids, table, out, SCALE_TABLE[unit_codec.scales(codes, packed)])
+    unit = unit_codec.decompress(codes, packed)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(out, unit, rtol=0, atol=1e-6)
 
 
 def test_colbert_sizes_and_search_defaults():
@@ -132,3 +140,14 @@ def test_config_rejects_bad_values(bad):
 def test_config_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="nbit"):
         config_from_dict(PlaidConfig, {"nbit": 2})
+
+
+def test_lloyd_max_buckets_lower_the_error_of_plain_quantiles(data):
+    train, heldout = data
+    refined = ResidualCodec.train(train, heldout, 64, 2, niters=4, seed=0)
+    quantiles = ResidualCodec.fit_buckets(refined.centroids, heldout, 2, iters=0)
+    x = train[:2000]
+    error = {name: float(((c.decompress(*c.compress(x)) - x) ** 2).sum(1).mean()) for name, c in
+             (("refined", refined), ("quantiles", quantiles))}
+    assert error["refined"] < 0.95 * error["quantiles"]
+    assert (np.diff(refined.cutoffs, axis=1) > 0).all()

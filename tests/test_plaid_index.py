@@ -382,3 +382,22 @@ def test_overwrite_replaces_an_index_atomically(tmp_path, corpus, built):
     again = PlaidIndex.build(built.path, ids[:60], docs[:60], config=CONFIG, overwrite=True)
     assert len(again) == 60 and len(PlaidIndex.open(built.path)) == 60
     shutil.rmtree(built.path)
+
+
+def test_decompressed_vectors_are_unit_length_and_format_1_indexes_still_search(built):
+    queries = make_queries()
+    assert built.codec.unit_norm
+    np.testing.assert_allclose(np.linalg.norm(built.decompressed(built.doc_ids[3]), axis=1), 1.0, atol=2e-3)
+    # A format-1 index (written before unit-length decoding) has no "unit_norm": it decodes as it always did.
+    manifest = json.loads((built.path / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    del manifest["unit_norm"]
+    for name in [n for n in manifest["arrays"] if n.endswith(".scales")]:
+        del manifest["arrays"][name]
+        (built.path / f"{name}.npy").unlink()
+    (built.path / MANIFEST).write_text(json.dumps(manifest))
+    old = PlaidIndex.open(built.path)
+    assert not old.codec.unit_norm
+    lengths = np.linalg.norm(old.decompressed(old.doc_ids[3]), axis=1)
+    assert np.abs(lengths - 1.0).max() > 1e-3
+    assert_hits(old.search(queries, k=10, **GENEROUS), brute_force(old, queries, 10))

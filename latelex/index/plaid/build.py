@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -38,7 +39,7 @@ from .codec import ResidualCodec
 from .config import PlaidConfig, colbert_n_centroids, colbert_sample_documents
 
 KIND = "plaid"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: decompressed vectors are unit length (manifest "unit_norm"); 1 is still read
 STATE = "build_state.json"
 
 
@@ -109,11 +110,14 @@ def inverted_lists(codes: np.ndarray, doclens: np.ndarray, n_centroids: int) -> 
 
 
 def compress_chunk(codec: ResidualCodec, vectors: np.ndarray, doclens: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays of one chunk: codes, packed residuals, document lengths and inverted lists."""
+    """The arrays of one chunk: codes, packed residuals, scale bytes (unit-length codecs), document lengths and
+    inverted lists."""
     codes, packed = codec.compress(vectors)
     decoded = codec.decompress(codes[:4096], packed[:4096])
     ivf_docs, ivf_offsets = inverted_lists(codes, doclens, codec.n_centroids)
+    extra = {"scales": codec.scales(codes, packed)} if codec.unit_norm else {}
     return {
+        **extra,
         "codes": codes,
         "residuals": packed,
         "doclens": doclens.astype(np.int32),
@@ -127,8 +131,9 @@ def write_chunk(directory: Path, name: str, arrays: dict[str, np.ndarray], ids: 
     """Write one chunk's arrays (and its document ids) durably; return their manifest entries by array name."""
     blob, offsets = encode_strings(ids)
     entries = {}
-    for key in ("codes", "residuals", "doclens", "ivf_docs", "ivf_offsets"):
-        entries[f"{name}.{key}"] = save_durable(directory, f"{name}.{key}", arrays[key])
+    for key in ("codes", "residuals", "scales", "doclens", "ivf_docs", "ivf_offsets"):
+        if key in arrays:
+            entries[f"{name}.{key}"] = save_durable(directory, f"{name}.{key}", arrays[key])
     entries[f"{name}.ids_bytes"] = save_durable(directory, f"{name}.ids_bytes", blob)
     entries[f"{name}.ids_offsets"] = save_durable(directory, f"{name}.ids_offsets", offsets)
     return entries
@@ -291,7 +296,8 @@ def train_codec(source: SequenceSource | SpillSource, config: PlaidConfig) -> tu
     rng.shuffle(sample)  # in place: the held-out part and the k-means part are views, not copies
     heldout = sample[:heldout_n]
     train = sample[heldout_n:]
-    codec = ResidualCodec.train(train, heldout, n_centroids, config.nbits, config.kmeans_niters, config.seed)
+    codec = replace(ResidualCodec.train(train, heldout, n_centroids, config.nbits, config.kmeans_niters, config.seed),
+                    unit_norm=True)
     decoded = codec.decompress(*codec.compress(heldout))
     stats = {
         "sample_documents": int(n_docs),
@@ -305,10 +311,11 @@ def train_codec(source: SequenceSource | SpillSource, config: PlaidConfig) -> tu
 
 
 def load_codec_from(directory: Path, nbits: int) -> ResidualCodec:
+    """The codec a (resumed) build staged in ``directory``; builds always decode to unit vectors."""
     centroids = np.load(directory / "centroids.npy", allow_pickle=False).astype(np.float32)
     cutoffs = np.load(directory / "bucket_cutoffs.npy", allow_pickle=False)
     weights = np.load(directory / "bucket_weights.npy", allow_pickle=False)
-    return ResidualCodec(centroids, cutoffs, weights, nbits)
+    return ResidualCodec(centroids, cutoffs, weights, nbits, unit_norm=True)
 
 
 # --- the build -------------------------------------------------------------------------------------------
@@ -351,6 +358,7 @@ def manifest_fields(*, dim: int, config: PlaidConfig, encoder: dict | None, code
         "dim": dim,
         "nbits": codec.nbits,
         "n_centroids": codec.n_centroids,
+        "unit_norm": codec.unit_norm,
         "config": config_to_dict(config),
         "codec": codec_stats,
         "chunks": chunks,
@@ -447,6 +455,7 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
 
 
 CHUNK_ARRAYS = ("codes", "residuals", "doclens", "ivf_docs", "ivf_offsets", "ids_bytes", "ids_offsets")
+OPTIONAL_CHUNK_ARRAYS = ("scales",)  # unit-length codecs (format 2) only
 CODEC_ARRAYS = ("centroids", "bucket_cutoffs", "bucket_weights")
 
 
@@ -461,6 +470,7 @@ def array_entry(directory: Path, name: str) -> dict[str, Any]:
 def finish_entries(directory: Path, chunk_names: list[str]) -> dict[str, dict]:
     entries = {name: array_entry(directory, name) for name in CODEC_ARRAYS}
     for chunk in chunk_names:
-        for key in CHUNK_ARRAYS:
-            entries[f"{chunk}.{key}"] = array_entry(directory, f"{chunk}.{key}")
+        for key in CHUNK_ARRAYS + OPTIONAL_CHUNK_ARRAYS:
+            if key in CHUNK_ARRAYS or (directory / f"{chunk}.{key}.npy").exists():
+                entries[f"{chunk}.{key}"] = array_entry(directory, f"{chunk}.{key}")
     return entries

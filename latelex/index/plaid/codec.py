@@ -2,9 +2,10 @@
 
 A token vector v is stored as the id of its nearest centroid c (by inner product) and, for every dimension d,
 the bucket of the residual v[d] - c[d] among 2^nbits buckets. Bucket cutoffs and the value each bucket decodes
-to (its weight) are quantiles of held-out residuals. ColBERTv2 learns one set of cutoffs for all dimensions;
-this codec learns one per dimension, which costs dim * 2^nbits floats and fits anisotropic encoders (a plain
-MiniLM's dimensions differ in spread by an order of magnitude) much better.
+to (its weight) are learned from held-out residuals. ColBERTv2 takes quantiles, one set for all dimensions.
+This codec learns one set per dimension, which costs dim * 2^nbits floats and fits anisotropic encoders (a
+plain MiniLM's dimensions differ in spread by an order of magnitude) much better, and refines the quantiles
+with Lloyd-Max steps (each weight becomes its bucket's mean), which lowers the error for the same bits.
 
 Packed layout: a vector's dim buckets, nbits bits each, first dimension in the most significant bits of the
 first byte: (n, dim * nbits / 8) uint8.
@@ -125,18 +126,65 @@ def unpack_buckets(packed: np.ndarray, nbits: int) -> np.ndarray:
     return unpack_table(nbits)[np.asarray(packed)].reshape(n, -1)
 
 
+#: Unit-length decoding keeps one byte per vector: the scale 1 / ||decoded|| on a log2 grid of 256 steps over
+#: [2^-0.5, 2^0.5] (steps of 0.27 %, so a rescaled vector's length is 1 within 0.14 %; lengths outside the grid
+#: are clipped to its ends). Scoring then costs one table lookup instead of recomputing each vector's length.
+SCALE_TABLE = (2.0 ** np.linspace(-0.5, 0.5, 256)).astype(np.float32)
+
+
+def scale_bytes(decoded: np.ndarray) -> np.ndarray:
+    """(n,) uint8: the :data:`SCALE_TABLE` entry nearest to 1 / ||row|| for each row of ``decoded`` (n, dim)."""
+    length = np.maximum(np.linalg.norm(np.asarray(decoded, dtype=np.float32), axis=1), 1e-12)
+    steps = np.rint((-np.log2(length) + 0.5) * 255)
+    return np.clip(steps, 0, 255).astype(np.uint8)
+
+
+#: Lloyd-Max refinement steps of the residual buckets (0: ColBERTv2's plain quantiles).
+LLOYD_ITERS = 20
+
+
+def lloyd_max(residuals: np.ndarray, levels: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cutoffs (dim, levels - 1), weights (dim, levels))`` float32 quantising each column of ``residuals``
+    (h, dim) to ``levels`` values: quantile buckets refined by ``iters`` Lloyd-Max steps (weights are the
+    means of their buckets, cutoffs the midpoints between neighbouring weights). Cutoffs ascend per row and
+    every weight lies inside its bucket."""
+    h, dim = residuals.shape
+    cutoffs = np.quantile(residuals, np.arange(1, levels) / levels, axis=0).T.astype(np.float64)  # (dim, levels - 1)
+    weights = np.quantile(residuals, (np.arange(levels) + 0.5) / levels, axis=0).T.astype(np.float64)  # (dim, levels)
+    if iters:
+        ordered = np.sort(residuals.astype(np.float64), axis=0)  # (h, dim)
+        prefix = np.zeros((h + 1, dim))
+        np.cumsum(ordered, axis=0, out=prefix[1:])
+        columns = np.arange(dim)
+        for step in range(iters + 1):
+            # Bucket b of dimension d holds ordered[bounds[d, b] : bounds[d, b + 1], d].
+            inner = np.stack([np.searchsorted(ordered[:, d], cutoffs[d], side="right") for d in range(dim)])
+            bounds = np.concatenate([np.zeros((dim, 1), np.int64), inner, np.full((dim, 1), h)], axis=1)
+            counts = np.diff(bounds, axis=1)
+            sums = prefix[bounds[:, 1:], columns[:, None]] - prefix[bounds[:, :-1], columns[:, None]]
+            weights = np.where(counts > 0, sums / np.maximum(counts, 1), weights)
+            if step == iters:
+                break
+            cutoffs = (weights[:, :-1] + weights[:, 1:]) / 2
+    return np.ascontiguousarray(cutoffs, dtype=np.float32), np.ascontiguousarray(weights, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class ResidualCodec:
     """Centroids plus per-dimension residual buckets.
 
     ``centroids``: (C, dim) float32 (values representable in float16, as stored);
     ``cutoffs``: (dim, 2^nbits - 1) float32, ascending per row; ``weights``: (dim, 2^nbits) float32.
+    ``unit_norm``: decompressed vectors are scaled to unit length, as ColBERTv2 does for its cosine indexes
+    (the stored vectors were unit vectors, so this removes the part of the error that changes their length).
+    The scale is kept as one byte per vector (:meth:`scales`, :data:`SCALE_TABLE`).
     """
 
     centroids: np.ndarray
     cutoffs: np.ndarray
     weights: np.ndarray
     nbits: int
+    unit_norm: bool = False
 
     @classmethod
     def train(cls, sample: np.ndarray, heldout: np.ndarray, n_centroids: int, nbits: int, niters: int, seed: int) -> "ResidualCodec":
@@ -145,20 +193,21 @@ class ResidualCodec:
         return cls.fit_buckets(centroids, heldout, nbits)
 
     @classmethod
-    def fit_buckets(cls, centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> "ResidualCodec":
-        """Learn the residual buckets of ``heldout`` (h, dim) vectors against fixed ``centroids`` (C, dim)."""
+    def fit_buckets(cls, centroids: np.ndarray, heldout: np.ndarray, nbits: int, iters: int = LLOYD_ITERS) -> "ResidualCodec":
+        """Learn the residual buckets of ``heldout`` (h, dim) vectors against fixed ``centroids`` (C, dim).
+
+        Per dimension, the buckets start at the residuals' quantiles (ColBERTv2's choice) and are refined by
+        ``iters`` Lloyd-Max steps: each weight becomes the mean of the residuals in its bucket, each cutoff the
+        midpoint between neighbouring weights. On real ColBERT vectors this cuts the reconstruction error by
+        about a third at nbits 2 for the same bytes (see the PLAID bench).
+        """
         heldout = np.asarray(heldout, dtype=np.float32)
         if heldout.shape[0] == 0:
             raise InputError("the codec needs at least one held-out vector to learn its residual buckets")
         codec = cls(np.ascontiguousarray(centroids, dtype=np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), nbits)
         residuals = heldout - centroids[codec.assign(heldout)]
-        levels = 1 << nbits
-        cut_q = np.arange(1, levels) / levels
-        weight_q = (np.arange(levels) + 0.5) / levels
-        cutoffs = np.quantile(residuals, cut_q, axis=0).T.astype(np.float32)  # (dim, levels - 1)
-        weights = np.quantile(residuals, weight_q, axis=0).T.astype(np.float32)  # (dim, levels)
-        return cls(np.ascontiguousarray(centroids, dtype=np.float32), np.ascontiguousarray(cutoffs),
-                   np.ascontiguousarray(weights), nbits)
+        cutoffs, weights = lloyd_max(residuals, 1 << nbits, iters)
+        return cls(np.ascontiguousarray(centroids, dtype=np.float32), cutoffs, weights, nbits)
 
     @property
     def dim(self) -> int:
@@ -213,8 +262,23 @@ class ResidualCodec:
                 packed[a + b : a + b + residual.shape[0]] = pack_buckets(self.bucketize(residual), self.nbits)
         return codes, packed
 
-    def decompress(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
-        """(n, dim) float32 vectors from ``codes`` (n,) and ``packed`` (n, dim * nbits / 8) uint8."""
+    def decode_raw(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 centroid plus decoded residual, before any rescaling."""
         buckets = unpack_buckets(packed, self.nbits)  # (n, dim)
         residual = self.weights[np.arange(self.dim)[None, :], buckets]
         return self.centroids[np.asarray(codes, dtype=np.intp)] + residual
+
+    def scales(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """(n,) uint8 scale bytes (:data:`SCALE_TABLE`) that bring each decoded vector to unit length."""
+        out = np.empty(len(codes), dtype=np.uint8)
+        for a in range(0, len(codes), BLOCK):
+            out[a : a + BLOCK] = scale_bytes(self.decode_raw(codes[a : a + BLOCK], packed[a : a + BLOCK]))
+        return out
+
+    def decompress(self, codes: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 vectors from ``codes`` (n,) and ``packed`` (n, dim * nbits / 8) uint8; with
+        ``unit_norm``, rescaled by their scale bytes to unit length (within 0.14 %)."""
+        out = self.decode_raw(codes, packed)
+        if self.unit_norm:
+            out *= SCALE_TABLE[scale_bytes(out)][:, None]
+        return out

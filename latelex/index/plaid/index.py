@@ -115,11 +115,15 @@ class PlaidIndex(DescribedIndex):
         levels = 1 << nbits
         if centroids.ndim != 2 or centroids.shape[1] != dim or cutoffs.shape != (dim, levels - 1) or weights.shape != (dim, levels):
             raise broken("the codec arrays do not match the manifest's dim and nbits")
-        codec = ResidualCodec(centroids, cutoffs, weights, nbits)
+        unit_norm = manifest.get("unit_norm", False)  # format 1 indexes decode without rescaling
+        if not isinstance(unit_norm, bool):
+            raise broken("the manifest's unit_norm is not true or false")
+        codec = ResidualCodec(centroids, cutoffs, weights, nbits, unit_norm=unit_norm)
         n_centroids = centroids.shape[0]
         width = dim * nbits // 8
 
         codes_parts, doclens_parts, ivf_docs_parts, ivf_offsets_parts, residuals, ids = [], [], [], [], [], []
+        scales_parts = []
         first = 0
         for chunk in chunks:
             name = chunk["name"]
@@ -135,6 +139,11 @@ class PlaidIndex(DescribedIndex):
                     or (doclens < 1).any() or id_offsets.shape != (n + 1,) or ivf_offsets.shape != (n_centroids + 1,)
                     or int(ivf_offsets[-1]) != ivf_docs.shape[0] or n != chunk.get("documents")):
                 raise broken(f"chunk {name} is inconsistent")
+            if unit_norm:
+                scales = load(f"{name}.scales")
+                if scales.shape != codes.shape or scales.dtype != np.uint8:
+                    raise broken(f"chunk {name} has scale bytes that do not match its token vectors")
+                scales_parts.append(scales)
             if codes.size and int(codes.max()) >= n_centroids:
                 raise broken(f"chunk {name} refers to centroids that do not exist")
             if int(chunk.get("first_document", -1)) != first:
@@ -176,6 +185,8 @@ class PlaidIndex(DescribedIndex):
             byte_weights_t=torch.from_numpy(table),
             part_first_doc=np.asarray([int(c["first_document"]) for c in chunks], dtype=np.int64),
             centroids_np=centroids,
+            unit_norm=unit_norm,
+            scales=np.concatenate(scales_parts) if unit_norm and scales_parts else np.zeros(0, np.uint8),
         )
         return cls(directory, manifest, codec, data, ids, deleted)
 

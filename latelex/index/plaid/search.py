@@ -8,7 +8,8 @@ For a query Q (Lq, dim) and centroids C (n_centroids, dim):
    counting only token vectors whose centroid scores at least ``centroid_score_threshold`` for some query
    token; the best ``ndocs`` go on;
 3. *centroid interaction*: the same without pruning; the best ``max(k, ndocs // 4)`` go on;
-4. *exact*: those documents' vectors are decompressed and scored by MaxSim; the best ``k`` are returned.
+4. *exact*: those documents' vectors are decompressed (to unit length for format-2 indexes) and scored by
+   MaxSim; the best ``k`` are returned.
 
 Ties are broken by document position (earlier first) at every stage, so results do not depend on thread
 count or batch composition.
@@ -21,6 +22,29 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
+
+from .codec import SCALE_TABLE
+
+
+@numba.njit(nogil=True, cache=True)
+def best_cells(scores_t, threshold):  # pragma: no cover - compiled
+    """One pass over ``scores_t`` (C, Lq): the best centroid of each query token (Lq,) int64, and which
+    centroids score at least ``threshold`` with some query token (C,) bool (the pruning mask)."""
+    n, lq = scores_t.shape
+    best = np.zeros(lq, dtype=np.int64)
+    top = np.full(lq, -np.inf, dtype=np.float32)
+    keep = np.zeros(n, dtype=np.bool_)
+    for c in range(n):
+        high = -np.inf
+        for q in range(lq):
+            v = scores_t[c, q]
+            if v > top[q]:
+                top[q] = v
+                best[q] = c
+            if v > high:
+                high = v
+        keep[c] = high >= threshold
+    return best, keep
 
 
 @numba.njit(nogil=True, cache=True)
@@ -74,8 +98,9 @@ def centroid_interaction(scores_t, codes, doc_offsets, docs, keep):  # pragma: n
 
 
 @numba.njit(nogil=True, cache=True)
-def decompress_rows(codes, packed, centroids, byte_weights, out):  # pragma: no cover - compiled
-    """Fill ``out`` (n, dim) float32 with centroids[codes] plus the residual each packed byte decodes to.
+def decompress_rows(codes, packed, centroids, byte_weights, out, scales):  # pragma: no cover - compiled
+    """Fill ``out`` (n, dim) float32 with centroids[codes] plus the residual each packed byte decodes to,
+    times ``scales`` (n,) float32 (ones, or each vector's unit-length scale).
 
     ``byte_weights``: (W, 256, per_byte) float32, the residual values of the dimensions held by byte j when
     it has a given value.
@@ -84,24 +109,27 @@ def decompress_rows(codes, packed, centroids, byte_weights, out):  # pragma: no 
     per_byte = byte_weights.shape[2]
     for i in range(n):
         c = codes[i]
+        f = scales[i]
         for j in range(width):
             b = packed[i, j]
             base = j * per_byte
             for p in range(per_byte):
-                out[i, base + p] = centroids[c, base + p] + byte_weights[j, b, p]
+                out[i, base + p] = (centroids[c, base + p] + byte_weights[j, b, p]) * f
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
-def exact_interaction(scores_t, table, codes, packed, row_base, doc_offsets, docs):  # pragma: no cover - compiled
+def exact_interaction(scores_t, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
     """(len(docs),) float32 MaxSim of a query with documents, without decompressing their vectors.
 
     A decompressed vector is centroid + residual, so its similarity with query token q is
     ``scores_t[code, q]`` plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
-    with the residual values that byte decodes to). ``packed``: the residual rows of one chunk, whose first row
-    is global token ``row_base``; every document in ``docs`` lies in that chunk.
+    with the residual values that byte decodes to), times the vector's scale ``scale_table[scales[t]]`` when
+    ``scales`` (T,) uint8 is not empty (unit-length decoding). ``packed``: the residual rows of one chunk, whose
+    first row is global token ``row_base``; every document in ``docs`` lies in that chunk.
     """
     lq = scores_t.shape[1]
     width = packed.shape[1]
+    scaled = scales.shape[0] > 0
     out = np.empty(docs.shape[0], dtype=np.float32)
     best = np.empty(lq, dtype=np.float32)
     acc = np.empty(lq, dtype=np.float32)
@@ -113,6 +141,8 @@ def exact_interaction(scores_t, table, codes, packed, row_base, doc_offsets, doc
             acc[:] = scores_t[codes[t]]
             for j in range(width):
                 acc += table[j, packed[r, j]]
+            if scaled:
+                acc *= scale_table[scales[t]]
             np.maximum(best, acc, best)
         out[i] = best.sum()
     return out
@@ -163,6 +193,8 @@ class SearchData:
     byte_weights_t: torch.Tensor  # the same, as a tensor
     part_first_doc: np.ndarray  # (n_chunks,) int64 first document of each chunk
     centroids_np: np.ndarray  # (C, dim) float32
+    unit_norm: bool  # decompressed vectors are scaled to unit length
+    scales: np.ndarray  # (T,) uint8 scale bytes of all stored token vectors (empty unless unit_norm)
 
 
 def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,18 +210,9 @@ def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.n
         sel = chunk_of == c
         packed[sel] = data.residual_parts[c][rows[sel] - data.part_starts[c]]
     out = np.empty((rows.shape[0], data.centroids_np.shape[1]), dtype=np.float32)
-    decompress_rows(data.codes[rows], packed, data.centroids_np, data.byte_weights, out)
+    factors = SCALE_TABLE[data.scales[rows]] if data.unit_norm else np.ones(rows.shape[0], dtype=np.float32)
+    decompress_rows(data.codes[rows], packed, data.centroids_np, data.byte_weights, out, factors)
     return out, lengths
-
-
-def exact_scores(Q: torch.Tensor, vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(n,) MaxSim of Q (Lq, dim) with n documents whose vectors (sum(lengths), dim) are packed."""
-    if vectors.shape[0] == 0:
-        return np.zeros(0, dtype=np.float32)
-    sims = torch.mm(Q, torch.from_numpy(vectors).T).numpy()  # (Lq, t)
-    starts = np.zeros(lengths.shape[0], dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
 
 
 def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold: float, ndocs: int,
@@ -200,9 +223,10 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     documents instead of generating candidates from the inverted lists (small subsets).
     """
     scores_t = torch.mm(data.centroids, Q.T).numpy()  # (C, Lq)
+    first, keep = best_cells(scores_t, np.float32(threshold))
     if direct is None:
         if ncells == 1:
-            cells = np.unique(scores_t.argmax(axis=0))
+            cells = np.unique(first)
         else:
             cells = np.unique(np.argpartition(-scores_t, ncells - 1, axis=0)[:ncells].ravel())
         candidates = gather_candidates(cells.astype(np.int64), data.ivf_offsets, data.ivf_docs, allowed)
@@ -212,7 +236,6 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
         return candidates, np.zeros(0, dtype=np.float32)
     n_exact = max(k, ndocs // 4)
     if candidates.shape[0] > n_exact:
-        keep = scores_t.max(axis=1) >= threshold
         approx = centroid_interaction(scores_t, data.codes, data.doc_offsets, candidates, keep)
         candidates = candidates[order_by_score(approx, candidates, ndocs)]
         if candidates.shape[0] > n_exact:
@@ -228,6 +251,6 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
         c = int(doc_chunk[a])
         exact[a:b] = exact_interaction(scores_t, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
-                                       data.doc_offsets, candidates[a:b])
+                                       data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE)
     best = order_by_score(exact, candidates, k)
     return candidates[best], exact[best]
