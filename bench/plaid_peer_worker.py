@@ -106,7 +106,8 @@ class PyLateVoyager(_Folder):
         start = time.perf_counter()
         self.index = indexes.Voyager(index_folder=str(self.folder), index_name="index", override=True,
                                      embedding_size=int(doc_vectors[0].shape[1]))
-        self.index.add_documents(documents_ids=list(doc_ids), documents_embeddings=[np.asarray(m) for m in doc_vectors])
+        # voyager's add_items takes float32 rows only (the packed vectors travel as float16)
+        self.index.add_documents(documents_ids=list(doc_ids), documents_embeddings=[np.asarray(m, dtype=np.float32) for m in doc_vectors])
         self.retriever = retrieve.ColBERT(index=self.index)
         # Voyager queries use all cores unless told otherwise; route set_threads to its num_threads argument.
         self.index.index = _ThreadedQueries(self.index.index, self)
@@ -117,7 +118,7 @@ class PyLateVoyager(_Folder):
         self.threads = threads
 
     def search(self, query_vectors, k):
-        results = self.retriever.retrieve(queries_embeddings=[np.asarray(q) for q in query_vectors], k=k)
+        results = self.retriever.retrieve(queries_embeddings=[np.asarray(q, dtype=np.float32) for q in query_vectors], k=k)
         return [[str(r["id"]) for r in hits] for hits in results]
 
 

@@ -20,7 +20,9 @@ The peers' environment is the Python named by ``$LATELEX_PEERS_PYTHON``, else th
 wheel for; PyPI's torch 2.11 is the CUDA build, which also runs on the CPU)::
 
     python3.11 -m venv /tmp/peers-venv-t211
-    /tmp/peers-venv-t211/bin/pip install torch==2.11.0 "pylate[voyager]==1.6.0" pandas
+    /tmp/peers-venv-t211/bin/pip install torch==2.11.0 "pylate[voyager]==1.6.0" "voyager==2.1.0" pandas
+
+voyager 2.2 changed ``add_items`` to take one 2-D array, which PyLate 1.6.0's Voyager index does not pass.
 
 This module imports only the standard library and numpy at load time: the worker imports it too.
 """
