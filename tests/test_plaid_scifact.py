@@ -133,13 +133,15 @@ def test_plaid_pruning_loses_little_beyond_the_codec(measured):
 
 def test_plaid_ndcg_and_size_match_exact(measured):
     assert abs(measured["ndcg_plaid"] - measured["ndcg_exact"]) <= 0.005
-    # Guard against regressions at the level measured so far (0.903 at dim 128, 2026-11-22).
-    assert measured["recall"] >= 0.88
+    # Guard against regressions at the level measured so far (2026-11-30, Lloyd-Max buckets and unit-length
+    # decoding: 0.915 at dim 128 with the random projection, ceiling 0.932; 0.943 at dim 384, ceiling 0.957).
+    assert measured["recall"] >= 0.90
     if measured["dim"] == 128:
         assert measured["info"]["bytes_per_token_vector"] <= 40
 
 
-@pytest.mark.xfail(strict=False, reason="issue 3 asks for 0.99; at dim 128 nbits 2 PLAID reaches 0.903, and 0.915 with "
-                   "ncells 8 / no pruning / ndocs 4096, so the 2-bit residuals (not the pruning) set the ceiling")
+@pytest.mark.xfail(strict=False, reason="issue 3 asks for 0.99; no pruning can reach it with a 2-bit codec on this data: an "
+                   "exhaustive search over the decompressed vectors (the 'ceiling' above) recovers 0.945 with the built-in "
+                   "model, and even 4 bits per dimension stay under 0.97 (bench/bench_plaid.py)")
 def test_plaid_recovers_99_percent_of_exact_top10(measured):
     assert measured["recall"] >= 0.99
