@@ -185,8 +185,7 @@ class PlaidIndex(DescribedIndex):
             byte_weights_t=torch.from_numpy(table),
             part_first_doc=np.asarray([int(c["first_document"]) for c in chunks], dtype=np.int64),
             centroids_np=centroids,
-            unit_norm=unit_norm,
-            scales=np.concatenate(scales_parts) if unit_norm and scales_parts else np.zeros(0, np.uint8),
+            scales=np.concatenate(scales_parts) if scales_parts else np.zeros(0, np.uint8),
         )
         return cls(directory, manifest, codec, data, ids, deleted)
 

@@ -193,8 +193,7 @@ class SearchData:
     byte_weights_t: torch.Tensor  # the same, as a tensor
     part_first_doc: np.ndarray  # (n_chunks,) int64 first document of each chunk
     centroids_np: np.ndarray  # (C, dim) float32
-    unit_norm: bool  # decompressed vectors are scaled to unit length
-    scales: np.ndarray  # (T,) uint8 scale bytes of all stored token vectors (empty unless unit_norm)
+    scales: np.ndarray  # (T,) uint8 unit-length scale bytes of all stored token vectors (empty: no rescaling)
 
 
 def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +209,7 @@ def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.n
         sel = chunk_of == c
         packed[sel] = data.residual_parts[c][rows[sel] - data.part_starts[c]]
     out = np.empty((rows.shape[0], data.centroids_np.shape[1]), dtype=np.float32)
-    factors = SCALE_TABLE[data.scales[rows]] if data.unit_norm else np.ones(rows.shape[0], dtype=np.float32)
+    factors = SCALE_TABLE[data.scales[rows]] if data.scales.size else np.ones(rows.shape[0], dtype=np.float32)
     decompress_rows(data.codes[rows], packed, data.centroids_np, data.byte_weights, out, factors)
     return out, lengths
 
