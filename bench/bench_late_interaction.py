@@ -13,6 +13,7 @@ cached under ``--cache``; or ``--synthetic N`` clustered unit vectors.
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py --synthetic 2000 --dim 128
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py --only latelex   # no peers
+    nice -n 10 .venv/bin/python bench/bench_late_interaction.py --only latelex voyager --sweep  # equal recall
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import SHARED, machine, peak_rss_mb, print_table  # noqa: E402
 from plaid_peers import (  # noqa: E402
+    SWEEPS,
     LatelexFlat,
     available_peers,
     latelex_systems,
@@ -116,23 +118,50 @@ def measure(peer, doc_ids, docs, queries, latency_queries, k: int, exact, thread
     log(f"{peer.name}: building")
     build_s = peer.build(doc_ids, docs)
     size = peer.bytes_on_disk()
-    log(f"{peer.name}: built in {build_s:.1f} s, {size / 2**20:.1f} MiB; searching {len(queries)} queries")
+    log(f"{peer.name}: built in {build_s:.1f} s, {size / 2**20:.1f} MiB")
+    return {"build_s": build_s, "bytes": size, **measure_search(peer, queries, latency_queries, k, exact, threads_all)}
+
+
+def measure_search(peer, queries, latency_queries, k: int, exact, threads_all: int) -> dict:
+    """Rankings, recall and latencies of a built system with its current search settings."""
+    label = f"{peer.name} {setting_label(peer.settings)}".strip()
+    log(f"{label}: searching {len(queries)} queries")
     rankings = peer.search(queries, k)
-    log(f"{peer.name}: timing {len(latency_queries)} single queries, 1 thread and {threads_all} threads")
+    log(f"{label}: timing {len(latency_queries)} single queries, 1 thread and {threads_all} threads")
     one = peer.latencies(latency_queries, k, threads=1)
     many = peer.latencies(latency_queries, k, threads=threads_all)
     peer.set_threads(threads_all)
     result = {
-        "build_s": build_s,
-        "bytes": size,
         "rankings": rankings,
         "recall": None if exact is None else recall_at_k(rankings, exact, k),
         "p50_1": percentile_ms(one, 50), "p95_1": percentile_ms(one, 95),
         "p50_n": percentile_ms(many, 50), "p95_n": percentile_ms(many, 95),
     }
     shown = {key: (round(v, 3) if isinstance(v, float) else v) for key, v in result.items() if key != "rankings"}
-    log(f"{peer.name}: {shown}")
+    log(f"{label}: {shown}")
     return result
+
+
+def setting_label(settings: dict) -> str:
+    return "[" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "]" if settings else ""
+
+
+def equal_recall_rows(results: dict[str, dict | str]) -> list[list[str]]:
+    """For each latelex PLAID / IVFPQ row, the fastest peer row (p50, 1 thread) whose recall is at least as high."""
+    measured = {n: r for n, r in results.items() if isinstance(r, dict) and r.get("recall") is not None}
+    peers = {n: r for n, r in measured.items() if not n.startswith("latelex")}
+    rows = []
+    for name, ours in measured.items():
+        if not name.startswith("latelex") or name.startswith(LatelexFlat.name):
+            continue
+        rivals = [(r["p50_1"], n, r) for n, r in peers.items() if r["recall"] >= ours["recall"]]
+        if not rivals:
+            rows.append([name, f"{ours['recall']:.3f}", f"{ours['p50_1']:.1f}", "no peer setting reached this recall", "", "", ""])
+            continue
+        p50, rival, r = min(rivals, key=lambda t: t[0])
+        rows.append([name, f"{ours['recall']:.3f}", f"{ours['p50_1']:.1f}", rival, f"{r['recall']:.3f}", f"{p50:.1f}",
+                     f"{p50 / ours['p50_1']:.1f}x"])
+    return rows
 
 
 def main() -> None:
@@ -146,6 +175,9 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=30, help="queries timed one at a time, per thread setting")
     parser.add_argument("--only", nargs="*", default=None, help="run systems whose name contains one of these words")
     parser.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temporary folder)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="after each system's defaults, also measure the search settings of plaid_peers.SWEEPS on the "
+                             "same index, and print which peer setting is fastest at each of latelex's recalls")
     args = parser.parse_args()
 
     if args.synthetic:
@@ -193,6 +225,15 @@ def main() -> None:
             if name == LatelexFlat.name:
                 exact = results[name]["rankings"]
                 results[name]["recall"] = 1.0
+            for settings in SWEEPS.get(name, []) if args.sweep else []:
+                label = f"{name} {setting_label(settings)}"
+                try:
+                    peer.configure(**settings)
+                    results[label] = {"build_s": results[name]["build_s"], "bytes": results[name]["bytes"],
+                                      **measure_search(peer, queries, latency_queries, args.k, exact, threads_all)}
+                except Exception as exc:  # a setting a system rejects must not sink the table
+                    traceback.print_exc()
+                    results[label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
         except Exception as exc:  # one failing system must not sink the table
             traceback.print_exc()
             results[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
@@ -214,6 +255,11 @@ def main() -> None:
     print()
     print(f"Data: {data}; k={args.k}; latency over {len(latency_queries)} single-query calls after 2 warm-up calls")
     print_table(headers, rows)
+    if args.sweep:
+        print()
+        print(f"At equal recall: the fastest peer row whose recall@{args.k} is at least latelex's (p50, 1 thread)")
+        print_table(["latelex row", "recall", "p50 ms", "fastest peer at >= that recall", "its recall", "its p50 ms",
+                     "peer p50 / latelex p50"], equal_recall_rows(results))
     print(f"Machine: {machine()}; peak RSS of this process {peak_rss_mb():.0f} MiB")
     if peer_names:
         print(f"Peers' Python: {peer_python()} (build time and latency measured inside the worker)")

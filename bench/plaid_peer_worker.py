@@ -10,6 +10,7 @@ Commands (one JSON object per line; one JSON answer per line, ``{"ok": false, "e
 * ``{"op": "search", "queries": PREFIX, "k": K}``: answers ``{"rankings": [[doc id, ...], ...]}``;
 * ``{"op": "latencies", "queries": PREFIX, "k": K, "threads": T, "warmup": W}``: one search call per query
   with T threads; answers ``{"seconds": [...]}``;
+* ``{"op": "configure", "settings": {...}}``: search with these settings from now on (``plaid_peers.SWEEPS``);
 * ``{"op": "threads", "threads": T}``, ``{"op": "bytes"}``, ``{"op": "quit"}``.
 
 Library output is sent to stderr (file descriptor 1 included), so stdout carries answers only.
@@ -109,6 +110,7 @@ class PyLateVoyager(_Folder):
         # voyager's add_items takes float32 rows only (the packed vectors travel as float16)
         self.index.add_documents(documents_ids=list(doc_ids), documents_embeddings=[np.asarray(m, dtype=np.float32) for m in doc_vectors])
         self.retriever = retrieve.ColBERT(index=self.index)
+        self.default_ef_search = self.index.ef_search
         # Voyager queries use all cores unless told otherwise; route set_threads to its num_threads argument.
         self.index.index = _ThreadedQueries(self.index.index, self)
         return time.perf_counter() - start
@@ -117,8 +119,17 @@ class PyLateVoyager(_Folder):
         super().set_threads(threads)
         self.threads = threads
 
+    def configure(self, **settings):
+        unknown = set(settings) - {"k_token", "ef_search"}
+        if unknown:
+            raise ValueError(f"{self.name} has no setting {sorted(unknown)}")
+        self.settings = dict(settings)
+        self.index.ef_search = int(settings.get("ef_search", self.default_ef_search))
+
     def search(self, query_vectors, k):
-        results = self.retriever.retrieve(queries_embeddings=[np.asarray(q, dtype=np.float32) for q in query_vectors], k=k)
+        extra = {"k_token": int(self.settings["k_token"])} if "k_token" in self.settings else {}
+        results = self.retriever.retrieve(queries_embeddings=[np.asarray(q, dtype=np.float32) for q in query_vectors],
+                                          k=k, **extra)
         return [[str(r["id"]) for r in hits] for hits in results]
 
 
@@ -194,6 +205,9 @@ def serve(name: str, workdir: str, out) -> None:
                     _, queries = load_packed(command["queries"])
                     answer = {"seconds": peer.latencies(queries, int(command["k"]), int(command["threads"]),
                                                         int(command.get("warmup", 2)))}
+                elif op == "configure":
+                    peer.configure(**command["settings"])
+                    answer = {}
                 elif op == "threads":
                     peer.set_threads(int(command["threads"]))
                     answer = {}

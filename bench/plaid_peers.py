@@ -53,6 +53,23 @@ WORKER_TIMEOUT_S = 3600
 PROBE_TIMEOUT_S = 600
 #: PLAID bits per residual dimension used by every PLAID-style system here (ColBERTv2's default).
 PLAID_NBITS = 2
+#: Search settings tried after each system's defaults by ``bench_late_interaction.py --sweep``, from more
+#: accurate to faster, so that systems can be compared at equal recall rather than only at their defaults.
+#: latelex plaid: ColBERT's settings for k <= 100 and k > 100; latelex ivfpq: fewer nearest token vectors
+#: per query token (ColBERT v1's default is 1024); PyLate Voyager: fewer neighbours per query token
+#: (``k_token``, default 100) and a smaller HNSW search list (``ef_search``, default 200).
+SWEEPS: dict[str, list[dict]] = {
+    "latelex plaid (nbits=2)": [
+        {"ncells": 4, "centroid_score_threshold": 0.4, "ndocs": 4096},
+        {"ncells": 2, "centroid_score_threshold": 0.45, "ndocs": 1024},
+    ],
+    "latelex ivfpq (ColBERT v1)": [{"faiss_depth": 256}, {"faiss_depth": 64}, {"faiss_depth": 16}],
+    "pylate-voyager (HNSW)": [
+        {"k_token": 32, "ef_search": 100},
+        {"k_token": 10, "ef_search": 40},
+        {"k_token": 4, "ef_search": 20},
+    ],
+}
 
 
 # --- the interface --------------------------------------------------------------------------------------
@@ -61,6 +78,8 @@ class PeerIndex:
     """One late-interaction system. Subclasses set ``name`` and implement build, search, bytes_on_disk."""
 
     name: str = "?"
+    #: Search settings passed to every search (set by :meth:`configure`); empty: the system's defaults.
+    settings: dict = {}
 
     def build(self, doc_ids: Sequence[str], doc_vectors: Sequence[np.ndarray]) -> float:
         """Index ``doc_vectors`` (one float32 (L_i, dim) matrix per document, named by ``doc_ids``);
@@ -80,6 +99,11 @@ class PeerIndex:
         import torch
 
         torch.set_num_threads(threads)
+
+    def configure(self, **settings) -> None:
+        """Search with these settings from now on (the names of :data:`SWEEPS`), or the defaults when empty."""
+        if settings:
+            raise ValueError(f"{self.name} takes no search settings")
 
     def latencies(self, query_vectors: Sequence[np.ndarray], k: int, threads: int, warmup: int = 2) -> list[float]:
         """Seconds of one ``search([q], k)`` call per query, with ``threads`` threads, after ``warmup`` calls."""
@@ -119,7 +143,10 @@ class _LatelexEngine(PeerIndex):
         return time.perf_counter() - start
 
     def search(self, query_vectors, k):
-        return [[h.doc_id for h in hits] for hits in self.index.search(list(query_vectors), k=k)]
+        return [[h.doc_id for h in hits] for hits in self.index.search(list(query_vectors), k=k, **self.settings)]
+
+    def configure(self, **settings) -> None:
+        self.settings = dict(settings)
 
     def bytes_on_disk(self) -> int:
         return directory_bytes(self._root / "index")
@@ -298,6 +325,10 @@ class SubprocessPeer(PeerIndex):
 
     def set_threads(self, threads: int) -> None:
         self._ask(op="threads", threads=threads)
+
+    def configure(self, **settings) -> None:
+        self._ask(op="configure", settings=settings)
+        self.settings = dict(settings)
 
     def bytes_on_disk(self) -> int:
         return int(self._ask(op="bytes")["bytes"])
