@@ -12,6 +12,7 @@ import torch
 from latelex.errors import DuplicateIdError, IndexFormatError, InputError
 from latelex.index.plaid import PlaidConfig, PlaidIndex
 from latelex.index.plaid import build as plaid_build
+from latelex.index.plaid.search import PAD_TOKENS
 from latelex.index.storage import MANIFEST
 
 DIM = 16
@@ -82,6 +83,15 @@ def built(tmp_path, corpus) -> PlaidIndex:
 
 def test_generous_search_equals_exact_maxsim_over_decompressed_vectors(built):
     queries = make_queries()
+    assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
+
+
+def test_query_lengths_around_the_padding_width_score_exactly(built):
+    # The kernels pad queries to a multiple of search.PAD_TOKENS; lengths on both sides of it must score the same.
+    _, docs = make_docs(12, seed=11)
+    rows = np.concatenate(docs)
+    lengths = [1, PAD_TOKENS - 1, PAD_TOKENS, PAD_TOKENS + 1, 2 * PAD_TOKENS + 1]
+    queries = [torch.from_numpy(rows[:n].copy()) for n in lengths]
     assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
 
 

@@ -25,12 +25,17 @@ import torch
 
 from .codec import SCALE_TABLE
 
+#: LLVM fast-math flags of the scoring kernels: reassociation and fused multiply-add let the loops over query
+#: tokens vectorise; no-NaN / no-infinity are left out because the kernels start maxima at -inf.
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+
 
 @numba.njit(nogil=True, cache=True)
-def best_cells(scores_t, threshold):  # pragma: no cover - compiled
-    """One pass over ``scores_t`` (C, Lq): the best centroid of each query token (Lq,) int64, and which
-    centroids score at least ``threshold`` with some query token (C,) bool (the pruning mask)."""
-    n, lq = scores_t.shape
+def best_cells(scores_t, lq, threshold):  # pragma: no cover - compiled
+    """One pass over the first ``lq`` columns of ``scores_t`` (C, Lqp): the best centroid of each query token
+    (lq,) int64, and which centroids score at least ``threshold`` with some query token (C,) bool (the pruning
+    mask). Columns from ``lq`` on are padding and ignored."""
+    n = scores_t.shape[0]
     best = np.zeros(lq, dtype=np.int64)
     top = np.full(lq, -np.inf, dtype=np.float32)
     keep = np.zeros(n, dtype=np.bool_)
@@ -72,23 +77,24 @@ def gather_candidates(cells, ivf_offsets, ivf_docs, allowed):  # pragma: no cove
     return out[:n]
 
 
-@numba.njit(nogil=True, cache=True)
-def centroid_interaction(scores_t, codes, doc_offsets, docs, keep):  # pragma: no cover - compiled
-    """(len(docs),) float32: sum over query tokens of the best centroid score among each document's token
-    vectors whose centroid ``keep`` (n_centroids,) bool lets through. ``scores_t``: (n_centroids, Lq)."""
-    lq = scores_t.shape[1]
+@numba.njit(nogil=True, cache=True, fastmath=FAST)
+def centroid_interaction(scores_t, lq, codes, doc_offsets, docs, keep):  # pragma: no cover - compiled
+    """(len(docs),) float32: sum over the ``lq`` query tokens of the best centroid score among each document's
+    token vectors whose centroid ``keep`` (n_centroids,) bool lets through. ``scores_t``: (n_centroids, Lqp),
+    Lqp >= lq a multiple of the vector width (its padding columns are computed but not summed)."""
+    lqp = scores_t.shape[1]
     out = np.empty(docs.shape[0], dtype=np.float32)
-    best = np.empty(lq, dtype=np.float32)
+    best = np.empty(lqp, dtype=np.float32)
     for i in range(docs.shape[0]):
         d = docs[i]
-        best[:] = -np.inf
+        for q in range(lqp):
+            best[q] = -np.inf
         for t in range(doc_offsets[d], doc_offsets[d + 1]):
             c = codes[t]
             if keep[c]:
-                for q in range(lq):
+                for q in range(lqp):
                     v = scores_t[c, q]
-                    if v > best[q]:
-                        best[q] = v
+                    best[q] = v if v > best[q] else best[q]
         s = np.float32(0.0)
         for q in range(lq):
             if best[q] > -np.inf:
@@ -117,34 +123,61 @@ def decompress_rows(codes, packed, centroids, byte_weights, out, scales):  # pra
                 out[i, base + p] = (centroids[c, base + p] + byte_weights[j, b, p]) * f
 
 
-@numba.njit(nogil=True, cache=True, fastmath=True)
-def exact_interaction(scores_t, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
-    """(len(docs),) float32 MaxSim of a query with documents, without decompressing their vectors.
+@numba.njit(nogil=True, cache=True, fastmath=FAST)
+def exact_interaction(scores_t, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
+    """(len(docs),) float32 MaxSim of a query of ``lq`` tokens with documents, without decompressing their vectors.
 
     A decompressed vector is centroid + residual, so its similarity with query token q is
     ``scores_t[code, q]`` plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
     with the residual values that byte decodes to), times the vector's scale ``scale_table[scales[t]]`` when
-    ``scales`` (T,) uint8 is not empty (unit-length decoding). ``packed``: the residual rows of one chunk, whose
-    first row is global token ``row_base``; every document in ``docs`` lies in that chunk.
+    ``scales`` (T,) uint8 is not empty (unit-length decoding). ``scores_t`` (C, Lqp) and ``table``
+    (W, 256, Lqp) are padded to Lqp >= lq columns so that the inner loops run on whole vector registers; the
+    padding is not summed. ``packed``: the residual rows of one chunk, whose first row is global token
+    ``row_base``; every document in ``docs`` lies in that chunk.
     """
-    lq = scores_t.shape[1]
+    lqp = scores_t.shape[1]
     width = packed.shape[1]
     scaled = scales.shape[0] > 0
     out = np.empty(docs.shape[0], dtype=np.float32)
-    best = np.empty(lq, dtype=np.float32)
-    acc = np.empty(lq, dtype=np.float32)
+    best = np.empty(lqp, dtype=np.float32)
+    acc = np.empty(lqp, dtype=np.float32)
     for i in range(docs.shape[0]):
         d = docs[i]
-        best[:] = -np.inf
+        for q in range(lqp):
+            best[q] = -np.inf
         for t in range(doc_offsets[d], doc_offsets[d + 1]):
             r = t - row_base
-            acc[:] = scores_t[codes[t]]
+            c = codes[t]
+            for q in range(lqp):
+                acc[q] = scores_t[c, q]
             for j in range(width):
-                acc += table[j, packed[r, j]]
-            if scaled:
-                acc *= scale_table[scales[t]]
-            np.maximum(best, acc, best)
-        out[i] = best.sum()
+                b = packed[r, j]
+                for q in range(lqp):
+                    acc[q] += table[j, b, q]
+            f = scale_table[scales[t]] if scaled else np.float32(1.0)
+            for q in range(lqp):
+                v = acc[q] * f
+                best[q] = v if v > best[q] else best[q]
+        s = np.float32(0.0)
+        for q in range(lq):
+            s += best[q]
+        out[i] = s
+    return out
+
+
+#: Query matrices are zero-padded to a multiple of this many tokens (one AVX-512 register of float32) so
+#: that the kernels' inner loops over query tokens vectorise without a remainder.
+PAD_TOKENS = 16
+
+
+def pad_query(Q: torch.Tensor) -> torch.Tensor:
+    """(Lqp, dim) float32: ``Q`` (Lq, dim) followed by zero rows up to a multiple of :data:`PAD_TOKENS`."""
+    lq = Q.shape[0]
+    lqp = -(-lq // PAD_TOKENS) * PAD_TOKENS
+    if lqp == lq:
+        return Q.contiguous()
+    out = Q.new_zeros((lqp, Q.shape[1]))
+    out[:lq] = Q
     return out
 
 
@@ -221,13 +254,15 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     ``allowed``: (N,) bool, the documents that may be returned; ``direct``: when given, score these candidate
     documents instead of generating candidates from the inverted lists (small subsets).
     """
-    scores_t = torch.mm(data.centroids, Q.T).numpy()  # (C, Lq)
-    first, keep = best_cells(scores_t, np.float32(threshold))
+    lq = Q.shape[0]
+    Qp = pad_query(Q)  # (Lqp, dim)
+    scores_t = torch.mm(data.centroids, Qp.T).numpy()  # (C, Lqp); columns from lq on are padding
+    first, keep = best_cells(scores_t, lq, np.float32(threshold))
     if direct is None:
         if ncells == 1:
             cells = np.unique(first)
         else:
-            cells = np.unique(np.argpartition(-scores_t, ncells - 1, axis=0)[:ncells].ravel())
+            cells = np.unique(np.argpartition(-scores_t[:, :lq], ncells - 1, axis=0)[:ncells].ravel())
         candidates = gather_candidates(cells.astype(np.int64), data.ivf_offsets, data.ivf_docs, allowed)
     else:
         candidates = direct
@@ -235,21 +270,21 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
         return candidates, np.zeros(0, dtype=np.float32)
     n_exact = max(k, ndocs // 4)
     if candidates.shape[0] > n_exact:
-        approx = centroid_interaction(scores_t, data.codes, data.doc_offsets, candidates, keep)
+        approx = centroid_interaction(scores_t, lq, data.codes, data.doc_offsets, candidates, keep)
         candidates = candidates[order_by_score(approx, candidates, ndocs)]
         if candidates.shape[0] > n_exact:
             full = np.ones(scores_t.shape[0], dtype=np.bool_)
-            approx = centroid_interaction(scores_t, data.codes, data.doc_offsets, candidates, full)
+            approx = centroid_interaction(scores_t, lq, data.codes, data.doc_offsets, candidates, full)
             candidates = candidates[order_by_score(approx, candidates, n_exact)]
         candidates = np.sort(candidates)
     exact = np.empty(candidates.shape[0], dtype=np.float32)
-    table = query_table(Q, data.byte_weights_t)
+    table = query_table(Qp, data.byte_weights_t)
     # Candidates are sorted, so each chunk's documents form one run.
     doc_chunk = np.searchsorted(data.part_first_doc, candidates, side="right") - 1
     bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
     for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
         c = int(doc_chunk[a])
-        exact[a:b] = exact_interaction(scores_t, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
+        exact[a:b] = exact_interaction(scores_t, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
                                        data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE)
     best = order_by_score(exact, candidates, k)
     return candidates[best], exact[best]
