@@ -146,21 +146,23 @@ def setting_label(settings: dict) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "]" if settings else ""
 
 
-def equal_recall_rows(results: dict[str, dict | str]) -> list[list[str]]:
-    """For each latelex PLAID / IVFPQ row, the fastest peer row (p50, 1 thread) whose recall is at least as high."""
+def equal_recall_rows(results: dict[str, dict | str], ours_first: bool = True) -> list[list[str]]:
+    """Each latelex PLAID / IVFPQ row beside the fastest peer row (p50, 1 thread) whose recall is at least as high;
+    or, with ``ours_first=False``, each peer row beside the fastest such latelex row. Ratio: peer p50 / latelex p50."""
     measured = {n: r for n, r in results.items() if isinstance(r, dict) and r.get("recall") is not None}
+    latelex = {n: r for n, r in measured.items() if n.startswith("latelex") and not n.startswith(LatelexFlat.name)}
     peers = {n: r for n, r in measured.items() if not n.startswith("latelex")}
+    rows_of, rivals_of = (latelex, peers) if ours_first else (peers, latelex)
     rows = []
-    for name, ours in measured.items():
-        if not name.startswith("latelex") or name.startswith(LatelexFlat.name):
-            continue
-        rivals = [(r["p50_1"], n, r) for n, r in peers.items() if r["recall"] >= ours["recall"]]
+    for name, row in rows_of.items():
+        rivals = [(r["p50_1"], n, r) for n, r in rivals_of.items() if r["recall"] >= row["recall"]]
         if not rivals:
-            rows.append([name, f"{ours['recall']:.3f}", f"{ours['p50_1']:.1f}", "no peer setting reached this recall", "", "", ""])
+            rows.append([name, f"{row['recall']:.3f}", f"{row['p50_1']:.1f}", "none reached this recall", "", "", ""])
             continue
         p50, rival, r = min(rivals, key=lambda t: t[0])
-        rows.append([name, f"{ours['recall']:.3f}", f"{ours['p50_1']:.1f}", rival, f"{r['recall']:.3f}", f"{p50:.1f}",
-                     f"{p50 / ours['p50_1']:.1f}x"])
+        ratio = p50 / row["p50_1"] if ours_first else row["p50_1"] / p50
+        rows.append([name, f"{row['recall']:.3f}", f"{row['p50_1']:.1f}", rival, f"{r['recall']:.3f}", f"{p50:.1f}",
+                     f"{ratio:.1f}x"])
     return rows
 
 
@@ -260,6 +262,10 @@ def main() -> None:
         print(f"At equal recall: the fastest peer row whose recall@{args.k} is at least latelex's (p50, 1 thread)")
         print_table(["latelex row", "recall", "p50 ms", "fastest peer at >= that recall", "its recall", "its p50 ms",
                      "peer p50 / latelex p50"], equal_recall_rows(results))
+        print()
+        print(f"At equal recall, the other way: the fastest latelex row whose recall@{args.k} is at least each peer row's")
+        print_table(["peer row", "recall", "p50 ms", "fastest latelex at >= that recall", "its recall", "its p50 ms",
+                     "peer p50 / latelex p50"], equal_recall_rows(results, ours_first=False))
     print(f"Machine: {machine()}; peak RSS of this process {peak_rss_mb():.0f} MiB")
     if peer_names:
         print(f"Peers' Python: {peer_python()} (build time and latency measured inside the worker)")
