@@ -266,6 +266,8 @@ def test_build_rejects_bad_input(tmp_path):
         (InputError, "tokens, dim", ids, [docs[0][0]] + docs[1:]),
         (InputError, "not a torch tensor", ids, [[1.0, 2.0]] + docs[1:]),
         (InputError, "position 1", ["a", 2, "c", "d"], docs),
+        (InputError, "position 2 is empty", ["a", "b", "", "d"], docs),
+        (InputError, "single string", "abcd", docs),
     ]
     for error, message, bad_ids, bad_docs in cases:
         with pytest.raises(error, match=message):

@@ -128,7 +128,7 @@ def test_subset(built, corpus):
     assert ivf.search(queries, k=8, subset=[]) == [[] for _ in queries]
     with pytest.raises(InputError, match="not in the index"):
         ivf.search(queries, subset=["nope"])
-    with pytest.raises(InputError, match="one string"):
+    with pytest.raises(InputError, match="single string"):
         ivf.search(queries, subset="d1")
 
 

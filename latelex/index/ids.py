@@ -1,7 +1,7 @@
-"""Document and query ids as the sparse, inverted and BM25 indexes (and the searchers over them) check them.
+"""Document and query ids as every index (and the searchers over them) checks them.
 
-The late-interaction indexes (flat, ivfpq, plaid) word the same checks their own way; theirs are in
-:mod:`latelex.index.token_vectors`.
+The late-interaction indexes (flat, ivfpq, plaid) add their build-time checks (an empty corpus, ids already in
+the index) in :mod:`latelex.index.token_vectors` on top of these.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ advance; :func:`save_doc_arrays` and :func:`load_token_vectors` write and read b
 index keeps beside it (offsets, document ids); :class:`StoredTokenVectors` holds what such an index knows about
 itself (path, manifest, ids, dim) and the checks its ``search`` shares (query matrices, subsets).
 
-The input checks of a late-interaction build (:func:`check_doc_ids`, :func:`check_new_ids`,
-:func:`check_encoder`, :func:`subset_positions`) are shared with the PLAID index as well.
+The input checks of a late-interaction build (:func:`check_doc_ids`, :func:`check_new_ids`, :func:`check_encoder`,
+and :func:`subset_positions` from :mod:`latelex.index.ids`, which every index shares) serve the PLAID index as well.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 from ..errors import DuplicateIdError, IndexFormatError, InputError
 from ..fsio import file_sha256
 from ..scoring.maxsim import SIMILARITIES
+from .ids import check_doc_ids as check_ids
+from .ids import subset_positions
 from .storage import decode_strings, encode_strings, load_array, save_array
 
 #: Token vectors are stored as little-endian float16.
@@ -97,26 +99,20 @@ class NpyRowWriter:
 
 def check_doc_ids(doc_ids: Sequence[str]) -> list[str]:
     """The ids of a new index as a list, after checking there is at least one and they are unique strings."""
-    ids = list(doc_ids)
+    ids = check_new_ids(doc_ids)
     if not ids:
         raise InputError("cannot build an index of an empty corpus: no document ids were given")
-    return check_new_ids(ids)
+    return ids
 
 
 def check_new_ids(doc_ids: Sequence[str], existing: set[str] | None = None) -> list[str]:
-    """The ids as a list, after checking they are unique strings (and not among ``existing``)."""
-    if isinstance(doc_ids, str):
-        raise InputError("doc_ids must be a sequence of document ids, not one string")
-    ids = list(doc_ids)
-    seen: dict[str, int] = {}
-    for i, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str):
-            raise InputError(f"document id at position {i} is a {type(doc_id).__name__}, not a string")
-        if doc_id in seen:
-            raise DuplicateIdError(f"document id {doc_id!r} appears twice (positions {seen[doc_id]} and {i})")
-        if existing is not None and doc_id in existing:
-            raise DuplicateIdError(f"document {doc_id!r} is already in the index; delete it first to replace it")
-        seen[doc_id] = i
+    """The ids as a list, after checking they are non-empty unique strings (:func:`latelex.index.ids.check_doc_ids`)
+    and, when ``existing`` is given, that none is already in the index."""
+    ids = check_ids(doc_ids)
+    if existing:
+        for doc_id in ids:
+            if doc_id in existing:
+                raise DuplicateIdError(f"document {doc_id!r} is already in the index; delete it first to replace it")
     return ids
 
 
@@ -145,26 +141,6 @@ def check_build_options(similarity: str, encoder: Any) -> None:
     if similarity not in SIMILARITIES:
         raise InputError(f"similarity must be 'cosine' or 'l2', not {similarity!r}")
     check_encoder(encoder)
-
-
-def subset_positions(subset: Sequence[str], positions: dict[str, int]) -> np.ndarray:
-    """Sorted, de-duplicated positions of the ``subset`` ids, looked up in ``positions`` (id -> position)."""
-    if isinstance(subset, str):
-        raise InputError("subset must be a sequence of document ids, not one string")
-    found = []
-    unknown = []
-    for doc_id in subset:
-        position = positions.get(doc_id)
-        if position is None:
-            unknown.append(doc_id)
-        else:
-            found.append(position)
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:3])
-        if len(unknown) > 3:
-            shown += f" and {len(unknown) - 3} more"
-        raise InputError(f"subset names documents that are not in the index: {shown}")
-    return np.unique(np.asarray(found, dtype=np.int64))
 
 
 def write_vectors(directory: Path, ids: list[str], embeddings: Iterable) -> tuple[np.ndarray, dict, int]:
