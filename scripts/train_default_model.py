@@ -99,7 +99,7 @@ def main() -> int:
     p.add_argument("--export", default=str(DEFAULT_COLBERT_DIR), help="where the adapter-only model goes")
     p.add_argument("--steps", type=int, default=180)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--eval-every", type=int, default=60)
     p.add_argument("--nfcorpus-per-query", type=int, default=1, help="nfcorpus examples per training query")

