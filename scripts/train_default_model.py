@@ -1,6 +1,6 @@
 """Train latelex's offline default ColBERT model: all-MiniLM-L6-v2 + low-rank adapters + a 128-dim projection.
 
-The recipe, in one command (about an hour on 2 CPU cores; see latelex/models/colbert-minilm/MODEL_CARD.md)::
+The recipe, in one command (about 35 minutes on 2 CPU cores; see latelex/models/colbert-minilm/MODEL_CARD.md)::
 
     .venv/bin/python scripts/train_default_model.py
 
