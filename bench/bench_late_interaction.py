@@ -142,6 +142,11 @@ def measure_search(peer, queries, latency_queries, k: int, exact, threads_all: i
     return result
 
 
+def failure(exc: BaseException) -> str:
+    """The table cell of a system or setting that raised ``exc``: its type and first line."""
+    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
 def setting_label(settings: dict) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in settings.items()) + "]" if settings else ""
 
@@ -235,10 +240,10 @@ def main() -> None:
                                       **measure_search(peer, queries, latency_queries, args.k, exact, threads_all)}
                 except Exception as exc:  # a setting a system rejects must not sink the table
                     traceback.print_exc()
-                    results[label] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+                    results[label] = failure(exc)
         except Exception as exc:  # one failing system must not sink the table
             traceback.print_exc()
-            results[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            results[name] = failure(exc)
         finally:
             if peer is not None:
                 peer.close()
