@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -93,6 +94,24 @@ def test_query_lengths_around_the_padding_width_score_exactly(built):
     lengths = [1, PAD_TOKENS - 1, PAD_TOKENS, PAD_TOKENS + 1, 2 * PAD_TOKENS + 1]
     queries = [torch.from_numpy(rows[:n].copy()) for n in lengths]
     assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32 centroid scores", "bfloat16 centroid scores"])
+def test_both_centroid_score_precisions_return_float32_maxsim(built, bf16):
+    # Where the CPU multiplies bfloat16 natively, candidates are ranked on bfloat16 centroid scores; the exact
+    # stage must still add residuals to float32 ones. Both paths are forced here, whatever this CPU has.
+    centroids = built._data.centroids
+    built._data = dataclasses.replace(built._data, centroids_bf16=centroids.to(torch.bfloat16) if bf16 else None)
+    _, docs = make_docs(12, seed=11)
+    rows = np.concatenate(docs)
+    queries = make_queries() + [torch.from_numpy(rows[:n].copy()) for n in (1, PAD_TOKENS + 1)]
+    assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
+    exact = brute_force(built, queries, 10)
+    for got, want in zip(built.search(queries, k=10), exact):  # default settings: the same scores where found
+        want = dict(want)
+        for h in got:
+            if h.doc_id in want:
+                assert h.score == pytest.approx(want[h.doc_id], abs=1e-4)
 
 
 def test_default_search_finds_most_of_the_exact_top_k(built):
