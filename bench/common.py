@@ -11,7 +11,7 @@ SHARED = Path(os.environ.get("LATELEX_SHARED", Path(__file__).resolve().parents[
 
 
 def machine() -> str:
-    """One line naming the CPU, its core count, the Python and the torch version."""
+    """One line naming the CPU, its core count, the Python and the torch version, and whether bf16 matmul is native."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -23,8 +23,11 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    from latelex.index.plaid.search import bf16_matmul_is_fast
+
+    bf16 = "bf16 matmul native" if bf16_matmul_is_fast() else "bf16 matmul emulated"
     return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}; {bf16}")
 
 
 def peak_rss_mb() -> float:
