@@ -96,6 +96,23 @@ def test_query_lengths_around_the_padding_width_score_exactly(built):
     assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
 
 
+@pytest.mark.parametrize("dim,nbits", [(40, 2), (64, 2), (48, 4)])
+def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, dim, nbits):
+    # The exact kernel adds eight residual bytes at a time and the rest one by one: 10, 16 and 24 bytes per
+    # vector cover a remainder, none, and several rounds.
+    rng = np.random.default_rng(dim)
+    centers = rng.standard_normal((12, dim))
+    docs = []
+    for _ in range(40):
+        length = int(rng.integers(2, 12))
+        x = centers[rng.integers(0, 12, length)] + 0.4 * rng.standard_normal((length, dim))
+        docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    ids = [f"d{i}" for i in range(len(docs))]
+    index = PlaidIndex.build(tmp_path / "w", ids, docs, config=PlaidConfig(nbits=nbits, n_centroids=8))
+    queries = [torch.from_numpy(docs[i][:5].copy()) for i in (0, 7, 19)]
+    assert_hits(index.search(queries, k=10, **GENEROUS), brute_force(index, queries, 10))
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32 centroid scores", "bfloat16 centroid scores"])
 def test_both_centroid_score_precisions_return_float32_maxsim(built, bf16):
     # Where the CPU multiplies bfloat16 natively, candidates are ranked on bfloat16 centroid scores; the exact
