@@ -29,13 +29,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def make_docs(n: int, seed: int = 0, n_clusters: int = 24, prefix: str = "doc", centers_seed: int = 99) -> tuple[list[str], list[np.ndarray]]:
+def make_docs(n: int, seed: int = 0, n_clusters: int = 24, prefix: str = "doc", centers_seed: int = 99,
+              dim: int = DIM) -> tuple[list[str], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(centers_seed).standard_normal((n_clusters, DIM))
+    centers = np.random.default_rng(centers_seed).standard_normal((n_clusters, dim))
     docs = []
     for _ in range(n):
         length = int(rng.integers(2, 16))
-        x = centers[rng.integers(0, n_clusters, length)] + 0.35 * rng.standard_normal((length, DIM))
+        x = centers[rng.integers(0, n_clusters, length)] + 0.35 * rng.standard_normal((length, dim))
         docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
     return [f"{prefix}-{i}" for i in range(n)], docs
 
@@ -100,14 +101,7 @@ def test_query_lengths_around_the_padding_width_score_exactly(built):
 def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, dim, nbits):
     # The exact kernel adds eight residual bytes at a time and the rest one by one: 10, 16 and 24 bytes per
     # vector cover a remainder, none, and several rounds.
-    rng = np.random.default_rng(dim)
-    centers = rng.standard_normal((12, dim))
-    docs = []
-    for _ in range(40):
-        length = int(rng.integers(2, 12))
-        x = centers[rng.integers(0, 12, length)] + 0.4 * rng.standard_normal((length, dim))
-        docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
-    ids = [f"d{i}" for i in range(len(docs))]
+    ids, docs = make_docs(40, seed=dim, n_clusters=12, dim=dim)
     index = PlaidIndex.build(tmp_path / "w", ids, docs, config=PlaidConfig(nbits=nbits, n_centroids=8))
     queries = [torch.from_numpy(docs[i][:5].copy()) for i in (0, 7, 19)]
     assert_hits(index.search(queries, k=10, **GENEROUS), brute_force(index, queries, 10))
@@ -122,8 +116,8 @@ def test_both_centroid_score_precisions_return_float32_maxsim(built, bf16):
     _, docs = make_docs(12, seed=11)
     rows = np.concatenate(docs)
     queries = make_queries() + [torch.from_numpy(rows[:n].copy()) for n in (1, PAD_TOKENS + 1)]
-    assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
     exact = brute_force(built, queries, 10)
+    assert_hits(built.search(queries, k=10, **GENEROUS), exact)
     for got, want in zip(built.search(queries, k=10), exact):  # default settings: the same scores where found
         want = dict(want)
         for h in got:
