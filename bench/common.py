@@ -11,7 +11,8 @@ SHARED = Path(os.environ.get("LATELEX_SHARED", Path(__file__).resolve().parents[
 
 
 def machine() -> str:
-    """One line naming the CPU, its core count, the Python and the torch version, and whether bf16 matmul is native."""
+    """One line naming the CPU, its core count, the Python and the torch version, and the precision of PLAID's
+    candidate-stage centroid scores on this CPU."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -23,11 +24,11 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    from latelex.index.plaid.search import bf16_matmul_is_fast
+    from latelex.index.plaid.search import int8_matmul_is_fast
 
-    bf16 = "bf16 matmul native" if bf16_matmul_is_fast() else "bf16 matmul emulated"
+    scores = f"PLAID centroid scores {'int8' if int8_matmul_is_fast() else 'float32'} ({torch.backends.cpu.get_cpu_capability()})"
     return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"Python {platform.python_version()}; {bf16}")
+            f"Python {platform.python_version()}; {scores}")
 
 
 def peak_rss_mb() -> float:

@@ -13,7 +13,7 @@ import torch
 from latelex.errors import DuplicateIdError, IndexFormatError, InputError
 from latelex.index.plaid import PlaidConfig, PlaidIndex
 from latelex.index.plaid import build as plaid_build
-from latelex.index.plaid.search import PAD_TOKENS
+from latelex.index.plaid.search import NO_SCALES, PAD_TOKENS, quantize_rows
 from latelex.index.storage import MANIFEST
 
 DIM = 16
@@ -107,12 +107,13 @@ def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, di
     assert_hits(index.search(queries, k=10, **GENEROUS), brute_force(index, queries, 10))
 
 
-@pytest.mark.parametrize("bf16", [False, True], ids=["float32 centroid scores", "bfloat16 centroid scores"])
-def test_both_centroid_score_precisions_return_float32_maxsim(built, bf16):
-    # Where the CPU multiplies bfloat16 natively, candidates are ranked on bfloat16 centroid scores; the exact
-    # stage must still add residuals to float32 ones. Both paths are forced here, whatever this CPU has.
+@pytest.mark.parametrize("int8", [False, True], ids=["float32 centroid scores", "int8 centroid scores"])
+def test_both_centroid_score_precisions_return_float32_maxsim(built, int8):
+    # On x86 CPUs candidates are ranked on int8 centroid scores; the exact stage must still add residuals to
+    # float32 ones. Both paths are forced here, whatever this CPU has.
     centroids = built._data.centroids
-    built._data = dataclasses.replace(built._data, centroids_bf16=centroids.to(torch.bfloat16) if bf16 else None)
+    i8, scales = quantize_rows(centroids.numpy()) if int8 else (None, NO_SCALES)
+    built._data = dataclasses.replace(built._data, centroids_i8=None if i8 is None else torch.from_numpy(i8), centroid_scales=scales)
     _, docs = make_docs(12, seed=11)
     rows = np.concatenate(docs)
     queries = make_queries() + [torch.from_numpy(rows[:n].copy()) for n in (1, PAD_TOKENS + 1)]

@@ -36,7 +36,7 @@ from ..token_vectors import DescribedIndex, check_encoder, check_new_ids, positi
 from . import build as _build
 from .codec import ResidualCodec
 from .config import PlaidConfig, default_search_settings
-from .search import SearchData, bf16_matmul_is_fast, byte_weight_table, search_one
+from .search import SearchData, byte_weight_table, int8_matmul_is_fast, quantize_rows, search_one
 
 KIND = _build.KIND
 FORMAT_VERSION = _build.FORMAT_VERSION
@@ -186,8 +186,10 @@ class PlaidIndex(DescribedIndex):
             part_first_doc=np.asarray([int(c["first_document"]) for c in chunks], dtype=np.int64),
             centroids_np=centroids,
             scales=np.concatenate(scales_parts) if scales_parts else np.zeros(0, np.uint8),
-            centroids_bf16=torch.from_numpy(centroids).to(torch.bfloat16) if bf16_matmul_is_fast() else None,
         )
+        if int8_matmul_is_fast():
+            codes, data.centroid_scales = quantize_rows(centroids)
+            data.centroids_i8 = torch.from_numpy(codes)
         return cls(directory, manifest, codec, data, ids, deleted)
 
     # --- searching -----------------------------------------------------------------------------------
