@@ -13,7 +13,7 @@ import torch
 from latelex.errors import DuplicateIdError, IndexFormatError, InputError
 from latelex.index.plaid import PlaidConfig, PlaidIndex
 from latelex.index.plaid import build as plaid_build
-from latelex.index.plaid.search import NO_SCALES, PAD_TOKENS, quantize_rows
+from latelex.index.plaid.search import PAD_TOKENS, quantize_rows
 from latelex.index.storage import MANIFEST
 
 DIM = 16
@@ -112,7 +112,7 @@ def test_both_centroid_score_precisions_return_float32_maxsim(built, int8):
     # On x86 CPUs candidates are ranked on int8 centroid scores; the exact stage must still add residuals to
     # float32 ones. Both paths are forced here, whatever this CPU has.
     centroids = built._data.centroids
-    i8, scales = quantize_rows(centroids.numpy()) if int8 else (None, NO_SCALES)
+    i8, scales = quantize_rows(centroids.numpy()) if int8 else (None, np.ones(centroids.shape[0], np.float32))
     built._data = dataclasses.replace(built._data, centroids_i8=None if i8 is None else torch.from_numpy(i8), centroid_scales=scales)
     _, docs = make_docs(12, seed=11)
     rows = np.concatenate(docs)

@@ -186,6 +186,8 @@ class PlaidIndex(DescribedIndex):
             part_first_doc=np.asarray([int(c["first_document"]) for c in chunks], dtype=np.int64),
             centroids_np=centroids,
             scales=np.concatenate(scales_parts) if scales_parts else np.zeros(0, np.uint8),
+            centroid_scales=np.ones(n_centroids, dtype=np.float32),
+            centroid_norm=float(np.linalg.norm(centroids, axis=1).max()) if n_centroids else 1.0,
         )
         if int8_matmul_is_fast():
             codes, data.centroid_scales = quantize_rows(centroids)

@@ -20,7 +20,7 @@ count or batch composition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -33,29 +33,36 @@ from .codec import SCALE_TABLE
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
-@numba.njit(nogil=True, cache=True)
-def best_cells(raw, row_scale, col_scale, lq, threshold, scores_t):  # pragma: no cover - compiled
-    """One pass over the first ``lq`` columns of the centroid scores: the best centroid of each query token
-    (lq,) int64, and which centroids score at least ``threshold`` with some query token (C,) bool (the pruning
-    mask). Columns from ``lq`` on are padding and ignored.
+#: Largest magnitude of the int16 centroid scores that the candidate stages compare (:func:`best_cells`).
+CELL_MAX = 32767
 
-    ``raw`` (C, Lqp): the scores themselves (float32; ``row_scale`` empty, ``scores_t`` is ``raw``), or integer
-    products that this pass turns into float32 scores ``raw[c, q] * row_scale[c] * col_scale[q]`` written to
-    ``scores_t`` (C, Lqp) float32.
+
+@numba.njit(nogil=True, cache=True, fastmath=FAST)
+def best_cells(raw, row_scale, col_scale, lq, threshold, cell_scale, cells):  # pragma: no cover - compiled
+    """One pass over the centroid scores ``raw[c, q] * row_scale[c] * col_scale[q]`` (``raw`` (C, Lqp), float32
+    scores or integer products; ``row_scale`` (C,), ``col_scale`` (Lqp,) float32).
+
+    Returns the best centroid of each of the first ``lq`` query tokens (lq,) int64 and which centroids score
+    at least ``threshold`` with one of them (C,) bool (the pruning mask); columns from ``lq`` on are padding.
+    Writes ``cells`` (C, Lqp) int16: each score divided by ``cell_scale[q]`` (Lqp,) and rounded, clipped to
+    +-:data:`CELL_MAX`, which the centroid-interaction passes compare (half the bytes of float32 rows).
     """
-    n = raw.shape[0]
-    scaled = row_scale.shape[0] > 0
+    n, lqp = raw.shape
+    lim = np.float32(CELL_MAX)
+    inv = np.empty(lqp, dtype=np.float32)
+    for q in range(lqp):
+        inv[q] = col_scale[q] / cell_scale[q]
     best = np.zeros(lq, dtype=np.int64)
     top = np.full(lq, -np.inf, dtype=np.float32)
     keep = np.zeros(n, dtype=np.bool_)
     for c in range(n):
+        f = row_scale[c]
+        for q in range(lqp):
+            x = np.rint(np.float32(raw[c, q]) * f * inv[q])
+            cells[c, q] = np.int16(min(max(x, -lim), lim))
         high = -np.inf
-        if scaled:
-            f = row_scale[c]
-            for q in range(raw.shape[1]):
-                scores_t[c, q] = np.float32(raw[c, q]) * f * col_scale[q]
         for q in range(lq):
-            v = scores_t[c, q]
+            v = np.float32(raw[c, q]) * f * col_scale[q]
             if v > top[q]:
                 top[q] = v
                 best[q] = c
@@ -91,27 +98,28 @@ def gather_candidates(cells, ivf_offsets, ivf_docs, allowed):  # pragma: no cove
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FAST)
-def centroid_interaction(scores_t, lq, codes, doc_offsets, docs, keep):  # pragma: no cover - compiled
+def centroid_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep):  # pragma: no cover - compiled
     """(len(docs),) float32: sum over the ``lq`` query tokens of the best centroid score among each document's
-    token vectors whose centroid ``keep`` (n_centroids,) bool lets through. ``scores_t``: (n_centroids, Lqp),
-    Lqp >= lq a multiple of the vector width (its padding columns are computed but not summed)."""
-    lqp = scores_t.shape[1]
+    token vectors whose centroid ``keep`` (n_centroids,) bool lets through. ``cells`` (n_centroids, Lqp)
+    int16 and ``cell_scale`` (Lqp,): the scores as :func:`best_cells` writes them; Lqp >= lq is a multiple of
+    the vector width (padding columns are compared but not summed)."""
+    lqp = cells.shape[1]
     out = np.empty(docs.shape[0], dtype=np.float32)
-    best = np.empty(lqp, dtype=np.float32)
+    best = np.empty(lqp, dtype=np.int16)
     for i in range(docs.shape[0]):
         d = docs[i]
         for q in range(lqp):
-            best[q] = -np.inf
+            best[q] = -CELL_MAX - 1
         for t in range(doc_offsets[d], doc_offsets[d + 1]):
             c = codes[t]
             if keep[c]:
                 for q in range(lqp):
-                    v = scores_t[c, q]
+                    v = cells[c, q]
                     best[q] = v if v > best[q] else best[q]
         s = np.float32(0.0)
         for q in range(lq):
-            if best[q] > -np.inf:
-                s += best[q]
+            if best[q] > -CELL_MAX - 1:
+                s += np.float32(best[q]) * cell_scale[q]
         out[i] = s
     return out
 
@@ -240,35 +248,46 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(x / scales[:, None]).astype(np.int8), scales
 
 
-def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores_t (C, Lqp) float32, best (lq,) int64, keep (C,) bool)``: the scores of every centroid with every
-    (padded) query token, and :func:`best_cells` of them. With ``data.centroids_i8`` set the scores come from
-    an int8 product of row-quantised centroids and query tokens (for ranking candidates only; see
-    :func:`exact_rows`), otherwise from a float32 one."""
+@dataclass
+class CentroidScores:
+    """The centroid scores of one query: what the candidate stages read and the exact stage starts from."""
+
+    exact: np.ndarray  # (C, Lqp) float32 scores; with int8 products only the rows exact_rows fills are set
+    cells: np.ndarray  # (C, Lqp) int16 scores in units of cell_scale, for the candidate stages
+    cell_scale: np.ndarray  # (Lqp,) float32
+    best: np.ndarray  # (lq,) int64 best centroid of each query token
+    keep: np.ndarray  # (C,) bool centroids scoring at least the pruning threshold with some query token
+    from_int8: bool
+
+
+def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: float) -> CentroidScores:
+    """The scores of every centroid with every (padded) query token ``Qp`` (Lqp, dim) and :func:`best_cells` of
+    them. With ``data.centroids_i8`` set they come from an int8 product of row-quantised centroids and query
+    tokens (for ranking candidates only; the exact stage's rows come from :func:`exact_rows`), otherwise from a
+    float32 one. The int16 ``cells`` unit is the largest score a query token can reach, over CELL_MAX."""
+    Qn = Qp.numpy()
+    bound = np.linalg.norm(Qn, axis=1) * np.float32(data.centroid_norm * 1.01)
+    cell_scale = (np.maximum(bound, np.float32(1e-30)) / np.float32(CELL_MAX)).astype(np.float32)
+    cells = np.empty((data.centroids.shape[0], Qn.shape[0]), dtype=np.int16)
     threshold = np.float32(threshold)
     if data.centroids_i8 is None:
-        scores_t = torch.mm(data.centroids, Qp.T).numpy()
-        best, keep = best_cells(scores_t, NO_SCALES, NO_SCALES, lq, threshold, scores_t)
-        return scores_t, best, keep
-    q8, q_scales = quantize_rows(Qp.numpy())
+        exact = torch.mm(data.centroids, Qp.T).numpy()
+        best, keep = best_cells(exact, data.centroid_scales, np.ones(Qn.shape[0], np.float32), lq, threshold, cell_scale, cells)
+        return CentroidScores(exact, cells, cell_scale, best, keep, False)
+    q8, q_scales = quantize_rows(Qn)
     raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact
-    scores_t = np.empty(raw.shape, dtype=np.float32)
-    best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, scores_t)
-    return scores_t, best, keep
+    best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, cell_scale, cells)
+    return CentroidScores(np.empty(raw.shape, dtype=np.float32), cells, cell_scale, best, keep, True)
 
 
-#: The empty scale vector of float32 centroid scores (:func:`best_cells`).
-NO_SCALES = np.zeros(0, dtype=np.float32)
-
-
-def exact_rows(data: "SearchData", Qp: torch.Tensor, scores_t: np.ndarray, docs: np.ndarray) -> None:
-    """Overwrite the rows of ``scores_t`` (C, Lqp) of the centroids that ``docs``' token vectors use with their
-    float32 scores, so that the exact stage adds residuals to float32 centroid scores. A no-op when the
-    scores are already float32."""
-    if data.centroids_i8 is None:
+def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, docs: np.ndarray) -> None:
+    """Fill the rows of ``scores.exact`` (C, Lqp) of the centroids that ``docs``' token vectors use with their
+    float32 scores, so that the exact stage adds residuals to float32 centroid scores. A no-op when all of
+    ``scores.exact`` is already float32."""
+    if not scores.from_int8:
         return
-    used = used_centroids(data.codes, data.doc_offsets, docs, scores_t.shape[0])
-    scores_t[used] = torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy()
+    used = used_centroids(data.codes, data.doc_offsets, docs, scores.exact.shape[0])
+    scores.exact[used] = torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy()
 
 
 def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> np.ndarray:
@@ -317,8 +336,9 @@ class SearchData:
     part_first_doc: np.ndarray  # (n_chunks,) int64 first document of each chunk
     centroids_np: np.ndarray  # (C, dim) float32
     scales: np.ndarray  # (T,) uint8 unit-length scale bytes of all stored token vectors (empty: no rescaling)
+    centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
+    centroid_norm: float  # largest centroid norm
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids where int8 products are fast
-    centroid_scales: np.ndarray = field(default_factory=lambda: NO_SCALES)  # (C,) float32 their row scales
 
 
 def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,12 +368,12 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     """
     lq = Q.shape[0]
     Qp = pad_query(Q)  # (Lqp, dim)
-    scores_t, first, keep = centroid_scores(data, Qp, lq, threshold)  # (C, Lqp); columns from lq on are padding
+    scores = centroid_scores(data, Qp, lq, threshold)  # (C, Lqp); columns from lq on are padding
     if direct is None:
         if ncells == 1:
-            cells = np.unique(first)
+            cells = np.unique(scores.best)
         else:
-            cells = np.unique(np.argpartition(-scores_t[:, :lq], ncells - 1, axis=0)[:ncells].ravel())
+            cells = np.unique(np.argpartition(-scores.cells[:, :lq], ncells - 1, axis=0)[:ncells].ravel())
         candidates = gather_candidates(cells.astype(np.int64), data.ivf_offsets, data.ivf_docs, allowed)
     else:
         candidates = direct
@@ -361,22 +381,22 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
         return candidates, np.zeros(0, dtype=np.float32)
     n_exact = max(k, ndocs // 4)
     if candidates.shape[0] > n_exact:
-        approx = centroid_interaction(scores_t, lq, data.codes, data.doc_offsets, candidates, keep)
+        approx = centroid_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, scores.keep)
         candidates = candidates[order_by_score(approx, candidates, ndocs)]
         if candidates.shape[0] > n_exact:
-            full = np.ones(scores_t.shape[0], dtype=np.bool_)
-            approx = centroid_interaction(scores_t, lq, data.codes, data.doc_offsets, candidates, full)
+            full = np.ones(scores.keep.shape[0], dtype=np.bool_)
+            approx = centroid_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, full)
             candidates = candidates[order_by_score(approx, candidates, n_exact)]
         candidates = np.sort(candidates)
     exact = np.empty(candidates.shape[0], dtype=np.float32)
-    exact_rows(data, Qp, scores_t, candidates)
+    exact_rows(data, Qp, scores, candidates)
     table = query_table(Qp, data.byte_weights_t)
     # Candidates are sorted, so each chunk's documents form one run.
     doc_chunk = np.searchsorted(data.part_first_doc, candidates, side="right") - 1
     bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
     for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
         c = int(doc_chunk[a])
-        exact[a:b] = exact_interaction(scores_t, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
+        exact[a:b] = exact_interaction(scores.exact, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
                                        data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE)
     best = order_by_score(exact, candidates, k)
     return candidates[best], exact[best]
