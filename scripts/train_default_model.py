@@ -50,15 +50,16 @@ SETTINGS = dict(query_marker=None, doc_marker=None, query_augmentation=False, sk
                 doc_maxlen=256)
 
 
-def mine(name: str, out: Path, examples_per_query: int, seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
-    """BM25 hard negatives for one dataset's train split; ids are prefixed with the dataset name."""
+def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int) -> tuple[list, dict[str, str], dict[str, str]]:
+    """BM25 hard negatives for one dataset's train split (``nway - 1`` per example); ids are prefixed with the
+    dataset name."""
     folder = SHARED / "datasets" / name
     docs = dict(read_documents(folder))
     queries = dict(read_queries_any(folder, "train"))
     qrels = read_qrels_any(folder, "train")
-    path = out / f"{name}-train.jsonl"
+    path = out / (f"{name}-train.jsonl" if nway == 2 else f"{name}-train-{nway}way.jsonl")
     if not path.exists():
-        mine_hard_negatives(BM25Retriever.build(docs), queries, qrels, path, nway=2, ranks=(1, 100),
+        mine_hard_negatives(BM25Retriever.build(docs), queries, qrels, path, nway=nway, ranks=(1, 100),
                             examples_per_query=examples_per_query, seed=seed)
     examples = []
     for _, ex in read_examples(path):
@@ -105,6 +106,7 @@ def main() -> int:
     p.add_argument("--nfcorpus-per-query", type=int, default=1, help="nfcorpus examples per training query")
     p.add_argument("--scifact-per-query", type=int, default=2, help="scifact examples per training query")
     p.add_argument("--dev-k", type=int, default=50, help="BM25 candidates re-ranked per dev query")
+    p.add_argument("--nway", type=int, default=2, help="passages per example: a positive and nway - 1 hard negatives")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
@@ -116,12 +118,12 @@ def main() -> int:
 
     examples, queries, docs = [], {}, {}
     for name, per_query in (("scifact", args.scifact_per_query), ("nfcorpus", args.nfcorpus_per_query)):
-        ex, q, d = mine(name, out, per_query, args.seed)
+        ex, q, d = mine(name, out, per_query, args.seed, args.nway)
         logger.info("%s: %d training examples", name, len(ex))
         examples += ex
         queries.update(q)
         docs.update(d)
-    data = TrainingData.from_examples(examples, queries, docs, nway=2, source="scifact+nfcorpus train")
+    data = TrainingData.from_examples(examples, queries, docs, nway=args.nway, source="scifact+nfcorpus train")
     dev = nfcorpus_dev(args.dev_k)
 
     backbone = resolve_base(dict(BASE_BACKBONE), DEFAULT_COLBERT_DIR)
@@ -132,7 +134,7 @@ def main() -> int:
     with torch.no_grad():
         encoder.projection.weight.copy_(initial)
     encoder.add_lora(LoRAConfig(rank=args.rank, alpha=2.0 * args.rank), seed=args.seed)
-    config = TrainConfig(output_dir=str(out), lr=args.lr, batch_size=args.batch_size, nway=2,
+    config = TrainConfig(output_dir=str(out), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
                          total_steps=args.steps, warmup_steps=max(1, args.steps // 10), loss="ce",
                          in_batch_negatives=True, seed=args.seed, checkpoint_every=40, keep_checkpoints=1,
                          eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k, log_every=5,
@@ -147,7 +149,7 @@ def main() -> int:
     export.mkdir(parents=True, exist_ok=True)
     for name in ("latelex_model.json", "adapters.safetensors", "projection.safetensors"):
         shutil.copyfile(out / "best-model" / name, export / name)
-    record = {"steps": trainer.step, "examples": len(data), "batch_size": args.batch_size, "lr": args.lr,
+    record = {"steps": trainer.step, "examples": len(data), "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))
