@@ -9,7 +9,8 @@ For a query Q (Lq, dim) and centroids C (n_centroids, dim):
    first, so final scores are float32 MaxSim;
 2. *pruned centroid interaction*: each candidate scores sum_q max over its token vectors of S[code, q],
    counting only token vectors whose centroid scores at least ``centroid_score_threshold`` for some query
-   token; the best ``ndocs`` go on;
+   token; the best ``ndocs`` go on. These passes read S as int16, in units of each query token's largest
+   reachable score / 32767 (half the bytes per row read at random);
 3. *centroid interaction*: the same without pruning; the best ``max(k, ndocs // 4)`` go on;
 4. *exact*: those documents' vectors are decompressed (to unit length for format-2 indexes) and scored by
    MaxSim; the best ``k`` are returned.
