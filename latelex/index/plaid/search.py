@@ -258,7 +258,6 @@ class CentroidScores:
     cell_scale: np.ndarray  # (Lqp,) float32
     best: np.ndarray  # (lq,) int64 best centroid of each query token
     keep: np.ndarray  # (C,) bool centroids scoring at least the pruning threshold with some query token
-    from_int8: bool
 
 
 def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: float) -> CentroidScores:
@@ -267,6 +266,7 @@ def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: fl
     tokens (for ranking candidates only; the exact stage's rows come from :func:`exact_rows`), otherwise from a
     float32 one. The int16 ``cells`` unit is the largest score a query token can reach, over CELL_MAX."""
     Qn = Qp.numpy()
+    # |c . q| <= max ||c|| * ||q||; the 1 % margin covers the int8 products' error (clipped beyond it anyway).
     bound = np.linalg.norm(Qn, axis=1) * np.float32(data.centroid_norm * 1.01)
     cell_scale = (np.maximum(bound, np.float32(1e-30)) / np.float32(CELL_MAX)).astype(np.float32)
     cells = np.empty((data.centroids.shape[0], Qn.shape[0]), dtype=np.int16)
@@ -274,18 +274,18 @@ def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: fl
     if data.centroids_i8 is None:
         exact = torch.mm(data.centroids, Qp.T).numpy()
         best, keep = best_cells(exact, data.centroid_scales, np.ones(Qn.shape[0], np.float32), lq, threshold, cell_scale, cells)
-        return CentroidScores(exact, cells, cell_scale, best, keep, False)
+        return CentroidScores(exact, cells, cell_scale, best, keep)
     q8, q_scales = quantize_rows(Qn)
     raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact
     best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, cell_scale, cells)
-    return CentroidScores(np.empty(raw.shape, dtype=np.float32), cells, cell_scale, best, keep, True)
+    return CentroidScores(np.empty(raw.shape, dtype=np.float32), cells, cell_scale, best, keep)
 
 
 def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, docs: np.ndarray) -> None:
     """Fill the rows of ``scores.exact`` (C, Lqp) of the centroids that ``docs``' token vectors use with their
     float32 scores, so that the exact stage adds residuals to float32 centroid scores. A no-op when all of
     ``scores.exact`` is already float32."""
-    if not scores.from_int8:
+    if data.centroids_i8 is None:
         return
     used = used_centroids(data.codes, data.doc_offsets, docs, scores.exact.shape[0])
     scores.exact[used] = torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy()
