@@ -14,6 +14,8 @@ cached under ``--cache``; or ``--synthetic N`` clustered unit vectors.
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py --synthetic 2000 --dim 128
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py --only latelex   # no peers
     nice -n 10 .venv/bin/python bench/bench_late_interaction.py --only latelex voyager --sweep  # equal recall
+    # 1.3M synthetic vectors beside PyLate PLAID and fast-plaid (about 26 minutes, the peers' builds 11-12 each):
+    nice -n 10 .venv/bin/python bench/bench_late_interaction.py --synthetic 15000 --dim 128 --only "latelex plaid" fast-plaid
 """
 
 from __future__ import annotations
