@@ -141,6 +141,8 @@ def main() -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="with --dev-only: ColBERTConfig settings to change, values as JSON (doc_maxlen=512)")
     args = p.parse_args()
+    if args.set and not args.dev_only:
+        p.error("--set changes inference settings for --dev-only; training uses the recipe's settings")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.dev_only:
         return dev_only(args.dev_only, args.set, args.dev_k)
