@@ -43,6 +43,7 @@ from latelex.data import read_documents, read_qrels_any, read_queries_any  # noq
 from latelex.encoders.colbert import ColBERT  # noqa: E402
 from latelex.encoders.lora import LoRAConfig  # noqa: E402
 from latelex.encoders.colbert_checkpoints import resolve_base  # noqa: E402
+from latelex.errors import LatelexError  # noqa: E402
 from latelex.models import BASE_BACKBONE, DEFAULT_COLBERT_DIR  # noqa: E402
 from latelex.train.colbert_trainer import ColBERTTrainer  # noqa: E402
 from latelex.train.config import TrainConfig  # noqa: E402
@@ -113,7 +114,10 @@ def dev_only(model: str, settings: list[str], k: int) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    encoder = ColBERT.from_pretrained(model, **overrides)
+    try:
+        encoder = ColBERT.from_pretrained(model, **overrides)
+    except LatelexError as exc:  # a wrong path or setting name: one line, as the CLI prints it
+        raise SystemExit(f"error: {exc}") from None
     dev = nfcorpus_dev(k)
     run = rerank(encoder, dev.queries, dev.candidates, dev.documents, k=10)
     value = evaluate(run, dev.qrels, ["nDCG@10"])["nDCG@10"]
