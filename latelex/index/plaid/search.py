@@ -127,19 +127,20 @@ def centroid_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep):
 
 @numba.njit(nogil=True, cache=True)
 def used_centroids(codes, doc_offsets, docs, n_centroids):  # pragma: no cover - compiled
-    """(u,) int64: the distinct centroids that the token vectors of ``docs`` are assigned to."""
-    seen = np.zeros(n_centroids, dtype=np.bool_)
+    """The distinct centroids that the token vectors of ``docs`` are assigned to, in order of first use:
+    ``(used (u,) int64, row (n_centroids,) int32)`` with ``row[used[i]] == i`` and -1 for unused centroids."""
+    row = np.full(n_centroids, -1, dtype=np.int32)
     out = np.empty(n_centroids, dtype=np.int64)
     n = 0
     for i in range(docs.shape[0]):
         d = docs[i]
         for t in range(doc_offsets[d], doc_offsets[d + 1]):
             c = codes[t]
-            if not seen[c]:
-                seen[c] = True
+            if row[c] < 0:
+                row[c] = n
                 out[n] = c
                 n += 1
-    return out[:n]
+    return out[:n], row
 
 
 @numba.njit(nogil=True, cache=True)
@@ -163,11 +164,12 @@ def decompress_rows(codes, packed, centroids, byte_weights, out, scales):  # pra
 
 
 @numba.njit(nogil=True, cache=True, fastmath=FAST)
-def exact_interaction(scores_t, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
+def exact_interaction(scores_t, score_row, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
     """(len(docs),) float32 MaxSim of a query of ``lq`` tokens with documents, without decompressing their vectors.
 
     A decompressed vector is centroid + residual, so its similarity with query token q is
-    ``scores_t[code, q]`` plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
+    ``scores_t[score_row[code], q]`` (``score_row`` (C,) int32: the row of ``scores_t`` that holds each
+    centroid's scores) plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
     with the residual values that byte decodes to), times the vector's scale ``scale_table[scales[t]]`` when
     ``scales`` (T,) uint8 is not empty (unit-length decoding). ``scores_t`` (C, Lqp) and ``table``
     (W, 256, Lqp) are padded to Lqp >= lq columns so that the inner loops run on whole vector registers; the
@@ -187,7 +189,7 @@ def exact_interaction(scores_t, lq, table, codes, packed, row_base, doc_offsets,
             best[q] = -np.inf
         for t in range(doc_offsets[d], doc_offsets[d + 1]):
             r = t - row_base
-            c = codes[t]
+            c = score_row[codes[t]]
             for q in range(lqp):
                 acc[q] = scores_t[c, q]
             # Eight bytes per update of ``acc``: ``acc`` lives in memory (the compiler cannot prove it does not
@@ -253,7 +255,7 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class CentroidScores:
     """The centroid scores of one query: what the candidate stages read and the exact stage starts from."""
 
-    exact: np.ndarray  # (C, Lqp) float32 scores; with int8 products only the rows exact_rows fills are set
+    exact: np.ndarray | None  # (C, Lqp) float32 scores; None with int8 products (exact_rows computes the rows needed)
     cells: np.ndarray  # (C, Lqp) int16 scores in units of cell_scale, for the candidate stages
     cell_scale: np.ndarray  # (Lqp,) float32
     best: np.ndarray  # (lq,) int64 best centroid of each query token
@@ -278,17 +280,19 @@ def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: fl
     q8, q_scales = quantize_rows(Qn)
     raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact
     best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, cell_scale, cells)
-    return CentroidScores(np.empty(raw.shape, dtype=np.float32), cells, cell_scale, best, keep)
+    return CentroidScores(None, cells, cell_scale, best, keep)
 
 
-def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, docs: np.ndarray) -> None:
-    """Fill the rows of ``scores.exact`` (C, Lqp) of the centroids that ``docs``' token vectors use with their
-    float32 scores, so that the exact stage adds residuals to float32 centroid scores. A no-op when all of
-    ``scores.exact`` is already float32."""
-    if data.centroids_i8 is None:
-        return
-    used = used_centroids(data.codes, data.doc_offsets, docs, scores.exact.shape[0])
-    scores.exact[used] = torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy()
+def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 centroid scores the exact stage starts from: ``(rows (u, Lqp) float32, row (C,) int32)``,
+    the scores of centroid c with every query token being ``rows[row[c]]``. With int8 products only the u
+    centroids that ``docs``' token vectors use are scored (in first-use order, so that the rows read together
+    lie together); otherwise they are ``scores.exact`` itself."""
+    n_centroids = data.centroids_np.shape[0]
+    if scores.exact is not None:
+        return scores.exact, np.arange(n_centroids, dtype=np.int32)
+    used, row = used_centroids(data.codes, data.doc_offsets, docs, n_centroids)
+    return torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy(), row
 
 
 def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> np.ndarray:
@@ -390,14 +394,14 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
             candidates = candidates[order_by_score(approx, candidates, n_exact)]
         candidates = np.sort(candidates)
     exact = np.empty(candidates.shape[0], dtype=np.float32)
-    exact_rows(data, Qp, scores, candidates)
+    rows, row_of = exact_rows(data, Qp, scores, candidates)
     table = query_table(Qp, data.byte_weights_t)
     # Candidates are sorted, so each chunk's documents form one run.
     doc_chunk = np.searchsorted(data.part_first_doc, candidates, side="right") - 1
     bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
     for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
         c = int(doc_chunk[a])
-        exact[a:b] = exact_interaction(scores.exact, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
+        exact[a:b] = exact_interaction(rows, row_of, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
                                        data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE)
     best = order_by_score(exact, candidates, k)
     return candidates[best], exact[best]
