@@ -179,7 +179,10 @@ def main() -> int:
 
     examples, queries, docs = [], {}, {}
     for name, per_query in (("scifact", args.scifact_per_query), ("nfcorpus", args.nfcorpus_per_query)):
-        ex, q, d = mine(name, out, per_query, args.seed, args.nway, args.mine_with)
+        try:
+            ex, q, d = mine(name, out, per_query, args.seed, args.nway, args.mine_with)
+        except LatelexError as exc:  # e.g. a --mine-with that is neither BM25 nor a ColBERT model: one line
+            raise SystemExit(f"error: {exc}") from None
         logger.info("%s: %d training examples", name, len(ex))
         examples += ex
         queries.update(q)
