@@ -171,7 +171,7 @@ def exact_interaction(scores_t, score_row, lq, table, codes, packed, row_base, d
     ``scores_t[score_row[code], q]`` (``score_row`` (C,) int32: the row of ``scores_t`` that holds each
     centroid's scores) plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
     with the residual values that byte decodes to), times the vector's scale ``scale_table[scales[t]]`` when
-    ``scales`` (T,) uint8 is not empty (unit-length decoding). ``scores_t`` (C, Lqp) and ``table``
+    ``scales`` (T,) uint8 is not empty (unit-length decoding). ``scores_t`` (u, Lqp) and ``table``
     (W, 256, Lqp) are padded to Lqp >= lq columns so that the inner loops run on whole vector registers; the
     padding is not summed. ``packed``: the residual rows of one chunk, whose first row is global token
     ``row_base``; every document in ``docs`` lies in that chunk.
