@@ -26,6 +26,7 @@ ColBERTConfig settings changed by ``--set`` (e.g. ``--set doc_maxlen=512``), to 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -68,19 +69,22 @@ def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int,
     docs = dict(read_documents(folder))
     queries = dict(read_queries_any(folder, "train"))
     qrels = read_qrels_any(folder, "train")
-    source = {"bm25": "", "bm25-stemmed": "-stemmed"}.get(mine_with, "-model")
+    # Mined files are kept in ``out`` and reused; a model's files carry a digest of its name, so that mining
+    # with another model into the same folder does not pick up the first model's negatives.
+    source = {"bm25": "", "bm25-stemmed": "-stemmed"}.get(
+        mine_with, "-model-" + hashlib.sha256(mine_with.encode()).hexdigest()[:8])
     path = out / (f"{name}-train" + ("" if nway == 2 else f"-{nway}way") + source + ".jsonl")
     if not path.exists():
-        index = out / f"mine-index{source}-{name}"
         if mine_with == "bm25":
             retriever = BM25Retriever.build(docs)
         elif mine_with == "bm25-stemmed":
             from latelex.index.bm25 import BM25Index
 
-            retriever = BM25Index.build(index, list(docs), list(docs.values()), overwrite=True)
+            retriever = BM25Index.build(out / f"mine-index{source}-{name}", list(docs), list(docs.values()), overwrite=True)
         else:
             from latelex.search.retriever import Retriever
 
+            index = out / f"mine-index{source}-{name}"
             retriever = Retriever.open(index) if (index / "manifest.json").exists() else \
                 Retriever.build(index, ColBERT.from_pretrained(mine_with), docs.items(), kind="flat", store_text=False)
         mine_hard_negatives(retriever, queries, qrels, path, nway=nway, ranks=(1, 100),
