@@ -327,6 +327,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = dict(output_dir=str(args.output), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
                     accumulation_steps=args.accumulation, total_steps=args.steps, warmup_steps=args.warmup,
                     loss=args.loss, in_batch_negatives=not args.no_in_batch_negatives, seed=args.seed,
+                    temperature=args.temperature, ce_temperature=args.ce_temperature, alpha=args.alpha,
                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, dropout=not args.no_dropout)
     dev = None
     if args.dev_queries:
@@ -538,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nway", type=int, default=2, help="passages per example: 1 positive + nway-1 negatives (default 2)")
     p.add_argument("--loss", choices=["ce", "kl", "margin_mse"], default="ce", help="ce (softmax over n-way), kl or margin_mse distillation")
     p.add_argument("--no-in-batch-negatives", action="store_true", help="score only each example's own passages")
+    p.add_argument("--temperature", type=float, default=1.0, help="kl: temperature of both score distributions (default 1)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="kl / margin_mse: loss = alpha * distillation + (1 - alpha) * ce (default 1)")
+    p.add_argument("--ce-temperature", type=float, default=1.0,
+                   help="ce: divide scores by this before the softmax (default 1, ColBERT's loss)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps, then linear decay")

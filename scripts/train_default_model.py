@@ -164,6 +164,8 @@ def main() -> int:
                    help="what retrieves the hard negatives: bm25 (the recipe), bm25-stemmed, or a ColBERT model")
     p.add_argument("--query-augmentation", action="store_true",
                    help="train (and ship) with ColBERT's query augmentation: queries padded with [MASK] to 32 tokens")
+    p.add_argument("--ce-temperature", type=float, default=1.0,
+                   help="divide MaxSim scores by this in the cross-entropy (1.0: ColBERT's loss, the recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--dev-only", nargs="?", const=str(DEFAULT_COLBERT_DIR), metavar="MODEL",
@@ -205,6 +207,7 @@ def main() -> int:
     encoder.add_lora(LoRAConfig(rank=args.rank, alpha=2.0 * args.rank), seed=args.seed)
     config = TrainConfig(output_dir=str(out), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
                          total_steps=args.steps, warmup_steps=max(1, args.steps // 10), loss="ce",
+                         ce_temperature=args.ce_temperature,
                          in_batch_negatives=True, seed=args.seed, checkpoint_every=40, keep_checkpoints=1,
                          eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k, log_every=5,
                          dropout=False)
@@ -220,6 +223,7 @@ def main() -> int:
         shutil.copyfile(out / "best-model" / name, export / name)
     record = {"steps": trainer.step, "examples": len(data), "mine_with": args.mine_with,
               "query_augmentation": args.query_augmentation, "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
+              "ce_temperature": args.ce_temperature,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))

@@ -235,7 +235,10 @@ def test_mine_then_train_through_the_cli(corpus, tiny_bert, tmp_path, capsys):
     assert main(["-q", "train", str(out), "--model", str(tiny_bert), "--triples", str(mined), "--queries",
                  str(root / "queries.tsv"), "--collection", str(root / "collection.tsv"), "--nway", "3",
                  "--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--dim", "8", "--no-markers",
-                 "--checkpoint-every", "2"]) == 0
+                 "--checkpoint-every", "2", "--ce-temperature", "0.5"]) == 0
+    from latelex.train.checkpoint import list_checkpoints, load_checkpoint
+
+    assert load_checkpoint(list_checkpoints(out)[-1]).state["config"]["ce_temperature"] == 0.5
     model = ColBERT.from_pretrained(out / "final-model")
     assert model.dim == 8 and model.encode_queries(["a cell"])[0].shape[1] == 8
     lora = tmp_path / "lora"

@@ -72,6 +72,25 @@ def test_loss_goes_down(tiny_bert, tmp_path):
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_ce_temperature_divides_the_scores(tiny_bert, tmp_path, in_batch):
+    from latelex.train import losses
+
+    trainer = ColBERTTrainer.create(model(tiny_bert), data(), config(tmp_path, ce_temperature=0.25, dropout=False,
+                                                                     in_batch_negatives=in_batch))
+    batch = trainer.data.batch(list(range(8)))
+    with torch.no_grad():
+        loss, _ = trainer._loss(batch)
+        scores, _, _ = trainer.net(batch)
+    expected = losses.in_batch_cross_entropy(scores * 4, 2) if in_batch else losses.nway_cross_entropy(scores * 4)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, losses.in_batch_cross_entropy(scores, 2) if in_batch
+                              else losses.nway_cross_entropy(scores))
+    for bad in (0, -1.0, True):
+        with pytest.raises(ConfigError, match="ce_temperature must be a number > 0"):
+            config(tmp_path, ce_temperature=bad)
+
+
 @pytest.mark.parametrize("loss", ["kl", "margin_mse"])
 def test_distillation_losses_train(tiny_bert, tmp_path, loss):
     trainer = ColBERTTrainer.create(model(tiny_bert), data(scores=True), config(tmp_path, loss=loss, total_steps=10,

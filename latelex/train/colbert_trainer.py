@@ -280,12 +280,12 @@ class Trainer:
         scores, regularisers, logs = self.net(batch)
         B, W = len(batch.queries), c.nway
         if c.in_batch_negatives:
-            ce = losses.in_batch_cross_entropy(scores, W)
+            ce = losses.in_batch_cross_entropy(scores / c.ce_temperature, W)
             rows = torch.arange(B, device=scores.device)
             own = scores.view(B, B, W)[rows, rows]
         else:
             own = scores
-            ce = losses.nway_cross_entropy(own)
+            ce = losses.nway_cross_entropy(own / c.ce_temperature)
         loss = ce
         out = {"ce": float(ce.detach())}
         if c.distillation:

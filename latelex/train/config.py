@@ -37,7 +37,9 @@ class TrainConfig:
     with ``in_batch_negatives``, every other passage of the micro-batch; ``"kl"`` KL divergence to the teacher's
     score distribution at ``temperature``; ``"margin_mse"`` MSE between the student's and the teacher's
     positive-minus-negative margins. Distillation losses are mixed with the cross-entropy as
-    ``alpha * distillation + (1 - alpha) * ce``.
+    ``alpha * distillation + (1 - alpha) * ce``. The cross-entropy divides the scores by ``ce_temperature``
+    first: 1.0 is ColBERT's own loss on raw MaxSim sums; a smaller value sharpens the softmax, which matters
+    when queries are short and their MaxSim sums therefore span a narrow range.
 
     Learning rate: linear warm-up over ``warmup_steps``, then linear decay to 0 at ``total_steps``
     (``decay="linear"``) or constant. ``amp`` enables mixed precision on CUDA (bfloat16 where supported, else
@@ -61,6 +63,7 @@ class TrainConfig:
     loss: Literal["ce", "kl", "margin_mse"] = "ce"
     in_batch_negatives: bool = True
     temperature: float = 1.0
+    ce_temperature: float = 1.0
     alpha: float = 1.0
     amp: bool = True
     seed: int = 0
@@ -95,8 +98,10 @@ class TrainConfig:
             raise ConfigError("margin_mse needs nway >= 2 (a positive and at least one negative)")
         if self.loss == "ce" and self.nway < 2 and not self.in_batch_negatives:
             raise ConfigError("with nway=1 the ce loss has no negatives; set in_batch_negatives=True or nway >= 2")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, not {self.temperature!r}")
+        for name in ("temperature", "ce_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a number > 0, not {value!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must lie in [0, 1], not {self.alpha!r}")
         if self.weight_decay < 0:
