@@ -95,6 +95,33 @@ def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int,
     return (examples, {f"{name}:{k}": v for k, v in queries.items()}, {f"{name}:{k}": v for k, v in docs.items()})
 
 
+def title_pairs(name: str, out: Path, count: int, seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
+    """Up to ``count`` (title, abstract) examples from one dataset's documents that its *train* qrels judge: the
+    title is the query, the document's text without its title the positive, and a hard negative is sampled from
+    BM25's ranks 1-100 over the texts of all documents (titles removed), as for the judged examples. Titles of
+    scientific papers read much like scifact claims and nfcorpus queries; no test or dev judgments are read."""
+    import random
+
+    folder = SHARED / "datasets" / name
+    titles, texts = {}, {}
+    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            texts[row["_id"]] = row.get("text") or ""
+            if (row.get("title") or "").strip():
+                titles[row["_id"]] = row["title"].strip()
+    judged = sorted({d for rel in read_qrels_any(folder, "train").values() for d, g in rel.items() if g > 0})
+    chosen = [d for d in judged if d in titles and texts[d].strip()]
+    chosen = sorted(random.Random(seed).sample(chosen, min(count, len(chosen))))
+    path = out / f"{name}-titles-{count}.jsonl"
+    if not path.exists():
+        mine_hard_negatives(BM25Retriever.build(texts), {d: titles[d] for d in chosen}, {d: {d: 1} for d in chosen},
+                            path, nway=2, ranks=(1, 100), examples_per_query=1, seed=seed)
+    prefix = f"{name}-title:"
+    examples = [type(ex)(prefix + ex.qid, tuple(prefix + p for p in ex.pids), ex.scores) for _, ex in read_examples(path)]
+    return examples, {prefix + d: titles[d] for d in chosen}, {prefix + d: t for d, t in texts.items()}
+
+
 def nfcorpus_dev(k: int) -> DevSet:
     folder = SHARED / "datasets" / "nfcorpus"
     docs = dict(read_documents(folder))
@@ -164,6 +191,8 @@ def main() -> int:
                    help="what retrieves the hard negatives: bm25 (the recipe), bm25-stemmed, or a ColBERT model")
     p.add_argument("--query-augmentation", action="store_true",
                    help="train (and ship) with ColBERT's query augmentation: queries padded with [MASK] to 32 tokens")
+    p.add_argument("--title-pairs", type=int, default=0, metavar="N",
+                   help="add up to N (title, abstract) examples per dataset from documents its train qrels judge")
     p.add_argument("--ce-temperature", type=float, default=1.0,
                    help="divide MaxSim scores by this in the cross-entropy (1.0: ColBERT's loss, the recipe)")
     p.add_argument("--seed", type=int, default=0)
@@ -193,6 +222,12 @@ def main() -> int:
         examples += ex
         queries.update(q)
         docs.update(d)
+        if args.title_pairs:
+            ex, q, d = title_pairs(name, out, args.title_pairs, args.seed)
+            logger.info("%s: %d (title, abstract) examples", name, len(ex))
+            examples += ex
+            queries.update(q)
+            docs.update(d)
     data = TrainingData.from_examples(examples, queries, docs, nway=args.nway, source="scifact+nfcorpus train")
     dev = nfcorpus_dev(args.dev_k)
 
@@ -223,7 +258,7 @@ def main() -> int:
         shutil.copyfile(out / "best-model" / name, export / name)
     record = {"steps": trainer.step, "examples": len(data), "mine_with": args.mine_with,
               "query_augmentation": args.query_augmentation, "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
-              "ce_temperature": args.ce_temperature,
+              "ce_temperature": args.ce_temperature, "title_pairs": args.title_pairs,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))
