@@ -89,10 +89,14 @@ def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int,
                 Retriever.build(index, ColBERT.from_pretrained(mine_with), docs.items(), kind="flat", store_text=False)
         mine_hard_negatives(retriever, queries, qrels, path, nway=nway, ranks=(1, 100),
                             examples_per_query=examples_per_query, seed=seed)
-    examples = []
-    for _, ex in read_examples(path):
-        examples.append(type(ex)(f"{name}:{ex.qid}", tuple(f"{name}:{p}" for p in ex.pids), ex.scores))
-    return (examples, {f"{name}:{k}": v for k, v in queries.items()}, {f"{name}:{k}": v for k, v in docs.items()})
+    return (prefixed_examples(path, f"{name}:"), {f"{name}:{k}": v for k, v in queries.items()},
+            {f"{name}:{k}": v for k, v in docs.items()})
+
+
+def prefixed_examples(path: Path, prefix: str) -> list:
+    """The examples of a mined file with ``prefix`` put before every query and passage id, so that the ids of
+    several datasets (or of one dataset's derived examples) cannot collide once their examples are pooled."""
+    return [type(ex)(prefix + ex.qid, tuple(prefix + p for p in ex.pids), ex.scores) for _, ex in read_examples(path)]
 
 
 def title_pairs(name: str, out: Path, count: int, seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
@@ -113,13 +117,13 @@ def title_pairs(name: str, out: Path, count: int, seed: int) -> tuple[list, dict
     judged = sorted({d for rel in read_qrels_any(folder, "train").values() for d, g in rel.items() if g > 0})
     chosen = [d for d in judged if d in titles and texts[d].strip()]
     chosen = sorted(random.Random(seed).sample(chosen, min(count, len(chosen))))
-    path = out / f"{name}-titles-{count}.jsonl"
+    path = out / f"{name}-titles-{count}-seed{seed}.jsonl"  # the sample of titles depends on the seed
     if not path.exists():
         mine_hard_negatives(BM25Retriever.build(texts), {d: titles[d] for d in chosen}, {d: {d: 1} for d in chosen},
                             path, nway=2, ranks=(1, 100), examples_per_query=1, seed=seed)
     prefix = f"{name}-title:"
-    examples = [type(ex)(prefix + ex.qid, tuple(prefix + p for p in ex.pids), ex.scores) for _, ex in read_examples(path)]
-    return examples, {prefix + d: titles[d] for d in chosen}, {prefix + d: t for d, t in texts.items()}
+    return (prefixed_examples(path, prefix), {prefix + d: titles[d] for d in chosen},
+            {prefix + d: t for d, t in texts.items()})
 
 
 def nfcorpus_dev(k: int) -> DevSet:
@@ -204,6 +208,10 @@ def main() -> int:
     args = p.parse_args()
     if args.set and not args.dev_only:
         p.error("--set changes inference settings for --dev-only; training uses the recipe's settings")
+    if args.title_pairs < 0:
+        p.error(f"--title-pairs must be 0 or more, not {args.title_pairs}")
+    if not args.ce_temperature > 0:
+        p.error(f"--ce-temperature must be > 0, not {args.ce_temperature}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.dev_only:
         return dev_only(args.dev_only, args.set, args.dev_k)
