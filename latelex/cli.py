@@ -361,13 +361,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         encoder = Splade.from_pretrained(args.model, device=args.device, **_encoder_overrides(args, family))
         config = config_replace(SpladeTrainConfig(output_dir=str(args.output)), **settings, lambda_q=args.lambda_q,
                                 lambda_d=args.lambda_d, regulariser=args.regulariser)
-    print(f"training {encoder!r} on {len(data)} examples", file=sys.stderr)
     trainer = trainer_cls.create(encoder, data, config, dev=dev, resume=args.resume, device=args.device)
+    # Under torchrun every process runs this command; the first one alone reports and writes the final model
+    # (the processes hold the same weights, and two writers of one folder would race).
+    lead = trainer.rank == 0
+    if lead:
+        print(f"training {encoder!r} on {len(data)} examples over {trainer.world_size} process(es)", file=sys.stderr)
     result = trainer.train()
-    final = encoder.save(Path(args.output) / "final-model", overwrite=True)
-    print(f"trained {result.step} steps; final model: {final}")
-    if result.best_model is not None:
-        print(f"best dev {config.eval_metric}: {result.best_metric:.4f} ({result.best_model})")
+    if lead:
+        final = encoder.save(Path(args.output) / "final-model", overwrite=True)
+        print(f"trained {result.step} steps; final model: {final}")
+        if result.best_model is not None:
+            print(f"best dev {config.eval_metric}: {result.best_metric:.4f} ({result.best_model})")
+    trainer.close()
     return 0
 
 

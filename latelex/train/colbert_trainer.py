@@ -106,6 +106,7 @@ class Trainer:
         rank: int,
         world_size: int,
         identity: dict[str, Any],
+        joined_group: bool = False,
     ) -> None:
         self.encoder = encoder
         self.data = data
@@ -118,6 +119,7 @@ class Trainer:
         self.rank = rank
         self.world_size = world_size
         self.identity = identity
+        self.joined_group = joined_group
         self.step = 0
         self.best_metric: float | None = None
         self.history: list[dict[str, float]] = []
@@ -179,6 +181,7 @@ class Trainer:
                 "examples or a teacher-score file, or use loss='ce'"
             )
         rank, local_rank, world = _distributed()
+        joined = False
         if config.batch_size % (world * config.accumulation_steps):
             raise ConfigError(
                 f"batch_size {config.batch_size} does not split into {world} process(es) x {config.accumulation_steps} "
@@ -189,6 +192,7 @@ class Trainer:
 
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+                joined = True
             if torch.cuda.is_available():
                 torch.cuda.set_device(local_rank)
             device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
@@ -209,7 +213,7 @@ class Trainer:
         if config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             scaler = torch.amp.GradScaler("cuda")
         trainer = cls(encoder, data, config, dev=dev, net=None, optimizer=optimizer, scaler=scaler, device=device,  # type: ignore[arg-type]
-                      rank=rank, world_size=world, identity=identity)
+                      rank=rank, world_size=world, identity=identity, joined_group=joined)
         net: torch.nn.Module = _Net(modules, trainer._scores)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -223,6 +227,18 @@ class Trainer:
             trainer._restore(checkpoint)
         trainer._training_mode()
         return trainer
+
+    def close(self) -> None:
+        """Leave the torchrun process group that :meth:`create` joined; a no-op in a single process, or when the
+        caller had set up the group before :meth:`create` (the caller then owns it). Call it once training is over,
+        so that every process exits cleanly."""
+        if not self.joined_group:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        self.joined_group = False
 
     def _training_mode(self) -> None:
         """Train mode for the trained modules, or eval mode (no dropout) with ``config.dropout=False``."""
@@ -344,10 +360,23 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = step
+        if self.world_size > 1:  # log the whole batch's loss, not only this process's share of it
+            total_loss, totals = self._mean_over_processes(total_loss, totals)
         record = {"step": step, "loss": total_loss, "lr": lr, **totals}
         if not math.isnan(grad_norm):
             record["grad_norm"] = grad_norm
         return record
+
+    def _mean_over_processes(self, loss: float, parts: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """The mean of a step's loss and log values over the torchrun processes (each holds an equal share)."""
+        import torch.distributed as dist
+
+        names = sorted(parts)
+        values = torch.tensor([loss, *(parts[k] for k in names)], dtype=torch.float64,
+                              device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(values)  # a sum: gloo has no average
+        values = (values / self.world_size).tolist()
+        return values[0], dict(zip(names, values[1:]))
 
     # ------------------------------------------------------------------ the loop
 
