@@ -127,11 +127,15 @@ def title_pairs(name: str, out: Path, count: int, seed: int) -> tuple[list, dict
 
 
 def nfcorpus_dev(k: int) -> DevSet:
+    """nfcorpus dev: its judged queries re-ranking BM25's top ``k``, or (``k = 0``) ranking the whole collection
+    of 3,633 documents, as a first-stage retriever is scored."""
     folder = SHARED / "datasets" / "nfcorpus"
     docs = dict(read_documents(folder))
     queries = dict(read_queries_any(folder, "dev"))
     qrels = read_qrels_any(folder, "dev")
     judged = {q: t for q, t in queries.items() if q in qrels}
+    if k == 0:
+        return DevSet.create(judged, qrels, docs)
     run = BM25Retriever.build(docs).search_queries(judged, k=k)
     candidates = {q: [h.doc_id for h in hits] for q, hits in run.items()}
     return DevSet.create(judged, qrels, docs, candidates)
@@ -172,7 +176,16 @@ def dev_only(model: str, settings: list[str], k: int) -> int:
     except LatelexError as exc:  # a wrong path or setting name: one line, as the CLI prints it
         raise SystemExit(f"error: {exc}") from None
     dev = nfcorpus_dev(k)
-    run = rerank(encoder, dev.queries, dev.candidates, dev.documents, k=10)
+    if dev.candidates is None:  # the whole collection: exact MaxSim over a flat index of it
+        import tempfile
+
+        from latelex.search.retriever import Retriever
+
+        with tempfile.TemporaryDirectory() as tmp:
+            index = Retriever.build(Path(tmp) / "dev", encoder, dev.documents.items(), kind="flat", store_text=False)
+            run = index.search_queries(dev.queries, k=10)
+    else:
+        run = rerank(encoder, dev.queries, dev.candidates, dev.documents, k=10)
     value = evaluate(run, dev.qrels, ["nDCG@10"])["nDCG@10"]
     print(json.dumps({"model": model, "settings": overrides, "dev_nDCG@10": round(float(value), 4)}))
     return 0
@@ -189,7 +202,8 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, default=60)
     p.add_argument("--nfcorpus-per-query", type=int, default=1, help="nfcorpus examples per training query")
     p.add_argument("--scifact-per-query", type=int, default=2, help="scifact examples per training query")
-    p.add_argument("--dev-k", type=int, default=50, help="BM25 candidates re-ranked per dev query")
+    p.add_argument("--dev-k", type=int, default=50,
+                   help="BM25 candidates re-ranked per dev query (0: rank the whole nfcorpus collection)")
     p.add_argument("--nway", type=int, default=2, help="passages per example: a positive and nway - 1 hard negatives")
     p.add_argument("--mine-with", default="bm25", metavar="bm25|bm25-stemmed|MODEL",
                    help="what retrieves the hard negatives: bm25 (the recipe), bm25-stemmed, or a ColBERT model")
@@ -208,6 +222,8 @@ def main() -> int:
     args = p.parse_args()
     if args.set and not args.dev_only:
         p.error("--set changes inference settings for --dev-only; training uses the recipe's settings")
+    if args.dev_k < 0:
+        p.error(f"--dev-k must be 0 (the whole collection) or more, not {args.dev_k}")
     if args.title_pairs < 0:
         p.error(f"--title-pairs must be 0 or more, not {args.title_pairs}")
     if not args.ce_temperature > 0:
@@ -252,7 +268,7 @@ def main() -> int:
                          total_steps=args.steps, warmup_steps=max(1, args.steps // 10), loss="ce",
                          ce_temperature=args.ce_temperature,
                          in_batch_negatives=True, seed=args.seed, checkpoint_every=40, keep_checkpoints=1,
-                         eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k, log_every=5,
+                         eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k or 100, log_every=5,
                          dropout=False)
     trainer = AdapterTrainer.create(encoder, data, config, dev=dev, resume=args.resume)
     result = trainer.train()
