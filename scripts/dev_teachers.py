@@ -16,13 +16,12 @@ About 6 minutes on 2 CPU cores for the default teachers; a cross-encoder scores 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train_default_model import SHARED, nfcorpus_dev  # noqa: E402
+from train_default_model import SHARED, nfcorpus_dev, parse_settings  # noqa: E402
 
 from latelex.errors import LatelexError  # noqa: E402
 from latelex.evaluate.metrics import evaluate  # noqa: E402
@@ -87,15 +86,7 @@ def main() -> int:
     p.add_argument("--splade", default=str(SHARED / "models" / "splade-tiny"), help="a SPLADE teacher ('' to skip)")
     p.add_argument("--cross-encoder", help="a sequence-classification checkpoint to score as a teacher")
     args = p.parse_args()
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set takes KEY=VALUE, not {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_settings(args.set)
     dev = nfcorpus_dev(50)
     try:
         student = student_run(dev, args.student, overrides)

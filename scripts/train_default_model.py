@@ -60,20 +60,21 @@ AUGMENTED = dict(query_augmentation=True, query_maxlen=32)  # ColBERT's [MASK] p
 
 
 def mine(name: str, out: Path, examples_per_query: int, seed: int, nway: int,
-         mine_with: str = "bm25") -> tuple[list, dict[str, str], dict[str, str]]:
+         mine_with: str = "bm25", held_out: frozenset[str] = frozenset()) -> tuple[list, dict[str, str], dict[str, str]]:
     """Hard negatives for one dataset's train split (``nway - 1`` per example) from ranks 1-100 of ``mine_with``:
     ``"bm25"`` (bm25s, English stopwords, no stemmer: the recipe), ``"bm25-stemmed"`` (latelex's ``bm25`` index
     kind, which adds the Snowball stemmer) or a ColBERT model (exact MaxSim over a flat index of the collection,
-    the ColBERTv2 loop); ids are prefixed with the dataset name."""
+    the ColBERTv2 loop); ids are prefixed with the dataset name. Queries in ``held_out`` are left out."""
     folder = SHARED / "datasets" / name
     docs = dict(read_documents(folder))
-    queries = dict(read_queries_any(folder, "train"))
+    queries = {q: t for q, t in read_queries_any(folder, "train") if q not in held_out}
     qrels = read_qrels_any(folder, "train")
     # Mined files are kept in ``out`` and reused; a model's files carry a digest of its name, so that mining
     # with another model into the same folder does not pick up the first model's negatives.
     source = {"bm25": "", "bm25-stemmed": "-stemmed"}.get(
         mine_with, "-model-" + hashlib.sha256(mine_with.encode()).hexdigest()[:8])
-    path = out / (f"{name}-train" + ("" if nway == 2 else f"-{nway}way") + source + ".jsonl")
+    kept = f"-without{len(held_out)}-{hashlib.sha256(' '.join(sorted(held_out)).encode()).hexdigest()[:8]}" if held_out else ""
+    path = out / (f"{name}-train" + ("" if nway == 2 else f"-{nway}way") + source + kept + ".jsonl")
     if not path.exists():
         if mine_with == "bm25":
             retriever = BM25Retriever.build(docs)
@@ -141,6 +142,16 @@ def nfcorpus_dev(k: int) -> DevSet:
     return DevSet.create(judged, qrels, docs, candidates)
 
 
+def scifact_holdout(count: int, seed: int) -> DevSet:
+    """``count`` scifact *train* queries (a seeded sample) ranked against the whole scifact corpus: an in-domain
+    set to watch beside the selection set, never to select on, and never any test query."""
+    folder = SHARED / "datasets" / "scifact"
+    qrels = read_qrels_any(folder, "train")
+    queries = {q: t for q, t in read_queries_any(folder, "train") if q in qrels}
+    chosen = sorted(str(q) for q in np.random.default_rng(seed).choice(sorted(queries), size=min(count, len(queries)), replace=False))
+    return DevSet.create({q: queries[q] for q in chosen}, {q: qrels[q] for q in chosen}, dict(read_documents(folder)))
+
+
 def pca_projection(plain: ColBERT, texts: list[str], dim: int) -> torch.Tensor:
     """(dim, hidden): the top principal directions (uncentred, as MaxSim compares directions) of a plain
     encoder's normalised token vectors over ``texts``."""
@@ -153,17 +164,30 @@ def pca_projection(plain: ColBERT, texts: list[str], dim: int) -> torch.Tensor:
 class AdapterTrainer(ColBERTTrainer):
     """Keeps the best model as adapters + projection over the pinned backbone, as it ships."""
 
+    #: an extra set scored at every evaluation and logged as ``watch_nDCG@10``; the best model is still chosen on
+    #: the dev set alone
+    watch: DevSet | None = None
+
     def _save_model(self, path: Path) -> Path:
         return self.encoder.save(path, overwrite=True, base=dict(BASE_BACKBONE))
 
+    def evaluate(self) -> dict[str, float]:
+        out = super().evaluate()
+        if self.watch is not None and self.rank == 0:
+            from latelex.evaluate.metrics import evaluate as score_run
 
-def dev_only(model: str, settings: list[str], k: int) -> int:
-    """Print ``model``'s nDCG@10 on :func:`nfcorpus_dev` with ``settings`` (``KEY=VALUE``, JSON values) changed."""
-    from latelex.evaluate.metrics import evaluate
-    from latelex.search.rerank import rerank
+            run = self._dev_run(self.watch, 10)  # the modules are in eval mode: training runs without dropout
+            value = float(score_run(run, self.watch.qrels, ["nDCG@10"])["nDCG@10"])
+            self._log({"step": self.step, "watch_nDCG@10": value})
+            out["watch_nDCG@10"] = value
+        return out
 
-    overrides = {}
-    for item in settings:
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` items as ColBERTConfig overrides, each value read as JSON where it parses (``doc_maxlen=512``,
+    ``skiplist=[".", ","]``) and kept as a string otherwise."""
+    overrides: dict[str, object] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set takes KEY=VALUE, not {item!r}")
@@ -171,6 +195,15 @@ def dev_only(model: str, settings: list[str], k: int) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    return overrides
+
+
+def dev_only(model: str, settings: list[str], k: int) -> int:
+    """Print ``model``'s nDCG@10 on :func:`nfcorpus_dev` with ``settings`` (``KEY=VALUE``, JSON values) changed."""
+    from latelex.evaluate.metrics import evaluate
+    from latelex.search.rerank import rerank
+
+    overrides = parse_settings(settings)
     try:
         encoder = ColBERT.from_pretrained(model, **overrides)
     except LatelexError as exc:  # a wrong path or setting name: one line, as the CLI prints it
@@ -213,6 +246,9 @@ def main() -> int:
                    help="add up to N (title, abstract) examples per dataset from documents its train qrels judge")
     p.add_argument("--ce-temperature", type=float, default=1.0,
                    help="divide MaxSim scores by this in the cross-entropy (1.0: ColBERT's loss, the recipe)")
+    p.add_argument("--scifact-holdout", type=int, default=0, metavar="N",
+                   help="diagnostic: keep N scifact train queries out of training and log their nDCG@10 over the whole "
+                        "scifact corpus at every evaluation (and before step 1); selection stays on nfcorpus dev")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--dev-only", nargs="?", const=str(DEFAULT_COLBERT_DIR), metavar="MODEL",
@@ -224,6 +260,8 @@ def main() -> int:
         p.error("--set changes inference settings for --dev-only; training uses the recipe's settings")
     if args.dev_k < 0:
         p.error(f"--dev-k must be 0 (the whole collection) or more, not {args.dev_k}")
+    if args.scifact_holdout < 0:
+        p.error(f"--scifact-holdout must be 0 or more, not {args.scifact_holdout}")
     if args.title_pairs < 0:
         p.error(f"--title-pairs must be 0 or more, not {args.title_pairs}")
     if not args.ce_temperature > 0:
@@ -236,10 +274,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
+    watch = scifact_holdout(args.scifact_holdout, args.seed) if args.scifact_holdout else None
     examples, queries, docs = [], {}, {}
     for name, per_query in (("scifact", args.scifact_per_query), ("nfcorpus", args.nfcorpus_per_query)):
+        held_out = frozenset(watch.queries) if watch is not None and name == "scifact" else frozenset()
         try:
-            ex, q, d = mine(name, out, per_query, args.seed, args.nway, args.mine_with)
+            ex, q, d = mine(name, out, per_query, args.seed, args.nway, args.mine_with, held_out)
         except LatelexError as exc:  # e.g. a --mine-with that is neither BM25 nor a ColBERT model: one line
             raise SystemExit(f"error: {exc}") from None
         logger.info("%s: %d training examples", name, len(ex))
@@ -271,6 +311,10 @@ def main() -> int:
                          eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k or 100, log_every=5,
                          dropout=False)
     trainer = AdapterTrainer.create(encoder, data, config, dev=dev, resume=args.resume)
+    if watch is not None:
+        trainer.watch = watch
+        if trainer.step == 0:
+            trainer.evaluate()  # the starting point on both sets
     result = trainer.train()
     trained_s = time.time() - started
 
@@ -283,6 +327,7 @@ def main() -> int:
     record = {"steps": trainer.step, "examples": len(data), "mine_with": args.mine_with,
               "query_augmentation": args.query_augmentation, "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
               "ce_temperature": args.ce_temperature, "title_pairs": args.title_pairs,
+              "scifact_holdout": args.scifact_holdout,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))
