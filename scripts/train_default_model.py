@@ -176,7 +176,12 @@ class AdapterTrainer(ColBERTTrainer):
         if self.watch is not None and self.rank == 0:
             from latelex.evaluate.metrics import evaluate as score_run
 
-            run = self._dev_run(self.watch, 10)  # the modules are in eval mode: training runs without dropout
+            for module in self._modules(self.encoder).values():
+                module.eval()
+            try:
+                run = self._dev_run(self.watch, 10)
+            finally:
+                self._training_mode()
             value = float(score_run(run, self.watch.qrels, ["nDCG@10"])["nDCG@10"])
             self._log({"step": self.step, "watch_nDCG@10": value})
             out["watch_nDCG@10"] = value
