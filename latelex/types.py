@@ -18,10 +18,32 @@ Qrels = dict[str, dict[str, int]]
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One retrieved document: its id and its score (higher is better)."""
+    """One retrieved document: its id and its score (higher is better).
+
+    Engines fill ``doc_id`` and ``score`` only. A :class:`~latelex.search.retriever.Retriever` also fills ``text``
+    (when the index keeps texts and the caller asks for it), ``metadata`` (the document's JSON fields) and, for a
+    chunked index, ``passage`` (the best passage's number within the document) and ``span`` (its
+    ``(start, end)`` character offsets in the document text).
+    """
 
     doc_id: str
     score: float
+    text: str | None = None
+    metadata: dict | None = None
+    passage: int | None = None
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document as an application hands it to a retriever: an id, a text and optional JSON metadata.
+
+    ``metadata``: a JSON object (str keys; str, int, float, bool, None, lists or nested objects as values).
+    """
+
+    id: str
+    text: str
+    metadata: dict | None = None
 
 
 @dataclass(frozen=True)
