@@ -72,17 +72,51 @@ def colbert_sample_documents(n_documents: int) -> int:
 @dataclass(frozen=True)
 class SearchSettings:
     """PLAID's three knobs: centroids probed per query token, the pruning threshold, and the documents kept
-    after pruned centroid interaction (a quarter of them are decompressed and scored exactly)."""
+    after pruned centroid interaction (a quarter of them are decompressed and scored exactly); and how far the
+    search widens: while fewer than ``min_candidates`` documents are reached, ``ncells`` doubles, up to
+    ``max_ncells`` (None: every centroid), after which every allowed document is a candidate."""
 
     ncells: int
     centroid_score_threshold: float
     ndocs: int
+    min_candidates: int = 0
+    max_ncells: int | None = None
+
+
+#: The named presets of :func:`search_settings` (``PlaidIndex.search(settings=...)``).
+SEARCH_PRESETS = ("auto", "colbert")
 
 
 def default_search_settings(k: int) -> SearchSettings:
-    """The defaults ColBERT's searcher sets by k."""
+    """The defaults ColBERT's searcher sets by k (the ``"colbert"`` preset)."""
     if k <= 10:
         return SearchSettings(1, 0.5, 256)
     if k <= 100:
         return SearchSettings(2, 0.45, 1024)
     return SearchSettings(4, 0.4, max(4 * k, 4096))
+
+
+def search_settings(preset: str, k: int, *, n_documents: int, n_centroids: int, n_vectors: int,
+                    ncells: int | None = None, ndocs: int | None = None,
+                    centroid_score_threshold: float | None = None) -> SearchSettings:
+    """The search settings of ``preset`` for ``k`` hits on an index of ``n_documents`` live documents holding
+    ``n_vectors`` token vectors in ``n_centroids`` cells; an explicit ``ncells``, ``ndocs`` or
+    ``centroid_score_threshold`` replaces the preset's value.
+
+    ``"colbert"``: ColBERT's settings by k (:func:`default_search_settings`), whatever the index.
+    ``"auto"``: TODO
+    """
+    if preset not in SEARCH_PRESETS:
+        raise ConfigError(f"search settings must be one of {', '.join(map(repr, SEARCH_PRESETS))}, not {preset!r}")
+    base = default_search_settings(k)
+    if preset == "colbert":
+        chosen = base
+    else:
+        chosen = SearchSettings(base.ncells, base.centroid_score_threshold, base.ndocs, min_candidates=base.ndocs)
+    return SearchSettings(
+        chosen.ncells if ncells is None else ncells,
+        chosen.centroid_score_threshold if centroid_score_threshold is None else float(centroid_score_threshold),
+        chosen.ndocs if ndocs is None else ndocs,
+        min_candidates=chosen.min_candidates,
+        max_ncells=chosen.max_ncells,
+    )

@@ -35,7 +35,7 @@ from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verif
 from ..token_vectors import DescribedIndex, check_encoder, check_new_ids, positive_int, subset_positions
 from . import build as _build
 from .codec import ResidualCodec
-from .config import PlaidConfig, default_search_settings
+from .config import SEARCH_PRESETS, PlaidConfig, search_settings
 from .search import SearchData, byte_weight_table, int8_matmul_is_fast, quantize_rows, search_one
 
 KIND = _build.KIND
@@ -202,6 +202,7 @@ class PlaidIndex(DescribedIndex):
         k: int = 10,
         subset: Sequence[str] | None = None,
         *,
+        settings: str = "auto",
         ncells: int | None = None,
         centroid_score_threshold: float | None = None,
         ndocs: int | None = None,
@@ -211,16 +212,27 @@ class PlaidIndex(DescribedIndex):
 
         ``queries``: one (Lq_i, dim) matrix per query. ``subset``: only these document ids may be returned (an
         unknown id is an error; a subset no larger than ``ndocs`` is scored in full instead of through the
-        inverted lists). ``ncells``, ``centroid_score_threshold`` and ``ndocs`` default to ColBERT's choice
-        for ``k`` (:func:`~.config.default_search_settings`). ``threads``: queries searched in parallel
-        (default: all cores); each query runs on one thread.
+        inverted lists). ``threads``: queries searched in parallel (default: all cores); each query runs on one
+        thread.
+
+        ``settings`` names the preset that ``ncells``, ``centroid_score_threshold`` and ``ndocs`` default to
+        (:func:`~.config.search_settings`): ``"auto"`` (default) adapts them to the index, probing more cells per
+        query token on small collections and widening until the candidate set reaches ``ndocs`` documents;
+        ``"colbert"`` is ColBERT's choice by ``k`` alone (:func:`~.config.default_search_settings`), tuned for
+        large collections. An explicit ``ncells``, ``centroid_score_threshold`` or ``ndocs`` overrides the
+        preset's value. Whatever the settings, every query gets min(``k``, live documents allowed) hits: when the
+        probed cells yield fewer candidates, more cells are probed, and at the end every allowed document is.
         """
         k = positive_int(k, "k")
-        defaults = default_search_settings(k)
-        ncells = defaults.ncells if ncells is None else positive_int(ncells, "ncells")
-        ndocs = defaults.ndocs if ndocs is None else positive_int(ndocs, "ndocs")
-        threshold = defaults.centroid_score_threshold if centroid_score_threshold is None else centroid_score_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or np.isnan(threshold):
+        if settings not in SEARCH_PRESETS:
+            raise InputError(f"settings must be one of {', '.join(map(repr, SEARCH_PRESETS))}, not {settings!r}")
+        if ncells is not None:
+            ncells = positive_int(ncells, "ncells")
+        if ndocs is not None:
+            ndocs = positive_int(ndocs, "ndocs")
+        threshold = centroid_score_threshold
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating))
+                                      or np.isnan(threshold)):
             raise InputError(f"centroid_score_threshold must be a number, not {threshold!r}")
         threads = (os.cpu_count() or 1) if threads is None else positive_int(threads, "threads")
         if isinstance(queries, (torch.Tensor, np.ndarray)):
@@ -228,28 +240,40 @@ class PlaidIndex(DescribedIndex):
         matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]
         if len(self) == 0:
             raise InputError(f"{self._path} holds no documents (all were deleted); add documents before searching")
-        ncells = min(ncells, self._codec.n_centroids)
         allowed = np.ones(len(self._stored_ids), dtype=np.bool_)
         allowed[self._deleted] = False
-        direct = None
         if subset is not None:
             positions = self._subset_positions(subset)
             allowed[:] = False
             allowed[positions] = True
             allowed[self._deleted] = False
-            if positions.size <= ndocs:
-                direct = np.flatnonzero(allowed)
-        if not allowed.any():
+        n_allowed = int(allowed.sum())
+        if n_allowed == 0:
             return [[] for _ in matrices]
+        chosen = search_settings(settings, k, n_documents=len(self), n_centroids=self._codec.n_centroids,
+                                 n_vectors=self._live_token_vectors(), ncells=ncells, ndocs=ndocs,
+                                 centroid_score_threshold=threshold)
+        ncells = min(chosen.ncells, self._codec.n_centroids)
+        direct = np.flatnonzero(allowed) if subset is not None and n_allowed <= chosen.ndocs else None
+        # Never fewer than min(k, allowed) candidates (hence hits); the adaptive preset asks for more.
+        min_candidates = min(n_allowed, max(k, chosen.min_candidates))
 
         def run(Q: torch.Tensor) -> list[Hit]:
-            docs, scores = search_one(self._data, Q, k, ncells, float(threshold), ndocs, allowed, direct)
+            docs, scores = search_one(self._data, Q, k, ncells, float(chosen.centroid_score_threshold), chosen.ndocs,
+                                      allowed, direct, min_candidates, chosen.max_ncells)
             return [Hit(self._stored_ids[d], float(s)) for d, s in zip(docs.tolist(), scores.tolist())]
 
         if threads == 1 or len(matrices) <= 1:
             return [run(Q) for Q in matrices]
         with ThreadPoolExecutor(max_workers=min(threads, len(matrices))) as pool:
             return list(pool.map(run, matrices))
+
+    def _live_token_vectors(self) -> int:
+        """Token vectors of the live documents."""
+        total = int(self._data.doc_offsets[-1])
+        if self._deleted.size:
+            total -= int((self._data.doc_offsets[self._deleted + 1] - self._data.doc_offsets[self._deleted]).sum())
+        return total
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
         if isinstance(query, torch.Tensor):

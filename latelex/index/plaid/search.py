@@ -364,22 +364,43 @@ def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.n
     return out, lengths
 
 
+def probe_cells(scores: CentroidScores, lq: int, ncells: int) -> np.ndarray:
+    """Sorted unique centroids among the ``ncells`` best of each of the ``lq`` query tokens (on the int16 scores;
+    the best one from :func:`best_cells` when ``ncells`` is 1)."""
+    n_centroids = scores.cells.shape[0]
+    if ncells >= n_centroids:
+        return np.arange(n_centroids, dtype=np.int64)
+    if ncells == 1:
+        return np.unique(scores.best)
+    return np.unique(np.argpartition(-scores.cells[:, :lq], ncells - 1, axis=0)[:ncells].ravel()).astype(np.int64)
+
+
 def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold: float, ndocs: int,
-               allowed: np.ndarray, direct: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+               allowed: np.ndarray, direct: np.ndarray | None, min_candidates: int = 0,
+               max_ncells: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(documents, scores)`` of the best ``k`` for one query Q (Lq, dim) float32, best first.
 
     ``allowed``: (N,) bool, the documents that may be returned; ``direct``: when given, score these candidate
-    documents instead of generating candidates from the inverted lists (small subsets).
+    documents instead of generating candidates from the inverted lists (small subsets). ``min_candidates``:
+    while the inverted lists of ``ncells`` cells per query token yield fewer candidates than this, ``ncells``
+    doubles (up to ``max_ncells``, default all centroids); past that every allowed document is a candidate.
+    The caller caps it at the number of allowed documents, so that with ``min_candidates >= min(k, allowed)``
+    the search never returns fewer than that many hits.
     """
     lq = Q.shape[0]
     Qp = pad_query(Q)  # (Lqp, dim)
     scores = centroid_scores(data, Qp, lq, threshold)  # (C, Lqp); columns from lq on are padding
     if direct is None:
-        if ncells == 1:
-            cells = np.unique(scores.best)
-        else:
-            cells = np.unique(np.argpartition(-scores.cells[:, :lq], ncells - 1, axis=0)[:ncells].ravel())
-        candidates = gather_candidates(cells.astype(np.int64), data.ivf_offsets, data.ivf_docs, allowed)
+        n_centroids = scores.cells.shape[0]
+        limit = n_centroids if max_ncells is None else max(ncells, min(max_ncells, n_centroids))
+        while True:
+            candidates = gather_candidates(probe_cells(scores, lq, ncells), data.ivf_offsets, data.ivf_docs, allowed)
+            if candidates.shape[0] >= min_candidates or ncells >= n_centroids:
+                break
+            if ncells >= limit:
+                candidates = np.flatnonzero(allowed)  # what every cell would give, without reading the lists
+                break
+            ncells = min(limit, 2 * ncells)
     else:
         candidates = direct
     if candidates.shape[0] == 0:
@@ -387,7 +408,7 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     n_exact = max(k, ndocs // 4)
     if candidates.shape[0] > n_exact:
         approx = centroid_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, scores.keep)
-        candidates = candidates[order_by_score(approx, candidates, ndocs)]
+        candidates = candidates[order_by_score(approx, candidates, max(ndocs, n_exact))]
         if candidates.shape[0] > n_exact:
             full = np.ones(scores.keep.shape[0], dtype=np.bool_)
             approx = centroid_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, full)
