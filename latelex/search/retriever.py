@@ -1,67 +1,126 @@
-"""The high-level object: an encoder bound to an index and a document store, reopened from a path alone.
+"""The object an application holds: an encoder bound to an index and a document store, reopened from a path alone.
 
-Layout of a retriever directory (published atomically; ``manifest.json`` written last)::
+A :class:`Retriever` owns the documents: their ids, texts and JSON metadata live in ``documents.sqlite`` beside
+the engine, and every change goes through it (:meth:`~Retriever.add`, :meth:`~Retriever.delete`,
+:meth:`~Retriever.upsert`, :meth:`~Retriever.compact`), so texts, metadata and vectors never drift apart. Search
+takes a ``where`` filter over the metadata (:mod:`latelex.search.filters`) and returns hits with their texts and
+metadata; long documents can be split into passages at build time (``chunking``).
 
-    manifest.json           kind "retriever": encoder spec, index kind, counts, document-store arrays
-    index/                  the engine's own directory (flat, sparse, ...) with its own manifest
-    doc_text_bytes.npy      UTF-8 document texts, concatenated (optional)
-    doc_text_offsets.npy    (N + 1,) int64 offsets into the bytes
+Layout of a retriever directory (format 2)::
+
+    manifest.json          kind "retriever": generation G, encoder spec, index kind, segments of G, chunking
+    documents.sqlite       documents with the generation that added and deleted each (see docstore.py)
+    g00000G/s0 ...         the engines (segments) of generation G, each an ordinary engine directory
+    g00000F/ ...           the previous generation, kept until the next commit for readers still on it
+    .lock                  the writer lock (fcntl)
+
+**Commit protocol.** A change takes the writer lock, rolls back whatever a crashed writer left, then prepares
+generation G + 1 beside G: engines that change are hard-linked into ``g(G+1)`` and changed there (every engine
+writes new files and replaces its manifest, never modifying a linked file), new segments are built there, and the
+document store receives the new rows marked G + 1 in one transaction. Replacing ``manifest.json`` is the commit
+point. A kill -9 before it leaves G whole (the next writer removes the rows and folder of G + 1); after it, G + 1.
+Readers never lock: they pin the generation they opened, and :meth:`~Retriever.refresh` (called by every search)
+moves them to the newest one.
+
+How each kind is updated (``updates`` in :mod:`latelex.index.registry`): PLAID and the inverted index add and
+delete natively; flat, sparse and IVFPQ write a new segment per add (IVFPQ's added segments are flat, so added
+documents are searched exactly) and keep deletions as tombstones until :meth:`~Retriever.compact`; BM25 is
+rewritten from the stored texts, since its statistics span the collection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import InputError, LatelexError
-from ..index import storage
+from ..config import config_from_dict, config_to_dict
+from ..errors import DuplicateIdError, IndexFormatError, InputError, LatelexError
+from ..index import registry, storage
+from ..index.commit import WriterLock, commit_manifest, fsync_dir, link_tree
 from ..index.ids import query_pairs
-from ..types import Hit, Run
+from ..types import Document, Hit, Run
+from . import engines
+from .docstore import DB_FILE, DocStore
+from .documents import as_documents
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-#: Index kinds each encoder family can be served from; the first is the default.
-INDEX_KINDS = {"colbert": ("flat", "plaid", "ivfpq"), "splade": ("sparse", "inverted")}
+FORMAT_VERSION = 2
+#: Index kinds each encoder family can be served from; the first is the default (derived from the registry).
+INDEX_KINDS = {family: tuple(s.name for s in registry.kinds_for(family)) for family in registry.FAMILIES}
+_PASSAGE_SEP = "#"
+_SAME: Any = object()  # "keep what the manifest says" in Retriever._commit
+_OPEN_RETRIES = 5
 
 
-def _family(encoder: Any) -> str:
-    return encoder.spec()["family"]
+@dataclass(frozen=True)
+class ChangeResult:
+    """What a change did: documents ``added``, ``deleted``, and the ids asked for that were ``not_found``."""
+
+    added: int = 0
+    deleted: int = 0
+    not_found: tuple[str, ...] = ()
 
 
-def _engine_class(kind: str):
-    """The index class of ``kind``; imported lazily so that an unused engine's dependencies are not needed."""
-    if kind == "flat":
-        from ..index.flat import FlatIndex as engine
-    elif kind == "ivfpq":
-        from ..index.ivfpq import IvfPqIndex as engine
-    elif kind == "plaid":
-        from ..index.plaid import PlaidIndex as engine
-    elif kind == "sparse":
-        from ..index.sparse import SparseIndex as engine
-    elif kind == "inverted":
-        from ..index.inverted import InvertedIndex as engine
-    else:
-        raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(k for ks in INDEX_KINDS.values() for k in ks)}")
-    return engine
+@dataclass
+class _Segment:
+    """One engine of a generation: its manifest entry, the open engine and its tombstoned engine ids."""
+
+    entry: dict[str, Any]
+    spec: registry.KindSpec
+    engine: Any
+    tombstones: frozenset[str]
+    _live: set[str] | None = field(default=None, repr=False)
+
+    def live_ids(self) -> set[str]:
+        if self._live is None:
+            self._live = set(self.engine.doc_ids) - self.tombstones
+        return self._live
+
+    @property
+    def live_count(self) -> int:
+        return len(self.engine) - len(self.tombstones)
 
 
-def _open_engine(kind: str, path: Path):
-    return _engine_class(kind).open(path)
+@dataclass
+class _State:
+    """A consistent snapshot a search runs against: one generation's manifest and engines."""
+
+    generation: int
+    manifest: dict[str, Any]
+    segments: list[_Segment]
+    stamp: tuple[int, int]
+    count: int | None = None
+
+
+def _generation_dir(generation: int) -> str:
+    return f"g{generation:06d}"
+
+
+def _manifest_stamp(path: Path) -> tuple[int, int]:
+    st = (path / storage.MANIFEST).stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 class Retriever:
-    """Encoder + index + documents. Build with :meth:`build`, reopen with :meth:`open`, query with :meth:`search`."""
+    """Encoder + index + documents. Build with :meth:`build`, reopen with :meth:`open`, query with :meth:`search`,
+    change with :meth:`add` / :meth:`delete` / :meth:`upsert`. Thread-safe: searches run on a snapshot while one
+    writer at a time (per directory, across processes) commits."""
 
-    def __init__(self, path: Path, encoder: Any, index: Any, manifest: dict[str, Any], texts: tuple[Any, Any] | None) -> None:
+    def __init__(self, path: Path, encoder: Any, store: DocStore, state: _State) -> None:
         self.path = path
         self.encoder = encoder
-        self.index = index
-        self.manifest = manifest
-        self._texts = texts
-        self._positions: dict[str, int] | None = None
+        self.store = store
+        self._state = state
+        self._write_lock = threading.RLock()
+        self._truncation_warned = False
 
     # ------------------------------------------------------------------ build / open
 
@@ -70,156 +129,790 @@ class Retriever:
         cls,
         path: str | os.PathLike,
         encoder: Any,
-        collection: Iterable[tuple[str, str]],
+        collection: Iterable[Any],
         *,
         kind: str | None = None,
         overwrite: bool = False,
         store_text: bool = True,
         batch_size: int = 32,
-        chunk_size: int = 4096,
         show_progress: bool | None = None,
         engine_config: Any = None,
+        chunking: Any = None,
+        metadata: Mapping[str, dict] | None = None,
     ) -> "Retriever":
-        """Encode ``collection`` (``(doc_id, text)`` pairs) and build an index of ``kind`` at ``path``.
+        """Encode ``collection`` and build an index of ``kind`` at ``path``; returns the open retriever.
 
-        ``kind`` defaults to ``"flat"`` for ColBERT and ``"sparse"`` for SPLADE; ``engine_config`` is the engine's
-        own configuration (``PlaidConfig``, ``IvfPqConfig``, ``InvertedConfig``). Nothing is written at ``path``
-        unless the whole build succeeds; an existing index there is replaced only with ``overwrite``.
+        ``collection``: texts (ids generated), ``(id, text)`` or ``(id, text, metadata)`` tuples, dicts or
+        :class:`~latelex.types.Document`; ``metadata``: ``{id: fields}`` merged over each document's own.
+        ``encoder``: a ColBERT or Splade encoder, or ``None`` for BM25. ``kind`` defaults to flat (ColBERT),
+        sparse (SPLADE) or bm25 (no encoder); ``engine_config`` is the engine's own configuration (``PlaidConfig``,
+        ``IvfPqConfig``, ``InvertedConfig``, ``BM25Config``). ``chunking``: a
+        :class:`~latelex.search.chunking.ChunkingConfig` (or ``(tokens, overlap)``) that splits documents into
+        overlapping passages of the encoder's tokens; search returns documents (best passage) with the passage's
+        character span. Nothing is written at ``path`` unless the whole build succeeds; an existing index there is
+        replaced (atomically, for a retriever of this format) only with ``overwrite``.
         """
-        family = _family(encoder)
-        kind = kind or INDEX_KINDS[family][0]
-        if kind not in INDEX_KINDS[family]:
-            raise InputError(f"a {family} encoder cannot build a {kind!r} index; use one of {', '.join(INDEX_KINDS[family])}")
-        doc_ids, texts = [], []
-        for doc_id, text in collection:
-            doc_ids.append(doc_id)
-            texts.append(text)
-        if not doc_ids:
+        docs = as_documents(collection, metadata)
+        if not docs:
             raise InputError("the collection is empty; give at least one document")
-        if kind == "plaid" and encoder.config.similarity != "cosine":
-            raise InputError("a plaid index supports cosine similarity only; use --kind flat or ivfpq for l2 models")
-        spec = encoder.spec()
-        with storage.staged_directory(path, overwrite=overwrite) as tmp:
-            options: dict[str, Any] = {"encoder": spec}
-            if engine_config is not None:
-                options["config"] = engine_config
-            engine = _engine_class(kind)
-            if family == "colbert":
-
-                def embeddings():
-                    from ..encoders.batching import progress
-
-                    with progress(len(texts), "Encoding documents", show_progress) as bar:
-                        for start in range(0, len(texts), chunk_size):
-                            chunk = texts[start : start + chunk_size]
-                            yield from encoder.encode_documents(chunk, batch_size=batch_size, show_progress=False)
-                            bar.update(len(chunk))
-
-                if kind in ("flat", "ivfpq"):
-                    options["similarity"] = encoder.config.similarity
-                engine.build(tmp / "index", doc_ids, embeddings(), **options)
-            else:
-                vectors = encoder.encode_documents(texts, batch_size=batch_size, show_progress=show_progress)
-                engine.build(tmp / "index", doc_ids, vectors, **options)
-            arrays = {}
-            if store_text:
-                blob, offsets = storage.encode_strings(texts)
-                arrays["doc_text_bytes"] = storage.save_array(tmp, "doc_text_bytes", blob)
-                arrays["doc_text_offsets"] = storage.save_array(tmp, "doc_text_offsets", offsets)
-            storage.write_manifest(
-                tmp, "retriever", FORMAT_VERSION, arrays,
-                encoder=spec, index={"kind": kind, "path": "index"}, counts={"documents": len(doc_ids)},
-            )
-        return cls.open(path, encoder=encoder)
+        family = engines.encoder_family(encoder)
+        kind = kind or registry.default_kind(family)
+        spec = registry.kind(kind)
+        if spec.family != family:
+            what = "no encoder" if family == "text" else f"a {family} encoder"
+            raise InputError(f"{what} cannot build a {kind!r} index; use one of {', '.join(INDEX_KINDS[family])}")
+        chunk_config = _chunking(chunking, encoder)
+        if spec.family == "text" and not store_text:
+            raise InputError("a bm25 index keeps its texts (they are what it indexes); drop store_text=False")
+        final = Path(path).expanduser().resolve()
+        if final.exists() and overwrite and _is_current_retriever(final):
+            retriever = cls(final, encoder, DocStore.open(final / DB_FILE), _open_state(final))
+            retriever._replace_all(docs, encoder, spec, engine_config, chunk_config, store_text, batch_size, show_progress)
+            return retriever
+        with storage.staged_directory(final, overwrite=overwrite) as tmp:
+            store = DocStore.open(tmp / DB_FILE, create=True)
+            try:
+                generation = 1
+                (tmp / _generation_dir(generation)).mkdir()
+                plan = _Plan(tmp / _generation_dir(generation), generation, spec, encoder, engine_config, chunk_config, store_text, batch_size,
+                             show_progress)
+                entry = plan.build_segment(0, docs)
+                store.stage(generation, plan.rows(docs), (), plan.field_types({}, docs))
+                _write_retriever_manifest(tmp, generation, encoder, spec, [entry], engine_config, chunk_config,
+                                          store_text)
+            finally:
+                store.close()
+        return cls.open(final, encoder=encoder)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, encoder: Any = None, device: Any = None) -> "Retriever":
         """Reopen a retriever from its directory; the encoder is rebuilt from the manifest unless given."""
-        path, manifest, index, texts = _open_parts(path)
-        if encoder is None:
+        path = Path(path).expanduser().resolve()
+        state = _open_state(path)
+        spec = state.manifest.get("encoder")
+        if encoder is None and spec is not None:
             from ..encoders import encoder_from_spec
 
-            encoder = encoder_from_spec(manifest["encoder"], device=device)
-        elif encoder.spec()["family"] != manifest["encoder"].get("family"):
-            raise InputError(f"{path} was built with a {manifest['encoder'].get('family')} encoder, not {encoder.spec()['family']}")
-        return cls(path, encoder, index, manifest, texts)
+            encoder = encoder_from_spec(spec, device=device)
+        elif encoder is not None and (spec or {}).get("family") != encoder.spec()["family"]:
+            raise InputError(f"{path} was built with a {(spec or {}).get('family', 'text (BM25)')} encoder, "
+                             f"not {encoder.spec()['family']}")
+        store = DocStore.open(path / DB_FILE)
+        return cls(path, encoder, store, state)
 
     @staticmethod
     def inspect(path: str | os.PathLike, verify: bool = False) -> dict[str, Any]:
         """What ``latelex info`` prints, read without loading the encoder; ``verify`` checks every checksum."""
-        path, manifest, index, _ = _open_parts(path)
-        if verify:
-            storage.verify_index(path, manifest)
-            storage.verify_index(path / manifest["index"]["path"], index.manifest)
-        out: dict[str, Any] = {"path": str(path), "latelex_version": manifest.get("latelex_version")}
-        out.update(index.info())
-        out["encoder"] = manifest["encoder"]
-        out["bytes_on_disk_with_texts"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        return out
+        path = Path(path).expanduser().resolve()
+        state = _open_state(path, verify=verify)
+        return _describe(path, state, DocStore.open(path / DB_FILE))
 
-    # ------------------------------------------------------------------ search
+    def info(self) -> dict[str, Any]:
+        """Kind, counts, encoder, segments and sizes, as ``latelex info`` prints them."""
+        return _describe(self.path, self._current(), self.store)
 
-    def search(self, texts: Sequence[str], k: int = 10, *, subset: Sequence[str] | None = None, batch_size: int = 64,
-               show_progress: bool | None = None, **engine_options: Any) -> list[list[Hit]]:
-        """The top ``k`` documents for each query text, best first.
+    def close(self) -> None:
+        """Close the document store (the retriever is unusable afterwards)."""
+        self.store.close()
 
-        ``engine_options`` go to the index's own ``search`` (e.g. ``mode="approximate"`` for an inverted index).
-        """
-        if k < 1:
-            raise InputError(f"k must be at least 1, not {k}")
-        if len(texts) == 0:
-            return []
-        encoded = self.encoder.encode_queries(list(texts), batch_size=batch_size, show_progress=show_progress)
-        return self.index.search(encoded, k=k, subset=subset, **engine_options)
+    def refresh(self) -> bool:
+        """Move to the newest committed generation if another writer committed one; returns whether it moved."""
+        state = self._state
+        try:
+            stamp = _manifest_stamp(self.path)
+        except OSError:
+            return False
+        if stamp == state.stamp:
+            return False
+        fresh = _open_state(self.path)
+        if fresh.generation != state.generation:
+            self._state = fresh
+            return True
+        self._state.stamp = fresh.stamp
+        return False
 
-    def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
-                       subset: Sequence[str] | None = None, batch_size: int = 64, show_progress: bool | None = None,
-                       **engine_options: Any) -> Run:
-        """Search many identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``."""
-        pairs = query_pairs(queries)
-        qids = [q for q, _ in pairs]
-        hits = self.search([t for _, t in pairs], k=k, subset=subset, batch_size=batch_size, show_progress=show_progress,
-                           **engine_options)
-        return dict(zip(qids, hits))
+    def _current(self) -> _State:
+        self.refresh()
+        return self._state
 
-    # ------------------------------------------------------------------ documents
+    # ------------------------------------------------------------------ properties
 
-    def document(self, doc_id: str) -> str:
-        """The stored text of ``doc_id`` (raises if the index was built without ``store_text``)."""
-        if self._texts is None:
-            raise LatelexError(f"{self.path} was built without document texts (store_text=False)")
-        if self._positions is None:
-            self._positions = {d: i for i, d in enumerate(self.index.doc_ids)}
-        position = self._positions.get(doc_id)
-        if position is None:
-            raise InputError(f"no document {doc_id!r} in {self.path}")
-        blob, offsets = self._texts
-        return bytes(blob[int(offsets[position]) : int(offsets[position + 1])]).decode("utf-8")
+    @property
+    def kind(self) -> str:
+        return self._state.manifest["index"]["kind"]
+
+    @property
+    def spec(self) -> registry.KindSpec:
+        return registry.kind(self.kind)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._state.manifest
+
+    @property
+    def generation(self) -> int:
+        return self._state.generation
+
+    @property
+    def index(self) -> Any:
+        """The engine of the first segment (for callers that need engine details; never change it directly)."""
+        return self._state.segments[0].engine
 
     @property
     def has_texts(self) -> bool:
         """Whether the index keeps document texts (see :meth:`document`)."""
-        return self._texts is not None
+        return bool(self._state.manifest.get("store_text", True))
+
+    @property
+    def chunking(self) -> Any:
+        data = self._state.manifest.get("chunking")
+        if not data:
+            return None
+        from .chunking import ChunkingConfig
+
+        return ChunkingConfig(int(data["tokens"]), int(data["overlap"]))
 
     def __len__(self) -> int:
-        return len(self.index)
+        state = self._current()
+        if state.count is None:
+            state.count = self.store.count(state.generation)
+        return state.count
 
-    def info(self) -> dict[str, Any]:
-        """Kind, counts, encoder and sizes, as ``latelex info`` prints them."""
-        return self.inspect(self.path)
+    def __contains__(self, doc_id: object) -> bool:
+        if not isinstance(doc_id, str):
+            return False
+        state = self._current()
+        return bool(self.store.rows([doc_id], state.generation))
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """The live document ids in insertion order."""
+        state = self._current()
+        return self.store.live_ids(state.generation)
+
+    def get(self, doc_id: str) -> Document:
+        """The document ``doc_id`` with its text (``None`` if texts are not stored) and metadata."""
+        state = self._current()
+        row = self.store.rows([doc_id], state.generation).get(doc_id)
+        if row is None:
+            raise InputError(f"no document {doc_id!r} in {self.path}")
+        return Document(doc_id, row[1], row[2])
+
+    def document(self, doc_id: str) -> str:
+        """The stored text of ``doc_id`` (raises if the index was built without ``store_text``)."""
+        if not self.has_texts:
+            raise LatelexError(f"{self.path} was built without document texts (store_text=False)")
+        return self.get(doc_id).text
 
     def __repr__(self) -> str:
-        return f"Retriever(path={str(self.path)!r}, documents={len(self)}, index={self.manifest['index']['kind']}, encoder={self.encoder!r})"
+        return (f"Retriever(path={str(self.path)!r}, documents={len(self)}, index={self.kind}, "
+                f"encoder={self.encoder!r})")
 
+    # ------------------------------------------------------------------ search
 
-def _open_parts(path: str | os.PathLike):
-    path = Path(path).expanduser().resolve()
-    manifest = storage.read_manifest(path, ("retriever",), FORMAT_VERSION)
-    index = _open_engine(manifest["index"]["kind"], path / manifest["index"]["path"])
-    texts = None
-    if "doc_text_bytes" in manifest["arrays"]:
-        texts = (
-            storage.load_array(path, manifest, "doc_text_bytes"),
-            storage.load_array(path, manifest, "doc_text_offsets"),
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        *,
+        where: Any = None,
+        subset: Sequence[str] | None = None,
+        with_text: bool = True,
+        passages: bool = False,
+        batch_size: int = 64,
+        show_progress: bool | None = None,
+        **engine_options: Any,
+    ) -> Any:
+        """The top ``k`` documents for one query (a string: returns ``list[Hit]``) or each of many (a list of
+        strings: returns ``list[list[Hit]]``), best first.
+
+        ``where``: a filter over the metadata (a string such as ``'year >= 2015 and source = "pubmed"'`` or a dict
+        of equalities, see :mod:`latelex.search.filters`); ``subset``: document ids the results must come from.
+        Hits carry ``metadata`` and, with ``with_text``, ``text``. For a chunked index each hit is a document scored
+        by its best passage, with the passage's ``passage`` number and character ``span``; ``passages=True``
+        returns passages instead (several per document). ``engine_options`` go to the engine's own search (for
+        PLAID ``ncells``, ``ndocs``, ``centroid_score_threshold``; ``mode`` for the inverted index); an option
+        the index's kind does not take is an error.
+        """
+        single = isinstance(queries, str)
+        texts = [queries] if single else list(queries)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, not {k!r}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"query {i} is {'empty' if isinstance(text, str) else type(text).__name__}; "
+                                 f"give non-empty query texts")
+        state = self._current()
+        spec = registry.kind(state.manifest["index"]["kind"])
+        unknown = sorted(set(engine_options) - set(spec.search_option_names))
+        if unknown:
+            takes = ", ".join(spec.search_option_names) or "none"
+            raise InputError(f"a {spec.name} index takes no search option {unknown[0]!r} (it takes: {takes})")
+        if not texts:
+            return []
+        allowed = self._allowed(state, where, subset)
+        if allowed is not None and not allowed:
+            found: list[list[Hit]] = [[] for _ in texts]
+        else:
+            encoded = engines.encode_queries(self.encoder, texts, batch_size=batch_size, show_progress=show_progress)
+            found = self._search_state(state, encoded, texts, k, allowed, passages, engine_options)
+        found = self._decorate(state, found, with_text)
+        return found[0] if single else found
+
+    def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
+                       where: Any = None, subset: Sequence[str] | None = None, batch_size: int = 64,
+                       show_progress: bool | None = None, **engine_options: Any) -> Run:
+        """Search many identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``
+        (hits without texts)."""
+        pairs = query_pairs(queries)
+        hits = self.search([t for _, t in pairs], k=k, where=where, subset=subset, with_text=False,
+                           batch_size=batch_size, show_progress=show_progress, **engine_options)
+        return dict(zip([q for q, _ in pairs], hits))
+
+    def _allowed(self, state: _State, where: Any, subset: Sequence[str] | None) -> set[str] | None:
+        """Engine ids a search may return (None: every live one)."""
+        if where is None and subset is None:
+            return None
+        chunked = bool(state.manifest.get("chunking"))
+        docs: dict[str, int] = {}
+        if where is not None:
+            from .filters import as_filter, compile_filter
+
+            sql, params = compile_filter(as_filter(where), self.store.field_types())
+            docs = dict(self.store.matching(sql, params, state.generation))
+        if subset is not None:
+            if isinstance(subset, str):
+                raise InputError("subset must be a list of document ids, not a single string")
+            wanted = list(dict.fromkeys(subset))
+            rows = self.store.rows(wanted, state.generation)
+            unknown = [d for d in wanted if d not in rows]
+            if unknown:
+                shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+                raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
+            picked = {d: r[3] for d, r in rows.items()}
+            docs = picked if where is None else {d: n for d, n in docs.items() if d in picked}
+        if not chunked:
+            return set(docs)
+        return {_passage_id(d, n) for d, count in docs.items() for n in range(count)}
+
+    def _search_state(self, state: _State, encoded: Any, texts: list[str], k: int, allowed: set[str] | None,
+                      passages: bool, options: dict[str, Any]) -> list[list[Hit]]:
+        chunked = bool(state.manifest.get("chunking"))
+        fetch = k if (passages or not chunked) else 4 * k
+        while True:
+            merged, exhausted = self._search_segments(state, encoded, texts, fetch, allowed, options)
+            if not chunked or passages:
+                return [_passage_hits(row[:k]) if chunked else row[:k] for row in merged]
+            documents = [_best_passages(row, k) for row in merged]
+            if exhausted or all(len(d) >= k for d in documents):
+                return documents
+            fetch *= 4
+
+    def _search_segments(self, state: _State, encoded: Any, texts: list[str], fetch: int, allowed: set[str] | None,
+                         options: dict[str, Any]) -> tuple[list[list[Hit]], bool]:
+        """Every segment's top ``fetch`` merged by score (ties: earlier segment, then engine order); also whether
+        no segment had more to give."""
+        n = len(texts)
+        per_query: list[list[tuple[float, int, int, Hit]]] = [[] for _ in range(n)]
+        exhausted = True
+        for order, seg in enumerate(state.segments):
+            if seg.live_count <= 0:
+                continue
+            subset = None
+            want = fetch
+            if allowed is not None:
+                subset = sorted(allowed & seg.live_ids())
+                if not subset:
+                    continue
+            elif seg.tombstones:
+                want = fetch + len(seg.tombstones)
+            available = len(subset) if subset is not None else seg.live_count
+            want = min(want, len(seg.engine))
+            results = engines.search_engine(seg.spec, seg.engine, encoded, texts, max(1, want), subset, options)
+            for qi, hits in enumerate(results):
+                kept = [h for h in hits if h.doc_id not in seg.tombstones] if seg.tombstones else hits
+                if len(kept) >= fetch and available > fetch:
+                    exhausted = False
+                for rank, hit in enumerate(kept[:fetch]):
+                    per_query[qi].append((-hit.score, order, rank, hit))
+        merged = [[item[3] for item in sorted(rows, key=lambda r: r[:3])][:fetch] for rows in per_query]
+        return merged, exhausted
+
+    def _decorate(self, state: _State, found: list[list[Hit]], with_text: bool) -> list[list[Hit]]:
+        ids = [h.doc_id for row in found for h in row]
+        if not ids:
+            return found
+        rows = self.store.rows(ids, state.generation)
+        chunked = bool(state.manifest.get("chunking"))
+        spans = self.store.spans([rows[h.doc_id][0] for row in found for h in row if h.doc_id in rows]) if chunked else {}
+        out = []
+        for row in found:
+            hits = []
+            for h in row:
+                r = rows.get(h.doc_id)
+                if r is None:  # pragma: no cover - the store and the engines are committed together
+                    raise IndexFormatError(f"{self.path}: document {h.doc_id!r} is in the index but not in the "
+                                           f"document store; rebuild the index")
+                span = spans.get((r[0], h.passage)) if chunked and h.passage is not None else None
+                hits.append(Hit(h.doc_id, h.score, text=r[1] if with_text else None, metadata=r[2],
+                                passage=h.passage, span=span))
+            out.append(hits)
+        return out
+
+    # ------------------------------------------------------------------ changes
+
+    def add(self, docs: Iterable[Any], *, metadata: Mapping[str, dict] | None = None, batch_size: int = 32,
+            show_progress: bool | None = None) -> ChangeResult:
+        """Encode and add documents (texts, ``(id, text[, metadata])``, dicts or Documents); an id already in the
+        index is an error (use :meth:`upsert`). Visible to this object's searches at once, to other processes on
+        their next search; atomic: a crash leaves the index as it was before."""
+        new = as_documents(docs, metadata)
+        return self._change(new, (), replace=False, batch_size=batch_size, show_progress=show_progress)
+
+    def upsert(self, docs: Iterable[Any], *, metadata: Mapping[str, dict] | None = None, batch_size: int = 32,
+               show_progress: bool | None = None) -> ChangeResult:
+        """Add documents, replacing (text, metadata and vectors) those whose id is already in the index; atomic."""
+        new = as_documents(docs, metadata)
+        return self._change(new, (), replace=True, batch_size=batch_size, show_progress=show_progress)
+
+    def delete(self, doc_ids: Iterable[str]) -> ChangeResult:
+        """Delete documents by id; ids not in the index are counted in ``not_found`` (not an error). Atomic."""
+        if isinstance(doc_ids, str):
+            raise InputError("doc_ids must be a list of document ids, not a single string")
+        ids = list(dict.fromkeys(doc_ids))
+        for i, d in enumerate(ids):
+            if not isinstance(d, str):
+                raise InputError(f"document id at position {i} is a {type(d).__name__}, not a string")
+        return self._change([], ids, replace=False)
+
+    def compact(self, *, batch_size: int = 32, show_progress: bool | None = None) -> "Retriever":
+        """Rewrite the index as one fresh segment of its live documents: reclaims deleted space, merges segments
+        and, for PLAID and IVFPQ, retrains the codec on today's collection (``info()["drift"]`` says when PLAID's
+        centroids no longer fit the documents added since the build). Documents are re-encoded from their stored
+        texts, so the result equals a fresh build of the same documents; without stored texts, PLAID and the
+        inverted index compact their own vectors and the other kinds refuse. Atomic."""
+        with self._write_lock, WriterLock(self.path):
+            state = self._recover()
+            spec = registry.kind(state.manifest["index"]["kind"])
+            manifest = state.manifest
+            generation = state.generation + 1
+            gdir = self.path / _generation_dir(generation)
+            _remove_tree(gdir)
+            gdir.mkdir()
+            config = _engine_config_of(manifest, spec)
+            plan = _Plan(gdir, generation, spec, self.encoder, config, self.chunking, self.has_texts, batch_size,
+                         show_progress)
+            if self.has_texts:
+                docs = [Document(d, t, m) for d, t, m in self.store.iter_live(state.generation)]
+                if not docs:
+                    raise InputError(f"{self.path} holds no documents; build a new index instead of compacting")
+                entry = plan.build_segment(0, docs)
+                # The rows stay as they are: same ids, texts and metadata; only the engines change.
+                segments = [entry]
+            elif spec.updates == "native":
+                seg = state.segments[0]
+                target = gdir / "s0"
+                link_tree(self.path / seg.entry["path"], target)
+                engine = spec.engine().open(target)
+                if spec.name == "plaid":
+                    engine.rebuild(show_progress=show_progress)
+                else:
+                    engine.compact()
+                segments = [_segment_entry(gdir, target, spec.name, len(engine), ())]
+            else:
+                raise InputError(f"{self.path} was built without texts (store_text=False): a {spec.name} index can only "
+                                 f"be compacted by re-encoding them; rebuild it from the collection")
+            fsync_dir(gdir)
+            self._commit(state, generation, segments)
+        return self
+
+    rebuild = compact
+
+    def _change(self, new: list[Document], delete_ids: Sequence[str], *, replace: bool, batch_size: int = 32,
+                show_progress: bool | None = None) -> ChangeResult:
+        if not new and not delete_ids:
+            return ChangeResult()
+        with self._write_lock, WriterLock(self.path):
+            state = self._recover()
+            manifest = state.manifest
+            spec = registry.kind(manifest["index"]["kind"])
+            self._check_encoder(manifest)
+            existing = self.store.rows([d.id for d in new] + list(delete_ids), state.generation)
+            if new and not replace:
+                clash = [d.id for d in new if d.id in existing]
+                if clash:
+                    raise DuplicateIdError(f"document {clash[0]!r} is already in {self.path}"
+                                           f"{f' (and {len(clash) - 1} more)' if len(clash) > 1 else ''}; "
+                                           f"use upsert to replace documents")
+            gone = [d for d in delete_ids if d in existing]
+            not_found = tuple(d for d in delete_ids if d not in existing)
+            replaced = [d.id for d in new if d.id in existing] if replace else []
+            removed = list(dict.fromkeys(gone + replaced))
+            if not new and not removed:
+                return ChangeResult(0, 0, not_found)
+            generation = state.generation + 1
+            gdir = self.path / _generation_dir(generation)
+            _remove_tree(gdir)
+            gdir.mkdir()
+            plan = _Plan(gdir, generation, spec, self.encoder, _engine_config_of(manifest, spec), self.chunking,
+                         self.has_texts, batch_size, show_progress)
+            chunked = plan.chunking is not None
+            removed_engine_ids = [
+                eid for d in removed for eid in ([_passage_id(d, n) for n in range(existing[d][3])] if chunked else [d])
+            ]
+            if spec.updates == "rewrite":
+                keep = [Document(d, t, m) for d, t, m in self.store.iter_live(state.generation) if d not in set(removed)]
+                everything = keep + new
+                if not everything:
+                    raise InputError(f"this change would leave {self.path} empty; delete the index folder instead")
+                segments = [plan.build_segment(0, everything)]
+            elif spec.updates == "native":
+                seg = state.segments[0]
+                target = gdir / "s0"
+                link_tree(self.path / seg.entry["path"], target)
+                engine = spec.engine().open(target)
+                if removed_engine_ids:
+                    engine.delete(removed_engine_ids)
+                if new:
+                    ids, items = plan.encode(new)
+                    if spec.family == "colbert":
+                        engine.add(ids, items, encoder=self.encoder.spec())
+                    else:
+                        engine.add(ids, items)
+                segments = [_segment_entry(gdir, target, spec.name, len(engine), ())]
+            else:  # segments
+                doomed = set(removed_engine_ids)
+                segments = []
+                for number, seg in enumerate(state.segments):
+                    target = gdir / f"s{number}"
+                    link_tree(self.path / seg.entry["path"], target)
+                    dead = seg.tombstones | (doomed & seg.live_ids())
+                    segments.append(_segment_entry(gdir, target, seg.entry["kind"], len(seg.engine), dead))
+                if new:
+                    segments.append(plan.build_segment(len(segments), new, kind=spec.segment_kind or spec.name))
+            types = plan.field_types(self.store.field_types(), new)
+            self.store.stage(generation, plan.rows(new), removed, types)
+            fsync_dir(gdir)
+            self._commit(state, generation, segments)
+            return ChangeResult(len(new), len(gone), not_found)
+
+    def _replace_all(self, docs: list[Document], encoder: Any, spec: registry.KindSpec, engine_config: Any,
+                     chunk_config: Any, store_text: bool, batch_size: int, show_progress: bool | None) -> None:
+        """``build(..., overwrite=True)`` over an existing retriever: one commit that replaces every document and
+        engine, so a crash leaves the old index or the new one."""
+        with self._write_lock, WriterLock(self.path):
+            state = self._recover()
+            generation = state.generation + 1
+            gdir = self.path / _generation_dir(generation)
+            _remove_tree(gdir)
+            gdir.mkdir()
+            plan = _Plan(gdir, generation, spec, encoder, engine_config, chunk_config, store_text, batch_size,
+                         show_progress)
+            entry = plan.build_segment(0, docs)
+            self.store.stage(generation, plan.rows(docs), self.store.live_ids(state.generation),
+                             plan.field_types({}, docs))
+            fsync_dir(gdir)
+            self.encoder = encoder
+            self._commit(state, generation, [entry], encoder=encoder, spec=spec, engine_config=engine_config,
+                         chunk_config=chunk_config, store_text=store_text)
+
+    def _check_encoder(self, manifest: dict[str, Any]) -> None:
+        stored = manifest.get("encoder")
+        if self.encoder is not None and stored is not None and self.encoder.spec() != stored:
+            raise InputError(f"{self.path} was built with another encoder ({stored.get('model')}) than the one given "
+                             f"({self.encoder.spec().get('model')}); open it without encoder= to add documents")
+
+    def _recover(self) -> _State:
+        """Under the writer lock: undo what a writer that died before its commit left, remove generations no
+        reader can need, and return the newest committed state."""
+        state = _open_state(self.path)
+        undone = self.store.recover(state.generation)
+        stray = _remove_stale_generations(self.path, state)
+        if undone or stray:
+            logger.warning("%s: rolled back an unfinished change (%d document rows, %d folders)", self.path, undone,
+                           len(stray))
+        self._state = state
+        return state
+
+    def _commit(self, state: _State, generation: int, segments: list[dict[str, Any]], *, encoder: Any = _SAME,
+                spec: registry.KindSpec | None = None, engine_config: Any = _SAME, chunk_config: Any = _SAME,
+                store_text: bool | None = None) -> None:
+        manifest = state.manifest
+        _write_retriever_manifest(
+            self.path, generation,
+            self.encoder if encoder is _SAME else encoder,
+            spec or registry.kind(manifest["index"]["kind"]),
+            segments,
+            manifest.get("engine_config") if engine_config is _SAME else engine_config,
+            manifest.get("chunking") if chunk_config is _SAME else chunk_config,
+            manifest.get("store_text", True) if store_text is None else store_text,
         )
-    return path, manifest, index, texts
+        # Committed. Readers of the previous generation keep it until the next commit.
+        self._state = _open_state(self.path)
+        _remove_stale_generations(self.path, self._state, keep_previous=state.generation)
+        self.store.purge(state.generation)
+
+
+# ---------------------------------------------------------------------- building a generation
+
+
+class _Plan:
+    """How the engines of one new generation are written: kind, encoder, configuration, chunking."""
+
+    def __init__(self, gdir: Path, generation: int, spec: registry.KindSpec, encoder: Any, engine_config: Any,
+                 chunking: Any, store_text: bool, batch_size: int, show_progress: bool | None) -> None:
+        self.gdir = gdir
+        self.generation = generation
+        self.spec = spec
+        self.encoder = encoder
+        self.engine_config = engine_config
+        self.chunking = chunking
+        self.store_text = store_text
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._spans: dict[str, list[tuple[int, int]]] = {}
+
+    def units(self, docs: list[Document]) -> tuple[list[str], list[str]]:
+        """Engine ids and texts: one per document, or one per passage with chunking."""
+        if self.chunking is None:
+            self._warn_truncated(docs)
+            return [d.id for d in docs], [d.text for d in docs]
+        from .chunking import split_documents
+
+        ids, texts = [], []
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for p in split_documents(((d.id, d.text) for d in docs), self.encoder.tokenizer, self.chunking):
+            ids.append(_passage_id(p.doc_id, p.number))
+            texts.append(p.text)
+            spans.setdefault(p.doc_id, []).append((p.start, p.end))
+        self._spans.update(spans)
+        return ids, texts
+
+    def encode(self, docs: list[Document]) -> tuple[list[str], Any]:
+        ids, texts = self.units(docs)
+        from ..encoders.batching import progress
+
+        what = "Indexing texts" if self.encoder is None else "Encoding documents"
+        with progress(len(texts), what, self.show_progress) as bar:
+            items = engines.encode_documents(self.encoder, texts, batch_size=self.batch_size, bar=bar)
+        return ids, items
+
+    def build_segment(self, number: int, docs: list[Document], kind: str | None = None) -> dict[str, Any]:
+        spec = registry.kind(kind or self.spec.name)
+        ids, items = self.encode(docs)
+        target = self.gdir / f"s{number}"
+        config = self.engine_config if spec.name == self.spec.name else None
+        engine = engines.build_engine(spec, target, ids, items, encoder=self.encoder, config=config,
+                                      show_progress=self.show_progress)
+        return _segment_entry(self.gdir, target, spec.name, len(engine), ())
+
+    def rows(self, docs: list[Document]) -> list[tuple[str, str | None, dict | None, list[tuple[int, int]] | None]]:
+        return [(d.id, d.text if self.store_text else None, d.metadata,
+                 self._spans.get(d.id) if self.chunking is not None else None) for d in docs]
+
+    def field_types(self, known: dict[str, str], docs: list[Document]) -> dict[str, str]:
+        from .filters import field_types, merge_field_types
+
+        return merge_field_types(known, field_types(d.metadata for d in docs))
+
+    def _warn_truncated(self, docs: list[Document]) -> None:
+        if self.encoder is None or not docs:
+            return
+        from .chunking import count_truncated, document_tokens
+
+        budget = document_tokens(self.encoder)
+        cut = count_truncated((d.text for d in docs), self.encoder.tokenizer, budget)
+        if cut:
+            logger.warning("%d of %d documents are longer than the encoder's %d document tokens and were truncated; "
+                           "pass chunking=(tokens, overlap) (CLI: --chunk-tokens N --chunk-overlap M) to index all of "
+                           "their text", cut, len(docs), budget)
+
+
+# ---------------------------------------------------------------------- manifests and generations
+
+
+def _passage_id(doc_id: str, number: int) -> str:
+    return f"{doc_id}{_PASSAGE_SEP}{number}"
+
+
+def _split_passage_id(engine_id: str) -> tuple[str, int]:
+    doc_id, _, number = engine_id.rpartition(_PASSAGE_SEP)
+    return doc_id, int(number)
+
+
+def _passage_hits(row: list[Hit]) -> list[Hit]:
+    out = []
+    for h in row:
+        doc_id, number = _split_passage_id(h.doc_id)
+        out.append(Hit(doc_id, h.score, passage=number))
+    return out
+
+
+def _best_passages(row: list[Hit], k: int) -> list[Hit]:
+    """Documents ranked by their best passage (the hits are sorted, so the first passage seen is the best)."""
+    seen: dict[str, Hit] = {}
+    for h in row:
+        doc_id, number = _split_passage_id(h.doc_id)
+        if doc_id not in seen:
+            seen[doc_id] = Hit(doc_id, h.score, passage=number)
+            if len(seen) == k:
+                break
+    return list(seen.values())
+
+
+def _chunking(chunking: Any, encoder: Any) -> Any:
+    if chunking is None:
+        return None
+    from .chunking import ChunkingConfig
+
+    if encoder is None:
+        raise InputError("chunking splits documents into the encoder's tokens; a bm25 index has no encoder")
+    if isinstance(chunking, ChunkingConfig):
+        return chunking
+    if isinstance(chunking, int) and not isinstance(chunking, bool):
+        return ChunkingConfig(chunking)
+    if isinstance(chunking, (tuple, list)) and len(chunking) == 2:
+        return ChunkingConfig(*chunking)
+    raise InputError(f"chunking must be a ChunkingConfig, a number of tokens or (tokens, overlap), not {chunking!r}")
+
+
+def _segment_entry(gdir: Path, target: Path, kind: str, stored: int, tombstones: Iterable[str]) -> dict[str, Any]:
+    dead = sorted(tombstones)
+    entry: dict[str, Any] = {"path": f"{gdir.name}/{target.name}", "kind": kind, "documents": stored - len(dead)}
+    if dead:
+        name = f"{target.name}.tombstones.json"
+        with open(gdir / name, "w", encoding="utf-8") as f:
+            json.dump(dead, f)
+            f.flush()
+            os.fsync(f.fileno())
+        entry["tombstones"] = f"{gdir.name}/{name}"
+        entry["deleted"] = len(dead)
+    return entry
+
+
+def _engine_config_of(manifest: dict[str, Any], spec: registry.KindSpec) -> Any:
+    data = manifest.get("engine_config")
+    cls = spec.config_class()
+    return None if data is None or cls is None else config_from_dict(cls, data)
+
+
+def _write_retriever_manifest(directory: Path, generation: int, encoder: Any, spec: registry.KindSpec,
+                              segments: list[dict[str, Any]], engine_config: Any, chunk_config: Any,
+                              store_text: bool) -> dict[str, Any]:
+    if engine_config is not None and not isinstance(engine_config, dict):
+        engine_config = config_to_dict(engine_config)
+    if chunk_config is not None and not isinstance(chunk_config, dict):
+        chunk_config = {"tokens": chunk_config.tokens, "overlap": chunk_config.overlap}
+    return commit_manifest(
+        directory, "retriever", FORMAT_VERSION, {},
+        encoder=None if encoder is None else encoder.spec(),
+        index={"kind": spec.name, "segments": segments},
+        generation=generation,
+        engine_config=engine_config,
+        chunking=chunk_config,
+        store_text=store_text,
+        documents=DB_FILE,
+        counts={"documents": sum(int(s["documents"]) for s in segments) if not chunk_config else None},
+    )
+
+
+def _is_current_retriever(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / storage.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("kind") == "retriever" and manifest.get("format_version") == FORMAT_VERSION
+
+
+def _safe_relative(path: Path, relative: Any) -> Path:
+    """``path / relative`` for a manifest entry that must name something inside ``path``."""
+    if not isinstance(relative, str) or not relative or relative.startswith("/") or "\\" in relative \
+            or any(part in ("", ".", "..") for part in relative.split("/")):
+        raise IndexFormatError(f"{path}: the manifest names {relative!r}, which is not a path inside the index; "
+                               f"rebuild the index")
+    return path / relative
+
+
+def _open_state(path: Path, verify: bool = False) -> _State:
+    """The committed generation at ``path`` with its engines open (retrying when a commit lands meanwhile)."""
+    for attempt in range(_OPEN_RETRIES):
+        stamp = _manifest_stamp(path) if (path / storage.MANIFEST).exists() else (0, 0)
+        manifest = storage.read_manifest(path, ("retriever",), FORMAT_VERSION)
+        if int(manifest.get("format_version", 0)) < FORMAT_VERSION:
+            raise IndexFormatError(f"{path} was written by latelex {manifest.get('latelex_version', '?')} in retriever "
+                                   f"format {manifest.get('format_version')}; rebuild it (latelex index --overwrite)")
+        try:
+            generation = int(manifest["generation"])
+            spec = registry.kind(manifest["index"]["kind"])
+            entries = list(manifest["index"]["segments"])
+        except (KeyError, TypeError, ValueError, InputError):
+            raise IndexFormatError(f"{path}: the manifest lacks or garbles its generation, kind or segments; "
+                                   f"rebuild the index") from None
+        try:
+            segments = []
+            for entry in entries:
+                seg_spec = registry.kind(entry["kind"])
+                engine = seg_spec.engine().open(_safe_relative(path, entry["path"]), verify=verify)
+                tombstones: frozenset[str] = frozenset()
+                if entry.get("tombstones"):
+                    with open(_safe_relative(path, entry["tombstones"]), encoding="utf-8") as f:
+                        dead = json.load(f)
+                    if not isinstance(dead, list) or not all(isinstance(d, str) for d in dead):
+                        raise IndexFormatError(f"{path}: tombstones of {entry['path']} are not a list of ids")
+                    tombstones = frozenset(dead)
+                segments.append(_Segment(entry, seg_spec, engine, tombstones))
+        except (IndexFormatError, OSError, ValueError, KeyError):
+            if attempt + 1 < _OPEN_RETRIES and _manifest_stamp(path) != stamp:
+                time.sleep(0.01 * (attempt + 1))
+                continue  # a writer committed while we opened: read the new generation
+            raise
+        del spec
+        return _State(generation, manifest, segments, stamp)
+    raise IndexFormatError(f"{path} kept changing while it was opened; retry")  # pragma: no cover
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _remove_stale_generations(path: Path, state: _State, keep_previous: int | None = None) -> list[str]:
+    """Remove generation folders other than the committed one (and ``keep_previous``), and stray temporary files."""
+    keep = {_generation_dir(state.generation)}
+    if keep_previous is not None:
+        keep.add(_generation_dir(keep_previous))
+    else:  # without a commit just made, keep the previous generation for readers still on it
+        keep.add(_generation_dir(state.generation - 1))
+    removed = []
+    for child in path.iterdir():
+        name = child.name
+        if (name.startswith("g") and name[1:].isdigit() and name not in keep) or name == f"{storage.MANIFEST}.tmp":
+            _remove_tree(child)
+            removed.append(name)
+    return removed
+
+
+def _describe(path: Path, state: _State, store: DocStore) -> dict[str, Any]:
+    manifest = state.manifest
+    out: dict[str, Any] = {"path": str(path), "latelex_version": manifest.get("latelex_version")}
+    first = state.segments[0].engine.info()
+    out.update(first)
+    out["path"] = str(path)
+    out["kind"] = manifest["index"]["kind"]
+    out["documents"] = store.count(state.generation)
+    out["generation"] = state.generation
+    out["segments"] = len(state.segments)
+    out["tombstones"] = sum(len(s.tombstones) for s in state.segments)
+    if len(state.segments) > 1:
+        out["segment_documents"] = [s.live_count for s in state.segments]
+    if manifest.get("chunking"):
+        out["chunking"] = manifest["chunking"]
+        out["passages"] = sum(s.live_count for s in state.segments)
+    out["metadata_fields"] = store.field_types()
+    out["encoder"] = manifest.get("encoder")
+    out["bytes_on_disk_with_texts"] = sum(
+        p.stat().st_size for p in [path / DB_FILE, *(path / s.entry["path"] for s in state.segments)]
+        for p in ([p] if p.is_file() else p.rglob("*")) if p.is_file())
+    return out

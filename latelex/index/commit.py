@@ -1,0 +1,162 @@
+"""The crash-safe commit protocol every mutable index uses, and the writer lock.
+
+A change to an index directory follows one order, so that a crash at any instruction leaves a readable index:
+
+1. write every new file under a name no manifest names yet, and fsync it;
+2. replace ``manifest.json`` atomically (:func:`commit_manifest`: write a temporary file, fsync, ``os.replace``,
+   fsync the directory). This is the commit point: before it the old manifest names only old, untouched files;
+3. remove the files of this engine that the new manifest no longer names (:func:`remove_unnamed`), which also
+   clears what a crashed change left behind.
+
+One writer at a time: :class:`WriterLock` is an OS file lock (``fcntl.flock``) on ``.lock`` in the directory,
+released by the OS when the process dies. Readers never take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import LatelexError
+from .storage import MANIFEST, write_manifest
+
+LOCK_FILE = ".lock"
+
+
+class IndexLockedError(LatelexError):
+    """Another process is changing the index (it holds the writer lock)."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new, renamed or removed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a file's bytes durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_manifest(directory: Path, kind: str, format_version: int, arrays: dict[str, dict], **fields: Any) -> dict:
+    """Step 2 of the protocol: atomically replace ``directory/manifest.json`` and make it durable."""
+    manifest = write_manifest(directory, kind, format_version, arrays, **fields)
+    fsync_dir(directory)
+    return manifest
+
+
+def named_files(manifest: dict[str, Any]) -> set[str]:
+    """Every relative file path a manifest names (arrays and other files)."""
+    names = {entry["file"] for entry in manifest.get("arrays", {}).values()}
+    names.update(entry["file"] for entry in manifest.get("files", {}).values())
+    return names
+
+
+def remove_unnamed(directory: Path, manifest: dict[str, Any], owned: re.Pattern | Callable[[str], bool]) -> list[str]:
+    """Step 3: remove the top-level entries of ``directory`` that match ``owned`` (this engine's file and folder
+    names) but that ``manifest`` does not name, directly or as the folder of a named file; returns their names."""
+    match = owned.match if isinstance(owned, re.Pattern) else owned
+    named = named_files(manifest)
+    tops = {name.split("/", 1)[0] for name in named}
+    removed = []
+    for path in directory.iterdir():
+        if path.name in tops or not match(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Recreate ``source``'s folder tree at ``target`` with hard links to its files (a cheap snapshot: later changes
+    must write new files and replace, never modify a linked file in place, which every latelex engine does)."""
+    target.mkdir(parents=True)
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        for d in dirs:
+            (target / rel / d).mkdir()
+        for f in files:
+            if f == LOCK_FILE:
+                continue
+            os.link(Path(root) / f, target / rel / f)
+
+
+class WriterLock:
+    """An exclusive, process-wide lock on an index directory for one change (or a series of them).
+
+    ``timeout``: seconds to wait for another writer (0: fail at once). Raises :class:`IndexLockedError` with a
+    one-line message when the lock stays held. Use as a context manager; re-entrant within one object.
+    """
+
+    def __init__(self, directory: Path, timeout: float = 10.0) -> None:
+        self.directory = directory
+        self.timeout = timeout
+        self._fd: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        import fcntl
+
+        if self._depth:
+            self._depth += 1
+            return
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise IndexLockedError(
+                        f"{self.directory} is being changed by another process (its writer lock is held); "
+                        f"retry when that change ends") from None
+                time.sleep(0.05)
+        self._fd = fd
+        self._depth = 1
+
+    def release(self) -> None:
+        import fcntl
+
+        if not self._depth:
+            return
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def locked(directory: Path, timeout: float = 10.0) -> Iterator[WriterLock]:
+    """``with locked(path):`` hold the writer lock of ``path`` for the block."""
+    lock = WriterLock(directory, timeout)
+    with lock:
+        yield lock
