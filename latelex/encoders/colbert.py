@@ -19,7 +19,7 @@ import torch
 from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
 from ..fsio import staged_folder
-from .batching import batches_by_length, progress
+from .batching import BatchCallback, batch_progress, batches_by_length
 from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
 from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
 
@@ -194,6 +194,13 @@ class ColBERT:
     def max_positions(self) -> int:
         return int(getattr(self.backbone.config, "max_position_embeddings", 512))
 
+    @property
+    def document_token_budget(self) -> int:
+        """How many content tokens of a document the encoder keeps: ``min(doc_maxlen, max_positions)`` less the
+        [D] marker and the tokenizer's own special tokens ([CLS], [SEP]); later tokens are truncated."""
+        content, _ = self._limits(query=False)
+        return content - int(self.tokenizer.num_special_tokens_to_add(pair=False))
+
     def __repr__(self) -> str:
         c = self.config
         head = f"dim={self.dim}" if self.projection is not None else f"dim={self.dim} (no projection: normalised token vectors at the backbone's width)"
@@ -339,12 +346,21 @@ class ColBERT:
         return self._encode(texts, query=True, batch_size=batch_size, show_progress=show_progress)
 
     def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        on_batch: BatchCallback | None = None,
     ) -> list[torch.Tensor]:
         """Encode documents: one float32 (Ld_i, dim) matrix per document on the CPU, with no padding rows and
-        without skiplist (punctuation) tokens; documents are truncated to ``doc_maxlen`` tokens."""
+        without skiplist (punctuation) tokens; documents are truncated to :attr:`document_token_budget` tokens.
+
+        ``on_batch``: called after each batch with the number of texts it held (for a caller's own progress bar;
+        with a hook the encoder draws no bar of its own unless ``show_progress=True``).
+        """
         _check_texts(texts, "document")
-        return self._encode(texts, query=False, batch_size=batch_size, show_progress=show_progress)
+        return self._encode(texts, query=False, batch_size=batch_size, show_progress=show_progress, on_batch=on_batch)
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, L, dim) normalised (per config) token vectors of a tokenised batch, with gradients if enabled."""
@@ -377,7 +393,8 @@ class ColBERT:
             self._fwd_args = cached
         return cached
 
-    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int, show_progress: bool | None) -> list[torch.Tensor]:
+    def _encode(self, texts: Sequence[str], *, query: bool, batch_size: int, show_progress: bool | None,
+                on_batch: BatchCallback | None = None) -> list[torch.Tensor]:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
         rows = self._token_ids(texts, query=query)
@@ -386,7 +403,8 @@ class ColBERT:
         out: list[torch.Tensor | None] = [None] * len(texts)
         self.backbone.eval()
         autocast = self._autocast()
-        with torch.inference_mode(), progress(len(texts), "Encoding queries" if query else "Encoding documents", show_progress) as bar:
+        desc = "Encoding queries" if query else "Encoding documents"
+        with torch.inference_mode(), batch_progress(len(texts), desc, show_progress, on_batch) as advance:
             for idx in batches_by_length([len(r) for r in rows], batch_size):
                 batch = self._collate([rows[i] for i in idx], query=query)
                 with autocast:
@@ -394,7 +412,7 @@ class ColBERT:
                 keep = self.query_keep_mask(batch) if query else self.document_keep_mask(batch)
                 for row, i in enumerate(idx):
                     out[int(i)] = vectors[row][keep[row]].clone()
-                bar.update(len(idx))
+                advance(len(idx))
         return out  # type: ignore[return-value]
 
     def _warn_truncated_queries(self, texts: Sequence[str], rows: list[list[int]]) -> None:

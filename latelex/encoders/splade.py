@@ -233,19 +233,34 @@ class Splade:
         )
 
     def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        on_batch: batching.BatchCallback | None = None,
     ) -> SparseBatch:
-        """Encode documents, silently truncated at ``config.doc_maxlen`` tokens.
+        """Encode documents, silently truncated at ``config.doc_maxlen`` tokens (:attr:`document_token_budget`
+        content tokens).
 
         Returns a :class:`SparseBatch` of len(texts) vectors over :attr:`vocab_size` terms, in input order.
+        ``on_batch``: called after each batch with the number of texts it held (for a caller's own progress bar;
+        with a hook the encoder draws no bar of its own unless ``show_progress=True``).
         """
         return self._encode(
             texts, self.model, self.tokenizer, self.config.doc_maxlen, self.config.doc_top_k,
-            batch_size=batch_size, show_progress=show_progress, kind="documents",
+            batch_size=batch_size, show_progress=show_progress, kind="documents", on_batch=on_batch,
         )
 
+    @property
+    def document_token_budget(self) -> int:
+        """How many content tokens of a document the encoder keeps: ``doc_maxlen`` (capped at the model's limit)
+        less the tokenizer's special tokens ([CLS], [SEP]); later tokens are truncated."""
+        limit = min(self.config.doc_maxlen, _length_limit(self.model, self.tokenizer))
+        return limit - int(self.tokenizer.num_special_tokens_to_add(pair=False))
+
     def _encode(self, texts, model, tokenizer, maxlen: int, top_k: int | None, *, batch_size: int,
-                show_progress: bool | None, kind: str) -> SparseBatch:
+                show_progress: bool | None, kind: str, on_batch: batching.BatchCallback | None = None) -> SparseBatch:
         texts = _check_texts(texts, kind)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -262,7 +277,8 @@ class Splade:
             if self.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), amp, batching.progress(len(texts), f"Encoding {kind}", show_progress) as bar:
+        with torch.inference_mode(), amp, batching.batch_progress(len(texts), f"Encoding {kind}", show_progress,
+                                                                  on_batch) as advance:
             for batch in batching.length_sorted_batches(texts, batch_size):
                 token_ids, n_long = _tokenize(tokenizer, [texts[i] for i in batch], limit, kind == "queries")
                 truncated += n_long
@@ -271,7 +287,7 @@ class Splade:
                     pooled = self._pool(model, input_ids, mask)
                     for r, vector in zip(rows, _sparsify(pooled, top_k, self.config.threshold)):
                         vectors[int(batch[r])] = vector
-                bar.update(len(batch))
+                advance(len(batch))
         if truncated:
             warnings.warn(
                 f"{truncated} of {len(texts)} queries are longer than {limit} tokens and were truncated; "

@@ -411,12 +411,13 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
     n = len(ids)
     cs = config.chunk_size
     n_chunks = (n + cs - 1) // cs
-    with progress_bar(n * (1 if random_access else 2), "Building PLAID index", show_progress) as bar:
-        if random_access:
-            source: SequenceSource | SpillSource = SequenceSource(embeddings, ids)
-        else:
-            source = spill(staging, ids, embeddings, cs, state, save_state, bar.update)
-
+    # One bar for one stage: compressing the documents. Consuming an iterable of embeddings (the spill) draws no
+    # bar, because whoever produces the embeddings (an encoder) shows that stage's progress.
+    if random_access:
+        source: SequenceSource | SpillSource = SequenceSource(embeddings, ids)
+    else:
+        source = spill(staging, ids, embeddings, cs, state, save_state, lambda _: None)
+    with progress_bar(n, "Compressing PLAID index", show_progress, unit="doc") as bar:
         if state.get("codec_stats") is None:
             if codec is None:
                 codec, stats = train_codec(source, config)
@@ -432,6 +433,7 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
         source.dim = dim
 
         chunks: list[dict] = state.setdefault("chunks", [])
+        bar.update(sum(c["documents"] for c in chunks))  # compressed before an interrupted build
         for c in range(len(chunks), n_chunks):
             a, b = c * cs, min(n, (c + 1) * cs)
             vectors, doclens = source.block(a, b)
