@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,13 @@ from ...errors import ConfigError, DuplicateIdError, IndexFormatError, InputErro
 from ...scoring.sparse import check_same_vocabulary, check_sparse_batch
 from ...types import Hit, SparseBatch
 from .. import storage
+from ..commit import fsync_dir, remove_unnamed
 from ..ids import check_doc_ids, subset_positions
 from .build import CODE_DTYPES, array_entry, decode_table, slice_batch, write_segment
 from .config import InvertedConfig
+
+#: Every file or folder this engine writes at the top of its directory (what a crashed change may leave).
+_OWN_FILE = re.compile(r"^(seg-\d{6}|tombstones-\d{6}\.npy|manifest\.json\.tmp)$")
 
 KIND = "inverted"
 FORMAT_VERSION = 1
@@ -617,7 +622,6 @@ class InvertedIndex:
         self._reload(fresh)
 
     def _commit(self, metas: list[dict], tombstones: np.ndarray | None, generation: int) -> None:
-        old_manifest = self._manifest
         extra_arrays = {}
         name = None
         if tombstones is not None:
@@ -629,9 +633,9 @@ class InvertedIndex:
         deleted = 0 if tombstones is None else int(tombstones.sum(dtype=np.int64))
         _write_state(self.path, segments=metas, tombstones=extra_arrays.get("tombstones"), generation=generation,
                      encoder=self.encoder, config=self.config, vocab_size=self.vocab_size, deleted=deleted)
-        _fsync(self.path)
+        fsync_dir(self.path)
         self._reload(InvertedIndex.open(self.path))
-        _remove_unnamed(self.path, self._manifest, old_manifest)
+        remove_unnamed(self.path, self._manifest, _OWN_FILE)
 
     def _reload(self, other: "InvertedIndex") -> None:
         self.path, self._manifest, self._segments, self._tombstones = (
@@ -671,20 +675,6 @@ def _write_state(directory: Path, *, segments: list[dict], tombstones: dict | No
         generation=generation,
         layout="segments of term-major quantised postings + forward index",
     )
-
-
-def _remove_unnamed(directory: Path, manifest: dict, old: dict) -> None:
-    """Remove the files the previous manifest named and the current one does not (after the swap)."""
-    import shutil
-
-    keep = {entry["file"] for entry in manifest["arrays"].values()}
-    for entry in old.get("arrays", {}).values():
-        if entry["file"] not in keep:
-            (directory / entry["file"]).unlink(missing_ok=True)
-    named = {seg["name"] for seg in manifest["segments"]}
-    for seg in old.get("segments", []):
-        if seg["name"] not in named:
-            shutil.rmtree(directory / seg["name"], ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
