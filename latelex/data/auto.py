@@ -7,6 +7,7 @@ formats.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,24 +16,45 @@ from typing import Iterator
 from latelex.data.beir import (
     BeirDataset,
     is_beir_folder,
+    iter_jsonl_documents,
     iter_jsonl_texts,
+    metadata_fields,
     read_beir_corpus,
+    read_beir_documents,
     read_beir_qrels,
     read_beir_qrels_file,
     read_beir_queries,
 )
 from latelex.data.colbert import iter_top1000_numbered, read_collection, read_queries, read_ranking, read_topk
-from latelex.data.lines import PathLike, check_file, first_record, is_float, is_int, split_fields
+from latelex.data.folder import TEXT_EXTENSIONS, is_text_folder, read_folder_documents
+from latelex.data.lines import PathLike, check_file, first_record, is_float, is_int, iter_records, split_fields
 from latelex.data.trec import read_trec_qrels, read_trec_run, read_trec_topics
 from latelex.errors import DuplicateIdError, FormatError, InputError
-from latelex.types import Qrels, Run
+from latelex.types import Document, Qrels, Run
 
-__all__ = ["Candidates", "read_documents", "read_queries_any", "read_qrels_any", "read_run_any", "read_candidates"]
+__all__ = [
+    "Candidates",
+    "read_documents",
+    "read_collection_documents",
+    "read_metadata_file",
+    "read_queries_any",
+    "read_qrels_any",
+    "read_run_any",
+    "read_candidates",
+]
 
 _DOCUMENT_FORMATS = (
     "a BEIR folder (with corpus.jsonl), a .jsonl file of objects with _id/id/docid/pid and text/contents "
     "(optional title), or a ColBERT collection TSV pid<TAB>text[<TAB>title]"
 )
+_COLLECTION_FORMATS = (
+    "a BEIR folder (with corpus.jsonl), a folder of " + "/".join(TEXT_EXTENSIONS) + " files, a .jsonl file of "
+    "objects with _id/id/docid/pid and text/contents (optional title), or a ColBERT collection TSV "
+    "pid<TAB>text[<TAB>title]"
+)
+_DOC_ID_KEYS = ("_id", "id", "docid", "pid", "doc_id")
+_DOC_TEXT_KEYS = ("text", "contents")
+_METADATA_ID_KEYS = ("_id", "id", "doc_id", "docid", "pid")
 _QUERY_FORMATS = (
     "a BEIR folder (with queries.jsonl), a .jsonl file of objects with _id/id/qid/query_id and text/query, "
     "TREC SGML topics (<top> ... </top>), or a TSV qid<TAB>text"
@@ -87,6 +109,28 @@ def _is_ranking_line(line: str) -> bool:
     return 2 <= len(fields) <= 4 and (len(fields) < 3 or is_int(fields[2])) and (len(fields) < 4 or is_float(fields[3]))
 
 
+def _document_format(path: PathLike, *, text_folders: bool) -> str:
+    """Which document reader ``path`` needs: ``"beir"``, ``"folder"`` (only with ``text_folders``), ``"jsonl"`` or
+    ``"tsv"``; the one place where document collections are told apart."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if is_beir_folder(p):
+            return "beir"
+        if text_folders:
+            if is_text_folder(p):
+                return "folder"
+            raise FormatError(
+                f"folder without corpus.jsonl or text files; accepted: {_COLLECTION_FORMATS}", os.fspath(path)
+            )
+        raise FormatError(f"folder without corpus.jsonl; accepted: {_DOCUMENT_FORMATS}", os.fspath(path))
+    number, line = _first_line(path)
+    if _looks_jsonl(path, line):
+        return "jsonl"
+    if not 2 <= len(line.split("\t")) <= 3:
+        raise _undetected(path, number, _COLLECTION_FORMATS if text_folders else _DOCUMENT_FORMATS)
+    return "tsv"
+
+
 def read_documents(path: PathLike) -> Iterator[tuple[str, str]]:
     """Stream ``(doc id, text)`` from whatever document collection ``path`` names.
 
@@ -97,28 +141,113 @@ def read_documents(path: PathLike) -> Iterator[tuple[str, str]]:
     * any other file: a ColBERT collection TSV ``pid<TAB>text[<TAB>title]``
       (:func:`latelex.data.colbert.read_collection`).
 
+    :func:`read_collection_documents` reads the same formats (and folders of text files) with metadata.
+
     Raises:
         InputError: a missing path or an empty file.
         FormatError: a folder that is not a BEIR folder, a first line that fits no format (the message lists the
             accepted ones), or any malformed line of the chosen format.
     """
-    p = Path(path).expanduser()
-    if p.is_dir():
-        if is_beir_folder(p):
-            return read_beir_corpus(p)
-        raise FormatError(f"folder without corpus.jsonl; accepted: {_DOCUMENT_FORMATS}", os.fspath(path))
-    number, line = _first_line(path)
-    if _looks_jsonl(path, line):
-        return iter_jsonl_texts(
-            path,
-            id_keys=("_id", "id", "docid", "pid", "doc_id"),
-            text_keys=("text", "contents"),
-            title_key="title",
-            what="document",
-        )
-    if not 2 <= len(line.split("\t")) <= 3:
-        raise _undetected(path, number, _DOCUMENT_FORMATS)
+    kind = _document_format(path, text_folders=False)
+    if kind == "beir":
+        return read_beir_corpus(Path(path).expanduser())
+    if kind == "jsonl":
+        return iter_jsonl_texts(path, id_keys=_DOC_ID_KEYS, text_keys=_DOC_TEXT_KEYS, title_key="title", what="document")
     return read_collection(path)
+
+
+def read_collection_documents(path: PathLike) -> Iterator[Document]:
+    """Stream :class:`~latelex.types.Document` objects (id, text, metadata) from whatever ``path`` names.
+
+    The formats, ids and texts are those of :func:`read_documents`, plus plain folders of text files:
+
+    * a folder with ``corpus.jsonl`` (BEIR) or a ``.jsonl`` file: ``metadata`` holds the title (``"title"``, when
+      non-blank; it also stays part of the text) and every key other than the id, text and title keys; the fields
+      of a nested ``"metadata"`` object (BEIR's own key) are merged in, a top-level key winning a clash
+      (:func:`latelex.data.beir.metadata_fields`). A document with none of these has ``metadata`` None;
+    * a folder without ``corpus.jsonl`` holding ``.txt``, ``.md``, ``.markdown`` or ``.rst`` files: one document
+      per file, id = relative POSIX path, metadata ``path``, ``size``, ``modified``
+      (:func:`latelex.data.folder.read_folder_documents`);
+    * a ColBERT collection TSV: ``metadata`` is ``{"title": title}`` for a line with a non-empty title column,
+      else None.
+
+    Raises:
+        InputError: a missing path, an empty file, a folder of empty text files.
+        FormatError: a folder with neither corpus.jsonl nor text files, a first line that fits no format (the
+            message lists the accepted ones), or any malformed line or file of the chosen format.
+    """
+    kind = _document_format(path, text_folders=True)
+    if kind == "beir":
+        return read_beir_documents(Path(path).expanduser())
+    if kind == "folder":
+        return read_folder_documents(path)
+    if kind == "jsonl":
+        return iter_jsonl_documents(
+            path, id_keys=_DOC_ID_KEYS, text_keys=_DOC_TEXT_KEYS, title_key="title", what="document"
+        )
+    return _collection_documents(path)
+
+
+def _collection_documents(path: PathLike) -> Iterator[Document]:
+    """Documents of a ColBERT collection TSV with the title column as metadata.
+
+    :func:`read_collection` parses and checks every line; the raw lines are read alongside only to take the title
+    column, which the parsed text holds joined to the text.
+    """
+    pairs = read_collection(path)
+    lines = iter_records(path)
+
+    def gen() -> Iterator[Document]:
+        for doc_id, text in pairs:
+            for _, line in lines:  # the line ``pairs`` just parsed (a header line before it is passed over)
+                fields = line.split("\t")
+                if fields[0].strip() == doc_id:
+                    break
+            title = fields[2].strip() if len(fields) == 3 else ""
+            yield Document(doc_id, text, {"title": title} if title else None)
+
+    return gen()
+
+
+def read_metadata_file(path: PathLike) -> dict[str, dict]:
+    """Metadata per document id from a JSONL file (the ``--metadata FILE`` of the command line).
+
+    One JSON object per line with the document id under ``_id``, ``id``, ``doc_id``, ``docid`` or ``pid`` (first
+    found; a string or an integer) and any other fields, which become the document's metadata as in
+    :func:`read_collection_documents` (a nested ``"metadata"`` object is merged in). Returns ``{doc id: fields}``
+    in file order.
+
+    Raises:
+        InputError: a missing or empty file.
+        FormatError: invalid JSON, a line that is not a JSON object (``file:line: metadata must be a JSON
+            object``), an object without an id, a blank line inside the file.
+        DuplicateIdError: the same id on two lines.
+    """
+    shown = os.fspath(path)
+    out: dict[str, dict] = {}
+    lines: dict[str, int] = {}
+    for number, line in iter_records(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FormatError(f"invalid JSON ({e.msg} at column {e.colno})", shown, number) from None
+        if not isinstance(obj, dict):
+            raise FormatError("metadata must be a JSON object", shown, number)
+        id_key = next((k for k in _METADATA_ID_KEYS if obj.get(k) is not None), None)
+        if id_key is None:
+            raise FormatError(f"metadata object has no {' / '.join(_METADATA_ID_KEYS)} field", shown, number)
+        raw_id = obj[id_key]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip():
+            raise FormatError(f"document id must be a non-empty string or an integer, found {json.dumps(raw_id)}",
+                              shown, number)
+        doc_id = str(raw_id).strip()
+        if doc_id in out:
+            raise DuplicateIdError(f"duplicate document id {doc_id!r} (first seen on line {lines[doc_id]})", shown, number)
+        lines[doc_id] = number
+        out[doc_id] = metadata_fields(obj, (id_key,))
+    if not out:
+        raise InputError(f"{shown} is empty: expected JSON objects with a document id and metadata fields, one per line")
+    return out
 
 
 def read_queries_any(path: PathLike, split: str | None = None) -> Iterator[tuple[str, str]]:

@@ -4,7 +4,9 @@
 * ``queries.jsonl``: one JSON object per line with ``_id`` and ``text``;
 * ``qrels/<split>.tsv``: a header ``query-id<TAB>corpus-id<TAB>score`` then one judgement per line.
 
-Other keys (``metadata``) are ignored. Ids may be JSON strings or integers and are returned as strings.
+Ids may be JSON strings or integers and are returned as strings. :func:`read_beir_corpus` yields ``(id, text)``
+pairs and ignores every other key; :func:`read_beir_documents` yields :class:`~latelex.types.Document` objects
+whose metadata keeps them (see :func:`metadata_fields`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any, Iterator
 
 from latelex.data.lines import PathLike, check_id, iter_records, read_judgments
 from latelex.errors import DuplicateIdError, FormatError, InputError
-from latelex.types import Qrels
+from latelex.types import Document, Qrels
 
 __all__ = [
     "BeirDataset",
     "is_beir_folder",
+    "metadata_fields",
     "read_beir_corpus",
+    "read_beir_documents",
     "read_beir_queries",
     "read_beir_qrels",
     "read_beir_qrels_file",
@@ -41,25 +45,51 @@ def _string_field(obj: dict[str, Any], key: str, what: str, shown: str, number: 
     return value
 
 
-def iter_jsonl_texts(
+def metadata_fields(obj: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    """The metadata of a JSON object: every key but those in ``skip`` (the id, text and title keys).
+
+    A nested ``"metadata"`` object (BEIR's own key) is flattened: its fields join the top-level ones, and a
+    top-level key of the same name wins. A ``"metadata"`` value that is not an object is kept under
+    ``"metadata"``; a null or empty one is dropped.
+    """
+    out: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in skip:
+            continue
+        if key == "metadata" and (value is None or isinstance(value, dict)):
+            nested = value or {}
+            continue
+        out[key] = value
+    for key, value in nested.items():
+        out.setdefault(key, value)
+    return out
+
+
+def iter_jsonl_records(
     path: PathLike,
     *,
     id_keys: tuple[str, ...],
     text_keys: tuple[str, ...],
     title_key: str | None,
     what: str,
-) -> Iterator[tuple[str, str]]:
-    """``(id, text)`` pairs of a JSONL file of objects (the shared core of BEIR corpora, queries and other JSONL).
+    with_metadata: bool,
+) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    """``(id, text, metadata)`` of a JSONL file of objects: the one parser of BEIR corpora, queries and other JSONL.
 
     The id is the first of ``id_keys`` present in an object, the text the first of ``text_keys``. With a
     ``title_key`` whose value is non-blank the text is ``(title + " " + text).strip()``, else ``text.strip()``.
     An object whose text comes out empty is a FormatError; ids must be unique.
+
+    With ``with_metadata``, ``metadata`` is ``{"title": title}`` (when the title is non-blank) plus
+    :func:`metadata_fields` of the object without its id, text and title keys, or None when that is empty;
+    without it, None.
     """
     shown = os.fspath(path)
     records = iter_records(path)
     expected = f"JSON objects with {'/'.join(id_keys)} and {'/'.join(text_keys)}"
 
-    def gen() -> Iterator[tuple[str, str]]:
+    def gen() -> Iterator[tuple[str, str, dict[str, Any] | None]]:
         seen: dict[str, int] = {}
         for number, line in records:
             try:
@@ -90,11 +120,49 @@ def iter_jsonl_texts(
             if key in seen:
                 raise DuplicateIdError(f"duplicate {what} id {key!r} (first seen on line {seen[key]})", shown, number)
             seen[key] = number
-            yield key, text
+            metadata = None
+            if with_metadata:
+                metadata = {"title": title.strip()} if title.strip() else {}
+                skip = (id_key, text_key, title_key) if title_key else (id_key, text_key)
+                for field, value in metadata_fields(obj, skip).items():
+                    metadata.setdefault(field, value)
+                metadata = metadata or None
+            yield key, text, metadata
         if not seen:
             raise InputError(f"{shown} is empty: expected {expected}, one per line")
 
     return gen()
+
+
+def iter_jsonl_texts(
+    path: PathLike,
+    *,
+    id_keys: tuple[str, ...],
+    text_keys: tuple[str, ...],
+    title_key: str | None,
+    what: str,
+) -> Iterator[tuple[str, str]]:
+    """``(id, text)`` pairs of a JSONL file of objects (see :func:`iter_jsonl_records`; other keys are ignored)."""
+    records = iter_jsonl_records(
+        path, id_keys=id_keys, text_keys=text_keys, title_key=title_key, what=what, with_metadata=False
+    )
+    return ((key, text) for key, text, _ in records)
+
+
+def iter_jsonl_documents(
+    path: PathLike,
+    *,
+    id_keys: tuple[str, ...],
+    text_keys: tuple[str, ...],
+    title_key: str | None,
+    what: str,
+) -> Iterator[Document]:
+    """:class:`~latelex.types.Document` objects of a JSONL file of objects, metadata included (see
+    :func:`iter_jsonl_records`)."""
+    records = iter_jsonl_records(
+        path, id_keys=id_keys, text_keys=text_keys, title_key=title_key, what=what, with_metadata=True
+    )
+    return (Document(key, text, metadata) for key, text, metadata in records)
 
 
 def is_beir_folder(path: PathLike) -> bool:
@@ -132,6 +200,22 @@ def read_beir_corpus(folder: PathLike) -> Iterator[tuple[str, str]]:
     """
     path = _folder_file(folder, "corpus.jsonl")
     return iter_jsonl_texts(path, id_keys=("_id",), text_keys=("text",), title_key="title", what="document")
+
+
+def read_beir_documents(folder: PathLike) -> Iterator[Document]:
+    """Stream the corpus of a BEIR folder as :class:`~latelex.types.Document` objects, metadata included.
+
+    Ids and texts are those of :func:`read_beir_corpus` (the title stays part of the text). ``metadata`` holds
+    the title (``"title"``, when non-blank) and every other key of the line; the fields of BEIR's nested
+    ``"metadata"`` object are merged into it (a top-level key wins a clash), so a line
+    ``{"_id": "1", "title": "T", "text": "x", "metadata": {"year": 2020}}`` gives ``{"title": "T", "year": 2020}``.
+    A document with none of these has ``metadata`` None.
+
+    Raises:
+        InputError, FormatError, DuplicateIdError: as :func:`read_beir_corpus`.
+    """
+    path = _folder_file(folder, "corpus.jsonl")
+    return iter_jsonl_documents(path, id_keys=("_id",), text_keys=("text",), title_key="title", what="document")
 
 
 def read_beir_queries(folder: PathLike, ids: set[str] | None = None) -> Iterator[tuple[str, str]]:
