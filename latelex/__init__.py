@@ -1,7 +1,8 @@
 """latelex: neural search with learned retrieval models (ColBERT late interaction and SPLADE).
 
 The public names below are imported lazily, so that ``import latelex`` and ``latelex --help`` stay fast and
-importing has no side effects.
+importing has no side effects. ``evaluate`` is the :mod:`latelex.evaluate` package, which is callable as its
+``evaluate`` function: ``latelex.evaluate(run, qrels, ["nDCG@10"])``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _EXPORTS = {
     "ColBERTConfig": "latelex.config",
     "SpladeConfig": "latelex.config",
     "Hit": "latelex.types",
+    "Document": "latelex.types",
     "PackedEmbeddings": "latelex.types",
     "SparseVector": "latelex.types",
     "SparseBatch": "latelex.types",
@@ -25,8 +27,10 @@ _EXPORTS = {
     "SparseIndex": "latelex.index.sparse",
     "Retriever": "latelex.search.retriever",
     "rerank": "latelex.search.rerank",
-    "evaluate": "latelex.evaluate.metrics",
+    "evaluate": "latelex.evaluate",
 }
+#: Exports that are modules themselves (a subpackage's attribute would be shadowed by the subpackage once imported).
+_MODULES = {"evaluate"}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -35,7 +39,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'latelex' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    return imported if name in _MODULES else getattr(imported, name)
 
 
 def __dir__() -> list[str]:
