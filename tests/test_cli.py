@@ -293,3 +293,26 @@ def test_bm25_index_search_and_fusion_through_the_cli(corpus, colbert_model, tmp
     with pytest.raises(SystemExit):
         main(["-q", "fuse", str(bm25_run), "--output", str(tmp_path / "y.trec")])
     assert "at least two run files" in capsys.readouterr().err
+
+
+def test_every_verb_module_registers_its_verb_and_help_imports_no_torch():
+    """latelex/cli/ holds one module per verb (register + run), listed once in VERBS; --help stays torch-free."""
+    import subprocess
+    import sys
+
+    from latelex.cli import VERBS, build_parser
+
+    names = [verb.__name__.rsplit(".", 1)[1] for verb in VERBS]
+    assert names == ["index", "search", "rerank", "evaluate", "info", "fuse", "train", "mine"]
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert list(subparsers.choices) == names
+    for name, verb in zip(names, VERBS):
+        assert subparsers.choices[name].get_default("func") is verb.run
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['latelex', '--help']\n"
+             "try:\n    runpy.run_module('latelex.cli', run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+             "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "COMMAND" in done.stdout and done.stdout.strip().endswith("False")

@@ -1,0 +1,159 @@
+"""What the verbs share: the encoder options, the evaluation options, run writing, opening an index, usage errors.
+
+Only the standard library is imported here at module level, so that ``latelex --help`` stays fast; everything
+else is imported inside the function that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+#: The built-in ColBERT model (latelex.models.DEFAULT_COLBERT_MODEL), spelled here so that --help needs no import.
+DEFAULT_MODEL = "latelex-colbert-minilm"
+
+EXAMPLES = """examples (offline, with the data in ../shared; the default model ships with latelex):
+  latelex index runs/scifact --collection ../shared/datasets/scifact
+  latelex index runs/scifact-plain --model ../shared/models/all-MiniLM-L6-v2 \\
+      --collection ../shared/datasets/scifact --query-maxlen 64 --doc-maxlen 256
+  latelex search runs/scifact --queries ../shared/datasets/scifact --split test \\
+      --qrels ../shared/datasets/scifact --output runs/scifact.trec
+  latelex search runs/scifact --query "does vitamin D lower cancer risk?" -k 5
+  latelex evaluate --run runs/scifact.trec --qrels ../shared/datasets/scifact --split test
+"""
+
+
+class UsageError(Exception):
+    """A mistake in the command line that the parser could not see; ``main`` reports it as argparse does."""
+
+
+def usage(message: str) -> UsageError:
+    return UsageError(message)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one line, no source location."""
+    print(f"latelex: warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- parser pieces
+
+
+def add_verb(subparsers, name: str, help_: str, description: str) -> argparse.ArgumentParser:
+    """A verb's parser, with the common epilog and a ``-q`` that may also follow the verb."""
+    p = subparsers.add_parser(name, help=help_, description=description, epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    return p
+
+
+def add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    from ..evaluate.metrics import DEFAULT_METRICS
+
+    p.add_argument("--qrels", help="relevance judgements to evaluate against: qrels file or BEIR folder (with --split)")
+    p.add_argument("--split", default=None, help="BEIR split for --queries/--qrels folders (e.g. test, dev, train)")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                   help=f"ir-measures names; MRR@10 and Recall@k accepted (default: {' '.join(DEFAULT_METRICS)})")
+
+
+def add_encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("encoder (settings default to the checkpoint's own)")
+    g.add_argument("--family", choices=["colbert", "splade"], help="model family (detected from the folder when omitted)")
+    g.add_argument("--query-maxlen", type=int, help="query length in tokens (ColBERT default 32, SPLADE 64)")
+    g.add_argument("--doc-maxlen", type=int, help="document length in tokens (ColBERT default 180, SPLADE 256)")
+    g.add_argument("--no-markers", action="store_true", help="ColBERT: insert no [Q]/[D] marker tokens")
+    g.add_argument("--no-query-augmentation", action="store_true", help="ColBERT: do not pad queries with [MASK]")
+    g.add_argument("--attend-to-mask-tokens", action="store_true", default=None, help="ColBERT: let query tokens attend to [MASK] padding")
+    g.add_argument("--keep-punctuation", action="store_true", help="ColBERT: keep punctuation tokens in documents")
+    g.add_argument("--similarity", choices=["cosine", "l2"], help="ColBERT similarity (v1 models were trained with both)")
+    g.add_argument("--pooling", choices=["max", "sum"], help="SPLADE pooling: max (v2, ++) or sum (v1)")
+    g.add_argument("--query-model", help="SPLADE: a separate query encoder (efficient SPLADE)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+
+
+# ---------------------------------------------------------------------- helpers for the handlers
+
+
+def encoder_overrides(args: argparse.Namespace, family: str) -> dict[str, Any]:
+    """The encoder settings that ``add_encoder_options`` flags change, as keyword arguments for the loaders."""
+    out: dict[str, Any] = {}
+    if args.query_maxlen is not None:
+        out["query_maxlen"] = args.query_maxlen
+    if args.doc_maxlen is not None:
+        out["doc_maxlen"] = args.doc_maxlen
+    if family == "colbert":
+        if args.no_markers:
+            out["query_marker"] = out["doc_marker"] = None
+        if args.no_query_augmentation:
+            out["query_augmentation"] = False
+        if args.attend_to_mask_tokens:
+            out["attend_to_mask_tokens"] = True
+        if args.keep_punctuation:
+            out["skiplist"] = ()
+        if args.similarity:
+            out["similarity"] = args.similarity
+    else:
+        if args.pooling:
+            out["pooling"] = args.pooling
+        if args.query_model:
+            out["query_model"] = args.query_model
+    return out
+
+
+def load_encoder(args: argparse.Namespace):
+    from ..encoders import detect_family, load_encoder as load
+
+    family = args.family or detect_family(args.model)
+    return load(args.model, family, device=args.device, **encoder_overrides(args, family))
+
+
+def write_run(path: str, run, fmt: str) -> None:
+    from ..data import write_ranking, write_trec_run
+
+    if fmt == "trec":
+        write_trec_run(path, run, tag="latelex")
+    else:
+        write_ranking(path, run)
+
+
+def maybe_evaluate(args: argparse.Namespace, run) -> None:
+    """Print the metrics of ``run`` when ``--qrels`` was given (and write them to ``--metrics-json``)."""
+    if not args.qrels:
+        return
+    from ..data import read_qrels_any
+    from ..evaluate import evaluate, format_table
+
+    results = evaluate(run, read_qrels_any(args.qrels, args.split), args.metrics)
+    print(format_table(results))
+    if getattr(args, "metrics_json", None):
+        from ..fsio import atomic_write
+
+        with atomic_write(args.metrics_json) as f:
+            json.dump(results, f, indent=2)
+
+
+def is_bm25_index(path: str) -> bool:
+    """Whether ``path`` holds a BM25 index (its manifest's kind), read without opening anything else."""
+    from ..index.bm25 import KIND
+    from ..index.storage import MANIFEST
+
+    manifest = Path(path).expanduser() / MANIFEST
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False  # the Retriever's own checks say what is wrong with the folder
+
+
+def open_searcher(path: str, device: Any):
+    """A BM25 index or a Retriever (encoder + index): both answer ``search_queries(queries, k, subset=...)``."""
+    if is_bm25_index(path):
+        from ..index.bm25 import BM25Index
+
+        return BM25Index.open(path)
+    from ..search.retriever import Retriever
+
+    return Retriever.open(path, device=device)

@@ -1,0 +1,37 @@
+"""``latelex info DIR [--json] [--verify]``: describe an index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import add_verb, is_bm25_index
+
+
+def register(subparsers) -> None:
+    p = add_verb(subparsers, "info", "describe an index",
+                 "Print an index's kind, counts, sizes, encoder and configuration.")
+    p.add_argument("index", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verify", action="store_true", help="also check every array's SHA-256 against the manifest")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..search.retriever import Retriever
+
+    if is_bm25_index(args.index):
+        from ..index.bm25 import BM25Index
+
+        info = {"path": str(Path(args.index).expanduser().resolve()), **BM25Index.open(args.index, verify=args.verify).info()}
+    else:
+        info = Retriever.inspect(args.index, verify=args.verify)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if isinstance(value, dict):
+                value = json.dumps(value)
+            print(f"{key:<28} {value}")
+    return 0
