@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 
@@ -98,14 +99,33 @@ def test_short_and_empty_texts_are_one_passage(tokenizer):
     assert split_document("c", " \n ", tokenizer, config) == [Passage("c", 0, " \n ", 0, 3)]
 
 
-def test_long_text_has_no_length_warning(tokenizer, caplog):
-    text = "the cell " * 2000  # 4000 tokens, far beyond model_max_length (512)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        passages = split_document("d", text, tokenizer, ChunkingConfig(500, 100))
-        assert count_truncated([text], tokenizer, 500) == 1
-    assert len(passages) == 10
-    assert not [r for r in caplog.records if "sequence length" in r.getMessage()]
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_long_text_has_no_length_warning(tiny_bert):
+    fresh = AutoTokenizer.from_pretrained(str(tiny_bert))  # transformers warns once per tokenizer object
+    records = _Records()
+    library = logging.getLogger("transformers")  # it does not propagate to the root logger
+    library.addHandler(records)
+    try:
+        text = "the cell " * 2000  # 4000 tokens, far beyond model_max_length (512)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            passages = split_document("d", text, fresh, ChunkingConfig(500, 100))
+            assert count_truncated([text], fresh, 500) == 1
+            assert list(split_documents([("d", text)], fresh, ChunkingConfig(500, 100))) == passages
+        assert len(passages) == 10
+        assert not [m for m in records.messages if "sequence length" in m]
+        fresh(text)  # the check does see the warning where it is not silenced
+        assert [m for m in records.messages if "sequence length" in m]
+    finally:
+        library.removeHandler(records)
 
 
 def test_split_documents_matches_split_document(tokenizer):
