@@ -81,9 +81,7 @@ def test_plaid_through_the_cli_agrees_with_exact(corpus, colbert_model, tmp_path
     # Quality of PLAID against exact MaxSim is held in tests/test_plaid_*.py (on data where it is well posed: this
     # tiny random head scores every document within the compression error); here: the CLI runs the engine with
     # the knobs given, and its scores approximate the exact ones of the same documents.
-    from latelex.index.plaid import PlaidIndex
-
-    engine = PlaidIndex.open(idx / "index")
+    engine = Retriever.open(idx).index  # the PLAID engine of the index's one segment
     model = ColBERT.from_pretrained(colbert_model)
     for qid, text in queries.items():
         direct = engine.search(model.encode_queries([text]), k=10, ncells=16, centroid_score_threshold=-10, ndocs=60)[0]
@@ -198,15 +196,19 @@ def test_interrupted_build_publishes_nothing(corpus, colbert_model, tmp_path, mo
     calls = {"n": 0}
     real = model.encode_documents
 
-    def failing(texts, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(texts, **kw)
+    def failing(texts, on_batch=None, **kw):
+        def advance(n):  # interrupted after the first batch of 10, mid-encoding
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            if on_batch is not None:
+                on_batch(n)
+        return real(texts, on_batch=advance, **kw)
 
     monkeypatch.setattr(model, "encode_documents", failing)
     with pytest.raises(KeyboardInterrupt):
-        Retriever.build(tmp_path / "idx", model, docs.items(), chunk_size=10, show_progress=False)
+        Retriever.build(tmp_path / "idx", model, docs.items(), batch_size=10, show_progress=False)
+    assert calls["n"] == 2
     assert not (tmp_path / "idx").exists() and list(tmp_path.iterdir()) == []
 
 
@@ -258,7 +260,6 @@ def test_mine_then_train_through_the_cli(corpus, tiny_bert, tmp_path, capsys):
 
 def test_bm25_index_search_and_fusion_through_the_cli(corpus, colbert_model, tmp_path, capsys):
     """BM25 needs no model; fused runs hold the union of the members' documents, ordered by RRF."""
-    from latelex.index.bm25 import BM25Index
     from latelex.search.fusion import reciprocal_rank_fusion
 
     root, docs, queries, _ = corpus
@@ -271,7 +272,8 @@ def test_bm25_index_search_and_fusion_through_the_cli(corpus, colbert_model, tmp
     bm25_run, colbert_run, fused = tmp_path / "bm25.trec", tmp_path / "colbert.trec", tmp_path / "fused.trec"
     assert main(["-q", "search", str(bm25_dir), "--queries", str(root / "queries.tsv"), "-k", "10",
                  "--output", str(bm25_run)]) == 0
-    expected = BM25Index.open(bm25_dir).search_queries(queries, k=10)
+    expected = Retriever.open(bm25_dir).search_queries(queries, k=10)
+    assert Retriever.open(bm25_dir).encoder is None
     got = read_trec_run(bm25_run)
     assert {q: [h.doc_id for h in hits] for q, hits in got.items()} == \
         {q: [h.doc_id for h in hits] for q, hits in expected.items() if hits}
@@ -288,7 +290,8 @@ def test_bm25_index_search_and_fusion_through_the_cli(corpus, colbert_model, tmp
     with pytest.raises(SystemExit):
         main(["-q", "search", str(bm25_dir), "--queries", str(root / "queries.tsv"), "--ndocs", "5",
               "--output", str(tmp_path / "x.trec")])
-    assert "does not apply to a BM25 index" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--ndocs applies to plaid indexes" in err[-1] and "is a bm25 index" in err[-1]
     assert not (tmp_path / "x.trec").exists()
     with pytest.raises(SystemExit):
         main(["-q", "fuse", str(bm25_run), "--output", str(tmp_path / "y.trec")])
@@ -303,7 +306,8 @@ def test_every_verb_module_registers_its_verb_and_help_imports_no_torch():
     from latelex.cli import VERBS, build_parser
 
     names = [verb.__name__.rsplit(".", 1)[1] for verb in VERBS]
-    assert names == ["index", "search", "rerank", "evaluate", "info", "fuse", "train", "mine"]
+    assert names == ["index", "search", "add", "delete", "compact", "rerank", "evaluate", "info", "fuse", "train",
+                     "mine"]
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(subparsers.choices) == names
     for name, verb in zip(names, VERBS):

@@ -1,7 +1,10 @@
 """The ``latelex`` command line: a thin shell over the Python API, verb for verb.
 
     latelex index    DIR --model M --collection C     encode a collection and build an index
-    latelex search   DIR --queries Q [--qrels R]      search (and evaluate), write a run file
+    latelex search   DIR --queries Q [--qrels R]      search (and evaluate), write a run file; --where filters
+    latelex add      DIR --collection C [--upsert]    add (or replace) documents
+    latelex delete   DIR ID ... [--ids F] [--strict]  delete documents by id
+    latelex compact  DIR                              merge segments, reclaim deleted space
     latelex rerank   --model M --candidates F ...     re-rank another system's candidates with ColBERT
     latelex evaluate --run F --qrels R                score a run file
     latelex fuse     RUN RUN ... --output F           fuse runs (RRF or weighted scores): hybrid retrieval
@@ -25,11 +28,11 @@ import sys
 import warnings
 from typing import Sequence
 
-from . import evaluate, fuse, index, info, mine, rerank, search, train
+from . import add, compact, delete, evaluate, fuse, index, info, mine, rerank, search, train
 from .common import EXAMPLES, UsageError, show_warning
 
 #: The verbs, in the order ``latelex --help`` lists them.
-VERBS = (index, search, rerank, evaluate, info, fuse, train, mine)
+VERBS = (index, search, add, delete, compact, rerank, evaluate, info, fuse, train, mine)
 
 __all__ = ["VERBS", "build_parser", "main"]
 

@@ -22,6 +22,8 @@ EXAMPLES = """examples (offline, with the data in ../shared; the default model s
   latelex search runs/scifact --queries ../shared/datasets/scifact --split test \\
       --qrels ../shared/datasets/scifact --output runs/scifact.trec
   latelex search runs/scifact --query "does vitamin D lower cancer risk?" -k 5
+  latelex index runs/notes --kind bm25 --collection notes/          (a folder of .txt/.md files; no model)
+  latelex search runs/notes --query "release plan" --where 'path = "plans/2024.md"' -k 5
   latelex evaluate --run runs/scifact.trec --qrels ../shared/datasets/scifact --split test
 """
 
@@ -136,8 +138,9 @@ def maybe_evaluate(args: argparse.Namespace, run) -> None:
             json.dump(results, f, indent=2)
 
 
-def is_bm25_index(path: str) -> bool:
-    """Whether ``path`` holds a BM25 index (its manifest's kind), read without opening anything else."""
+def is_legacy_bm25_index(path: str) -> bool:
+    """Whether ``path`` holds a plain BM25 index from before BM25 was a Retriever kind (manifest kind ``bm25`` at
+    the top; a retriever's manifest says ``retriever``), read without opening anything else."""
     from ..index.bm25 import KIND
     from ..index.storage import MANIFEST
 
@@ -148,12 +151,94 @@ def is_bm25_index(path: str) -> bool:
         return False  # the Retriever's own checks say what is wrong with the folder
 
 
+class LegacyBM25:
+    """A plain BM25 index of an older latelex, answering the part of the Retriever's search API it can (no
+    metadata, no texts, no engine options), so that ``search`` and ``mine`` read the indexes users already have."""
+
+    kind = "bm25"
+    has_texts = False
+
+    def __init__(self, index) -> None:
+        self.index = index
+
+    def _refuse_where(self, where: Any) -> None:
+        if where is not None:
+            raise UsageError(f"{self.index.path} is a BM25 index from an older latelex, without metadata; rebuild it "
+                             f"with `latelex index DIR --kind bm25 --collection C` to filter with --where")
+
+    def search(self, queries: list[str], k: int, *, where: Any = None, subset=None, **_: Any):
+        self._refuse_where(where)
+        return self.index.search_text(queries, k=k, subset=subset)
+
+    def search_queries(self, queries, k: int = 10, *, where: Any = None, subset=None, **_: Any):
+        self._refuse_where(where)
+        return self.index.search_queries(queries, k=k, subset=subset)
+
+
 def open_searcher(path: str, device: Any):
-    """A BM25 index or a Retriever (encoder + index): both answer ``search_queries(queries, k, subset=...)``."""
-    if is_bm25_index(path):
+    """What ``search`` and ``mine`` search: the Retriever at ``path`` (any kind, BM25 included), or an older plain
+    BM25 index wrapped in :class:`LegacyBM25`."""
+    if is_legacy_bm25_index(path):
         from ..index.bm25 import BM25Index
 
-        return BM25Index.open(path)
+        return LegacyBM25(BM25Index.open(path))
     from ..search.retriever import Retriever
 
     return Retriever.open(path, device=device)
+
+
+def open_retriever(path: str, device: Any = None):
+    """The Retriever at ``path``, for the verbs that change an index (``add``, ``delete``, ``compact``)."""
+    from ..errors import InputError
+    from ..search.retriever import Retriever
+
+    if is_legacy_bm25_index(path):
+        raise InputError(f"{path} is a BM25 index from an older latelex, which cannot be changed in place; rebuild it "
+                         f"with `latelex index {path} --kind bm25 --collection C --overwrite`")
+    return Retriever.open(path, device=device)
+
+
+# ---------------------------------------------------------------------- collections
+
+
+def add_collection_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--collection", required=required,
+                   help="documents: a BEIR folder, a .jsonl file (keys other than id/text/title become metadata), a "
+                        "collection.tsv (pid<TAB>text[<TAB>title]), or a folder of .txt/.md files")
+    p.add_argument("--metadata", metavar="FILE",
+                   help="JSONL of objects with an id key and metadata fields, merged over the collection's own")
+
+
+def read_collection(args: argparse.Namespace) -> tuple[Any, dict | None]:
+    """The documents of ``--collection`` (with their metadata) and the ``--metadata`` file's fields per id."""
+    from ..data.auto import read_collection_documents, read_metadata_file
+
+    metadata = read_metadata_file(args.metadata) if args.metadata else None
+    return read_collection_documents(args.collection), metadata
+
+
+def add_chunking_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("chunking (index all of long documents; search returns the best passage)")
+    g.add_argument("--chunk-tokens", type=int, metavar="N",
+                   help="split documents into passages of N tokens of the encoder's tokenizer")
+    g.add_argument("--chunk-overlap", type=int, metavar="M", help="tokens shared by consecutive passages (default 0)")
+
+
+def chunking(args: argparse.Namespace):
+    """The ChunkingConfig that ``--chunk-tokens`` / ``--chunk-overlap`` describe, or None (checked before any work)."""
+    if args.chunk_tokens is None:
+        if args.chunk_overlap is not None:
+            raise usage("--chunk-overlap needs --chunk-tokens")
+        return None
+    from ..search.chunking import ChunkingConfig
+
+    return ChunkingConfig(args.chunk_tokens, args.chunk_overlap or 0)
+
+
+def metavar(option) -> str:
+    """The metavar of an engine option's flag: its name in capitals (``--centroids CENTROIDS``)."""
+    return option.cli_flag.lstrip("-").replace("-", "_").upper()
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"

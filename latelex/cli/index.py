@@ -1,75 +1,104 @@
-"""``latelex index DIR --collection C [--model M] [--kind K]``: encode a collection and build an index."""
+"""``latelex index DIR --collection C [--model M] [--kind K]``: encode a collection and build an index.
+
+The kinds, their descriptions and the engine build flags come from the registry of index kinds
+(:mod:`latelex.index.registry`); a build flag given with a kind that does not take it is a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .common import DEFAULT_MODEL, add_encoder_options, add_verb, load_encoder, usage
+from ..index import registry
+from .common import (
+    DEFAULT_MODEL, add_chunking_options, add_collection_options, add_encoder_options, add_verb, chunking,
+    load_encoder, metavar, read_collection, usage,
+)
+
+#: argparse ``dest`` of a build option: prefixed, so that an engine field can never shadow a verb's own option.
+_DEST = "build_{}"
+
+
+def _kind_help() -> str:
+    lines = []
+    for family in registry.FAMILIES:
+        for spec in registry.kinds_for(family):
+            label = "" if family == "text" else f" ({family}{', the default' if spec.default else ''})"
+            lines.append(f"{spec.name}{label}: {spec.description}")
+    return ("index kind (default: the model family's default kind). " + "; ".join(lines)).replace("%", "%%")
 
 
 def register(subparsers) -> None:
     p = add_verb(subparsers, "index", "encode a collection and build an index",
-                 "Encode a collection (ColBERT TSV, JSONL or BEIR folder) and build an index at DIR.")
+                 "Encode a collection (BEIR folder, JSONL, ColBERT TSV or a folder of text files) and build an index "
+                 "at DIR. Metadata (JSONL keys, --metadata) is kept with each document and filtered with "
+                 "`latelex search --where`.")
     p.add_argument("index", metavar="DIR", help="where to write the index (a directory)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model folder or Hugging Face Hub name (default: {DEFAULT_MODEL}, the built-in offline ColBERT model)")
-    p.add_argument("--collection", required=True, help="collection.tsv (pid<TAB>text), documents .jsonl, or a BEIR folder")
-    p.add_argument("--kind", choices=["flat", "plaid", "ivfpq", "sparse", "inverted", "bm25"],
-                   help="index kind. ColBERT: flat (exact MaxSim, the default), plaid (ColBERTv2 residual compression "
-                        "and PLAID search), ivfpq (ColBERT v1: faiss IVFPQ candidates + exact MaxSim). SPLADE: sparse "
-                        "(exact matrix product, the default), inverted (dynamic pruning; exact or approximate). "
-                        "bm25: BM25 through bm25s (English stopwords, Snowball stemmer), no model needed")
+    p.add_argument("--model", default=None,
+                   help=f"model folder or Hugging Face Hub name (default: {DEFAULT_MODEL}, the built-in offline "
+                        f"ColBERT model; none for --kind bm25)")
+    add_collection_options(p)
+    p.add_argument("--kind", choices=list(registry.KINDS), help=_kind_help())
     g = p.add_argument_group("engine options")
-    g.add_argument("--nbits", type=int, choices=[1, 2, 4], help="plaid: bits per residual dimension (default 2)")
-    g.add_argument("--centroids", type=int, help="plaid: number of centroids (default: ColBERTv2's formula)")
-    g.add_argument("--partitions", type=int, help="ivfpq: IVF partitions (default scaled to the collection)")
-    g.add_argument("--sample", type=float, help="ivfpq: fraction of token vectors to train on (default 0.3)")
+    for name, (option, kinds) in registry.all_build_options().items():
+        g.add_argument(option.cli_flag, dest=_DEST.format(name), type=option.type, choices=option.choices,
+                       metavar=None if option.choices else metavar(option), help=option.help.replace("%", "%%"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at DIR")
     p.add_argument("--no-store-text", action="store_true", help="do not keep document texts in the index")
+    add_chunking_options(p)
     add_encoder_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import read_documents
     from ..search.retriever import Retriever
 
-    if args.kind == "bm25":
-        from ..index.bm25 import BM25Index
-
-        engine_config(args)  # refuses engine options that do not apply
-        pairs = list(read_documents(args.collection))
-        index = BM25Index.build(args.index, [d for d, _ in pairs], [t for _, t in pairs], overwrite=args.overwrite)
-        print(f"indexed {len(index)} documents into {args.index} (BM25, no model)")
-        return 0
-    encoder = load_encoder(args)
-    print(f"encoder: {encoder!r}", file=sys.stderr)
+    kind = resolve_kind(args)
+    config = engine_config(args, kind)
+    chunks = chunking(args)
+    textual = registry.kind(kind).family == "text"
+    if textual and args.model is not None:
+        raise usage(f"--model does not apply to --kind {kind} (it needs no model)")
+    documents, metadata = read_collection(args)
+    encoder = None
+    if not textual:
+        args.model = args.model or DEFAULT_MODEL
+        encoder = load_encoder(args)
+        print(f"encoder: {encoder!r}", file=sys.stderr)
     retriever = Retriever.build(
-        args.index, encoder, read_documents(args.collection), kind=args.kind, overwrite=args.overwrite,
-        store_text=not args.no_store_text, batch_size=args.batch_size, show_progress=not args.quiet,
-        engine_config=engine_config(args),
+        args.index, encoder, documents, kind=kind, overwrite=args.overwrite, store_text=not args.no_store_text,
+        batch_size=args.batch_size, show_progress=not args.quiet, engine_config=config, chunking=chunks,
+        metadata=metadata,
     )
     info = retriever.info()
-    print(f"indexed {info.get('documents', len(retriever))} documents into {retriever.path}")
+    what = f"{kind}, no model" if textual else kind
+    passages = f", {info['passages']} passages" if info.get("passages") is not None else ""
+    print(f"indexed {info.get('documents', len(retriever))} documents{passages} into {retriever.path} ({what})")
     return 0
 
 
-def engine_config(args: argparse.Namespace):
-    """The engine configuration the index command's options describe (None: the engine's defaults)."""
+def resolve_kind(args: argparse.Namespace) -> str:
+    """``--kind``, or the default kind of the model's family (read from the model folder, nothing loaded)."""
+    if args.kind is not None:
+        return args.kind
+    from ..encoders import detect_family
+
+    return registry.default_kind(args.family or detect_family(args.model or DEFAULT_MODEL))
+
+
+def engine_config(args: argparse.Namespace, kind: str):
+    """The engine configuration the build flags describe (None: the engine's defaults); a flag the kind does not
+    take is a usage error."""
+    changes = {}
+    for name, (option, kinds) in registry.all_build_options().items():
+        value = getattr(args, _DEST.format(name))
+        if value is None:
+            continue
+        if kind not in kinds:
+            raise usage(f"{option.cli_flag} applies to --kind {' or '.join(kinds)}, not {kind}")
+        changes[name] = value
+    if not changes:
+        return None
     from ..config import config_replace
 
-    if args.kind == "plaid":
-        from ..index.plaid import PlaidConfig
-
-        changes = {"nbits": args.nbits, "n_centroids": args.centroids}
-        return config_replace(PlaidConfig(), **{k: v for k, v in changes.items() if v is not None})
-    if args.kind == "ivfpq":
-        from ..index.ivfpq import IvfPqConfig
-
-        changes = {"partitions": args.partitions, "sample": args.sample}
-        return config_replace(IvfPqConfig(), **{k: v for k, v in changes.items() if v is not None})
-    for name in ("nbits", "centroids", "partitions", "sample"):
-        if getattr(args, name) is not None:
-            raise usage(f"--{name} applies to --kind plaid or ivfpq")
-    return None
+    return config_replace(registry.kind(kind).config_class()(), **changes)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_verb, is_bm25_index
+from .common import add_verb, is_legacy_bm25_index
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..search.retriever import Retriever
 
-    if is_bm25_index(args.index):
+    if is_legacy_bm25_index(args.index):
         from ..index.bm25 import BM25Index
 
         info = {"path": str(Path(args.index).expanduser().resolve()), **BM25Index.open(args.index, verify=args.verify).info()}

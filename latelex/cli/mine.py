@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_verb, usage
+from .common import add_verb, open_searcher, usage
 
 
 def register(subparsers) -> None:
     p = add_verb(subparsers, "mine", "mine hard negatives into n-way training files",
-                 "Retrieve for every judged query with an index (ColBERT or SPLADE, --index) or BM25 (--collection), "
+                 "Retrieve for every judged query with an index built by `latelex index` (--index: ColBERT, SPLADE "
+                 "or BM25) or with BM25 over --collection, "
                  "sample negatives from ranks A..B that are not judged relevant, optionally score them with a "
                  "cross-encoder --teacher, and write JSONL training tuples.")
     p.add_argument("--queries", required=True, help="training queries (BEIR folder with --split, TSV, JSONL)")
     p.add_argument("--qrels", help="qrels (default: the --queries BEIR folder)")
     p.add_argument("--split", help="BEIR split (e.g. train)")
-    p.add_argument("--index", help="a latelex index to retrieve with (otherwise BM25 over --collection)")
+    p.add_argument("--index", help="an index to retrieve with, of any kind (otherwise BM25 over --collection)")
     p.add_argument("--collection", help="collection (for BM25 and for a teacher)")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--nway", type=int, default=8, help="passages per tuple (default 8)")
@@ -35,12 +36,10 @@ def run(args: argparse.Namespace) -> int:
     qrels = read_qrels_any(args.qrels or args.queries, args.split)
     documents = None
     if args.index:
-        from ..search.retriever import Retriever
-
-        retriever = Retriever.open(args.index, device=args.device)
+        retriever = open_searcher(args.index, args.device)
     else:
         if not args.collection:
-            raise usage("mining needs --index DIR (ColBERT or SPLADE) or --collection for BM25")
+            raise usage("mining needs --index DIR (any kind) or --collection for BM25")
         documents = dict(read_documents(args.collection))
         retriever = BM25Retriever.build(documents)
     teacher = None

@@ -1,35 +1,45 @@
-"""``latelex search DIR --query TEXT | --queries Q [--qrels R]``: search an index (and evaluate), write a run file."""
+"""``latelex search DIR --query TEXT | --queries Q [--qrels R] [--where EXPR]``: search an index (and evaluate),
+print the hits or write a run file.
+
+Any index ``latelex index`` builds opens through the Retriever (BM25 included); a plain BM25 index of an older
+latelex is still read. The engine flags come from the registry of index kinds: one the index's kind does not take
+is a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .common import add_evaluation_options, add_verb, maybe_evaluate, open_searcher, usage, write_run
+from ..index import registry
+from .common import add_evaluation_options, add_verb, maybe_evaluate, metavar, open_searcher, usage, write_run
 
-#: Search-time options, passed to ``Retriever.search_queries`` when given (each engine takes its own).
-SEARCH_OPTIONS = ("mode", "query_terms", "depth", "ncells", "centroid_score_threshold", "ndocs", "nprobe", "faiss_depth")
+#: Metadata fields printed per hit (the rest are counted).
+SHOWN_FIELDS = 3
+#: Characters of text printed per hit.
+SNIPPET_CHARS = 160
 
 
 def register(subparsers) -> None:
     p = add_verb(subparsers, "search", "search an index (and evaluate)",
-                 "Search an index with one or more --query texts (printed), or a --queries file (written as a run).")
+                 "Search an index with one or more --query texts (printed with their metadata and text), or a "
+                 "--queries file (written as a run).")
     p.add_argument("index", metavar="DIR", help="an index built by `latelex index`")
     p.add_argument("--query", action="append", help="a query text to search and print (repeatable)")
     p.add_argument("--queries", help="queries: qid<TAB>text TSV, .jsonl, TREC topics, or a BEIR folder (with --split)")
     p.add_argument("-k", "--k", type=int, default=100, help="results per query (default 100)")
+    p.add_argument("--where", metavar="EXPR",
+                   help="only documents whose metadata match, e.g. 'year >= 2015 and source = \"pubmed\"' "
+                        "(comparisons, in, exists, is null, and/or/not)")
     p.add_argument("--output", help="run file to write")
     p.add_argument("--format", choices=["trec", "colbert"], default="trec", help="run format: TREC or ColBERT ranking TSV")
     p.add_argument("--subset", help="file of document ids (one per line) to restrict the search to")
-    p.add_argument("--mode", choices=["exact", "approximate"], help="inverted index: exact top-k or approximate")
-    p.add_argument("--ncells", type=int, help="plaid: centroids probed per query token (default by k, as ColBERT)")
-    p.add_argument("--centroid-score-threshold", type=float, help="plaid: centroid pruning threshold (default by k)")
-    p.add_argument("--ndocs", type=int, help="plaid: documents decompressed and scored exactly (default by k)")
-    p.add_argument("--nprobe", type=int, help="ivfpq: partitions probed per query token (default 32)")
-    p.add_argument("--faiss-depth", type=int, help="ivfpq: nearest token vectors per query token (default 1024)")
-    p.add_argument("--query-terms", type=int, help="inverted, approximate: keep the heaviest N query terms")
-    p.add_argument("--depth", type=int, help="inverted, approximate: postings read per query term")
+    g = p.add_argument_group("engine options (each applies to the kinds it names)")
+    for name, (option, kinds) in registry.all_search_options().items():
+        g.add_argument(option.cli_flag, dest=name, type=option.type, choices=option.choices,
+                       metavar=None if option.choices else metavar(option), help=option.help.replace("%", "%%"))
     p.add_argument("--metrics-json", help="also write the metrics as JSON here")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")
@@ -39,36 +49,62 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import read_queries_any
-    from ..search.retriever import Retriever
 
     if not args.query and not args.queries:
         raise usage("search needs --query TEXT or --queries FILE")
-    retriever = open_searcher(args.index, args.device)
-    bm25 = not isinstance(retriever, Retriever)
-    if args.query:
-        found = retriever.search_text(args.query, k=args.k) if bm25 else retriever.search(args.query, k=args.k)
-        for text, hits in zip(args.query, found):
-            print(f"query: {text}")
-            for rank, hit in enumerate(hits, 1):
-                snippet = ""
-                if not bm25 and retriever.has_texts:
-                    snippet = " " + retriever.document(hit.doc_id)[:100].replace("\n", " ")
-                print(f"{rank:>4}  {hit.score:10.4f}  {hit.doc_id}{snippet}")
-        return 0
+    searcher = open_searcher(args.index, args.device)
+    options = engine_options(args, searcher.kind)
     subset = None
     if args.subset:
         subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
-    options = {name: getattr(args, name) for name in SEARCH_OPTIONS if getattr(args, name) is not None}
+    common = dict(k=args.k, where=args.where, subset=subset, batch_size=args.batch_size, show_progress=not args.quiet,
+                  **options)
+    if args.query:
+        found = searcher.search(list(args.query), **common)
+        for text, hits in zip(args.query, found):
+            print(f"query: {text}")
+            for rank, hit in enumerate(hits, 1):
+                print(format_hit(rank, hit))
+        return 0
     queries = read_queries_any(args.queries, args.split)
-    if bm25:
-        if options:
-            raise usage(f"--{next(iter(options)).replace('_', '-')} does not apply to a BM25 index")
-        ranking = retriever.search_queries(queries, k=args.k, subset=subset)
-    else:
-        ranking = retriever.search_queries(queries, k=args.k, subset=subset, batch_size=args.batch_size,
-                                           show_progress=not args.quiet, **options)
+    ranking = searcher.search_queries(queries, **common)
     if args.output:
         write_run(args.output, ranking, args.format)
         print(f"wrote {len(ranking)} rankings to {args.output}", file=sys.stderr)
     maybe_evaluate(args, ranking)
     return 0
+
+
+def engine_options(args: argparse.Namespace, kind: str) -> dict:
+    """The engine flags given, as search keywords; one that ``kind`` does not take is a usage error."""
+    options = {}
+    for name, (option, kinds) in registry.all_search_options().items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if kind not in kinds:
+            raise usage(f"{option.cli_flag} applies to {' or '.join(kinds)} indexes; {args.index} is a {kind} index")
+        options[name] = value
+    return options
+
+
+def format_hit(rank: int, hit) -> str:
+    """``rank score id [passage N, chars A-B] {field=value ...}`` and, indented below, a snippet of the text (the
+    matching passage of a chunked index)."""
+    line = f"{rank:>4}  {hit.score:10.4f}  {hit.doc_id}"
+    if hit.span is not None:
+        line += f"  [passage {hit.passage}, chars {hit.span[0]}-{hit.span[1]}]"
+    if hit.metadata:
+        fields = [f"{key}={_value(value)}" for key, value in list(hit.metadata.items())[:SHOWN_FIELDS]]
+        more = len(hit.metadata) - SHOWN_FIELDS
+        line += "  {" + " ".join(fields) + (f" +{more} more" if more > 0 else "") + "}"
+    if hit.text:
+        text = hit.text[hit.span[0]:hit.span[1]] if hit.span is not None else hit.text
+        text = " ".join(text.split())
+        line += "\n        " + (text[:SNIPPET_CHARS - 3] + "..." if len(text) > SNIPPET_CHARS else text)
+    return line
+
+
+def _value(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
