@@ -57,17 +57,16 @@ def run(args: argparse.Namespace) -> int:
     subset = None
     if args.subset:
         subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
-    common = dict(k=args.k, where=args.where, subset=subset, batch_size=args.batch_size, show_progress=not args.quiet,
-                  **options)
-    if args.query:
-        found = searcher.search(list(args.query), **common)
+    common = dict(k=args.k, where=args.where, subset=subset, batch_size=args.batch_size, **options)
+    if args.query:  # a bar only when there are many (the library's default), never with -q
+        found = searcher.search(list(args.query), show_progress=False if args.quiet else None, **common)
         for text, hits in zip(args.query, found):
             print(f"query: {text}")
             for rank, hit in enumerate(hits, 1):
                 print(format_hit(rank, hit))
         return 0
     queries = read_queries_any(args.queries, args.split)
-    ranking = searcher.search_queries(queries, **common)
+    ranking = searcher.search_queries(queries, show_progress=not args.quiet, **common)
     if args.output:
         write_run(args.output, ranking, args.format)
         print(f"wrote {len(ranking)} rankings to {args.output}", file=sys.stderr)
