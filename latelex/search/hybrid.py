@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, InputError
 from ..index.ids import query_pairs
-from ..types import Hit, Run, SparseBatch
+from ..types import Hit, Run
 from . import fusion as _fusion
 
 FUSIONS = ("rrf", "score")
@@ -81,22 +81,17 @@ def rerank_first_stage(
 
 
 def _is_retriever(obj: Any) -> bool:
-    return hasattr(obj, "encoder") and hasattr(obj, "index") and hasattr(obj.index, "search")
+    return hasattr(obj, "encoder") and hasattr(obj, "search") and hasattr(obj, "store")
 
 
 def _rerank_with_index(retriever: Any, candidates: dict[str, list[str]], queries: Mapping[str, str],
                        k: int | None, batch_size: int) -> Run:
-    """Exact scores of each query's candidates from the vectors stored in ``retriever.index``."""
-    qids = [q for q, c in candidates.items() if c]
-    encoded = retriever.encoder.encode_queries([queries[q] for q in qids], batch_size=batch_size, show_progress=False)
+    """Exact scores of each query's candidates from the vectors stored in the retriever's index (every segment)."""
     run: Run = {}
-    for i, qid in enumerate(qids):
-        if isinstance(encoded, SparseBatch):  # a SPLADE retriever: one query as a batch of one
-            query = SparseBatch.from_vectors([encoded[i]], encoded.vocab_size)
-        else:  # ColBERT: one (tokens, dim) matrix
-            query = [encoded[i]]
-        cands = candidates[qid]
-        run[qid] = retriever.index.search(query, k=k or len(cands), subset=cands)[0]
+    for qid, cands in candidates.items():
+        if cands:
+            run[qid] = retriever.search(queries[qid], k=k or len(cands), subset=cands, with_text=False,
+                                        batch_size=batch_size)
     return run
 
 
