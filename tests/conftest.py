@@ -42,3 +42,39 @@ def scifact_minilm_cache(tmp_path_factory) -> Path:
     assert main(["-q", "index", str(cache / "scifact-minilm-colbert"), "--model", str(model), "--collection",
                  str(scifact), "--query-maxlen", "64", "--doc-maxlen", "256"]) == 0
     return cache
+
+
+class CachingEncoder:
+    """An encoder that remembers each document text's vectors, so that data tests which build several indexes of
+    one corpus (updated against rebuilt, before and after compaction) encode it once. Everything else is delegated."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self._cache: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def encode_documents(self, texts, *, batch_size=32, show_progress=None, on_batch=None):
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vectors = self._inner.encode_documents(missing, batch_size=batch_size, show_progress=False)
+            self._cache.update(zip(missing, vectors))
+        if on_batch is not None:
+            on_batch(len(texts))
+        return [self._cache[t] for t in texts]
+
+
+@pytest.fixture(scope="session")
+def scifact_builtin():
+    """(encoder, corpus documents, test queries, test qrels): SciFact with the built-in model behind a
+    :class:`CachingEncoder`, so the corpus is encoded once per session (about 4 minutes on 2 cores)."""
+    from latelex import ColBERT
+    from latelex.data.auto import read_collection_documents
+    from latelex.data.beir import BeirDataset
+    from latelex.models import DEFAULT_COLBERT_MODEL
+
+    scifact = shared_path("datasets", "scifact")
+    data = BeirDataset(scifact, split="test")
+    encoder = CachingEncoder(ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu"))
+    return encoder, list(read_collection_documents(scifact)), dict(data.queries()), data.qrels()

@@ -93,12 +93,14 @@ KINDS: dict[str, KindSpec] = {
     for spec in (
         KindSpec(
             "flat", "colbert", "latelex.index.flat:FlatIndex", default=True, updates="segments",
-            description="exact MaxSim over float16 token vectors (the reference; up to about 100k documents)",
+            description="fp16 token vectors, memory-mapped; exact MaxSim over packed documents (the reference; up to about 100k documents)",
         ),
         KindSpec(
             "plaid", "colbert", "latelex.index.plaid:PlaidIndex", updates="native", exact=False,
             config_ref="latelex.index.plaid.config:PlaidConfig",
-            description="ColBERTv2 residual compression searched with PLAID (large collections, 1-4 bits per dimension)",
+            description=("ColBERTv2 residual compression (centroid + 1/2/4-bit residual with Lloyd-Max buckets and a one-byte "
+                         "unit-length scale, ~39 bytes per 128-dim vector at 2 bits), PLAID centroid pruning with search "
+                         "defaults adapted to the collection size; resumable chunked build"),
             build_options=(
                 Option("nbits", int, "plaid: bits per residual dimension (default 2)", choices=(1, 2, 4)),
                 Option("n_centroids", int, "plaid: number of centroids (default: ColBERTv2's formula)", flag="--centroids"),
@@ -108,7 +110,7 @@ KINDS: dict[str, KindSpec] = {
         KindSpec(
             "ivfpq", "colbert", "latelex.index.ivfpq:IvfPqIndex", updates="segments", segment_kind="flat", exact=False,
             config_ref="latelex.index.ivfpq:IvfPqConfig",
-            description="ColBERT v1 end to end: faiss IVFPQ candidates, exact MaxSim re-ranking",
+            description="ColBERT v1 end to end: faiss IVFPQ candidates, exact MaxSim over fp16 vectors; added documents are searched exactly until compact()",
             build_options=(
                 Option("partitions", int, "ivfpq: IVF partitions (default scaled to the collection)"),
                 Option("sample", float, "ivfpq: fraction of token vectors to train on (default 0.3)"),
@@ -120,12 +122,13 @@ KINDS: dict[str, KindSpec] = {
         ),
         KindSpec(
             "sparse", "splade", "latelex.index.sparse:SparseIndex", default=True, updates="segments",
-            description="exact sparse dot products (SPLADE), term-major matrix",
+            description="exact sparse matrix product",
         ),
         KindSpec(
             "inverted", "splade", "latelex.index.inverted:InvertedIndex", updates="native",
             config_ref="latelex.index.inverted.config:InvertedConfig",
-            description="SPLADE inverted index with dynamic pruning (exact, or approximate with --mode approximate)",
+            description=("uint8 (or fp16) impacts with block maxima and impact-ordered heads; exact top-k (threshold seeding + "
+                         "MaxScore, or TAAT) and an approximate mode with a recall knob; FLOPS; Anserini and PISA export"),
             search_options=(
                 Option("mode", str, "inverted index: exact top-k or approximate", choices=("exact", "approximate")),
                 Option("query_terms", int, "inverted, approximate: keep the heaviest N query terms"),
@@ -135,7 +138,7 @@ KINDS: dict[str, KindSpec] = {
         KindSpec(
             "bm25", "text", "latelex.index.bm25:BM25Index", default=True, updates="rewrite",
             config_ref="latelex.index.bm25:BM25Config",
-            description="BM25 through bm25s (English stopwords, Snowball stemmer); no model",
+            description="bm25s with English stopwords and a Snowball stemmer; no model; a first stage and a fusion member",
         ),
     )
 }
