@@ -69,18 +69,23 @@ def colbert_sample_documents(n_documents: int) -> int:
     return min(n_documents, 1 + int(16 * math.sqrt(120 * n_documents)))
 
 
+#: How many cells per query token a search may widen to before it takes every allowed document instead.
+MAX_WIDEN_CELLS = 64
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """PLAID's three knobs: centroids probed per query token, the pruning threshold, and the documents kept
-    after pruned centroid interaction (a quarter of them are decompressed and scored exactly); and how far the
-    search widens: while fewer than ``min_candidates`` documents are reached, ``ncells`` doubles, up to
-    ``max_ncells`` (None: every centroid), after which every allowed document is a candidate."""
+    after pruned centroid interaction (a quarter of them are decompressed and scored exactly); and how far a
+    search widens: while its cells reach fewer than ``min_candidates`` allowed documents, ``ncells`` doubles, up
+    to ``max_ncells``. (Whatever these say, a search that reaches fewer than min(k, allowed documents) widens
+    on to every allowed document.)"""
 
     ncells: int
     centroid_score_threshold: float
     ndocs: int
     min_candidates: int = 0
-    max_ncells: int | None = None
+    max_ncells: int = MAX_WIDEN_CELLS
 
 
 #: The named presets of :func:`search_settings` (``PlaidIndex.search(settings=...)``).
@@ -96,27 +101,27 @@ def default_search_settings(k: int) -> SearchSettings:
     return SearchSettings(4, 0.4, max(4 * k, 4096))
 
 
-def search_settings(preset: str, k: int, *, n_documents: int, n_centroids: int, n_vectors: int,
-                    ncells: int | None = None, ndocs: int | None = None,
+def search_settings(preset: str, k: int, *, ncells: int | None = None, ndocs: int | None = None,
                     centroid_score_threshold: float | None = None) -> SearchSettings:
-    """The search settings of ``preset`` for ``k`` hits on an index of ``n_documents`` live documents holding
-    ``n_vectors`` token vectors in ``n_centroids`` cells; an explicit ``ncells``, ``ndocs`` or
+    """The search settings that preset ``preset`` gives ``k`` hits; an explicit ``ncells``, ``ndocs`` or
     ``centroid_score_threshold`` replaces the preset's value.
 
-    ``"colbert"``: ColBERT's settings by k (:func:`default_search_settings`), whatever the index.
-    ``"auto"``: TODO
+    ``"colbert"``: ColBERT's settings by k (:func:`default_search_settings`), whatever the index. They assume a
+    large collection, where the one to four cells probed per query token hold thousands of documents.
+    ``"auto"``: the same three knobs, plus ``min_candidates = ndocs``: probe more cells (doubling ``ncells``, up
+    to :data:`MAX_WIDEN_CELLS`) until the candidate set reaches ``ndocs`` documents, and on a collection (or
+    subset) of no more than ``ndocs`` documents score them all through the centroid-interaction stages. On a
+    large collection the first probe already reaches ``ndocs`` and "auto" is ColBERT's search; on a small one,
+    or with short queries, it keeps as many documents in play as ColBERT's settings do at scale.
     """
     if preset not in SEARCH_PRESETS:
         raise ConfigError(f"search settings must be one of {', '.join(map(repr, SEARCH_PRESETS))}, not {preset!r}")
     base = default_search_settings(k)
-    if preset == "colbert":
-        chosen = base
-    else:
-        chosen = SearchSettings(base.ncells, base.centroid_score_threshold, base.ndocs, min_candidates=base.ndocs)
-    return SearchSettings(
-        chosen.ncells if ncells is None else ncells,
-        chosen.centroid_score_threshold if centroid_score_threshold is None else float(centroid_score_threshold),
-        chosen.ndocs if ndocs is None else ndocs,
-        min_candidates=chosen.min_candidates,
-        max_ncells=chosen.max_ncells,
+    chosen = SearchSettings(
+        base.ncells if ncells is None else ncells,
+        base.centroid_score_threshold if centroid_score_threshold is None else float(centroid_score_threshold),
+        base.ndocs if ndocs is None else ndocs,
     )
+    if preset == "auto":
+        return SearchSettings(chosen.ncells, chosen.centroid_score_threshold, chosen.ndocs, min_candidates=chosen.ndocs)
+    return chosen

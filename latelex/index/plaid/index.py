@@ -250,30 +250,23 @@ class PlaidIndex(DescribedIndex):
         n_allowed = int(allowed.sum())
         if n_allowed == 0:
             return [[] for _ in matrices]
-        chosen = search_settings(settings, k, n_documents=len(self), n_centroids=self._codec.n_centroids,
-                                 n_vectors=self._live_token_vectors(), ncells=ncells, ndocs=ndocs,
-                                 centroid_score_threshold=threshold)
+        chosen = search_settings(settings, k, ncells=ncells, ndocs=ndocs, centroid_score_threshold=threshold)
         ncells = min(chosen.ncells, self._codec.n_centroids)
-        direct = np.flatnonzero(allowed) if subset is not None and n_allowed <= chosen.ndocs else None
-        # Never fewer than min(k, allowed) candidates (hence hits); the adaptive preset asks for more.
-        min_candidates = min(n_allowed, max(k, chosen.min_candidates))
+        need = min(k, n_allowed)  # never fewer hits than this
+        # Score every allowed document (through the centroid-interaction stages) when the inverted lists could not
+        # narrow them: a subset no larger than ndocs, or no more documents than the preset wants as candidates.
+        small = n_allowed <= max(need, chosen.min_candidates) or (subset is not None and n_allowed <= chosen.ndocs)
+        direct = np.flatnonzero(allowed) if small else None
 
         def run(Q: torch.Tensor) -> list[Hit]:
             docs, scores = search_one(self._data, Q, k, ncells, float(chosen.centroid_score_threshold), chosen.ndocs,
-                                      allowed, direct, min_candidates, chosen.max_ncells)
+                                      allowed, direct, need, chosen.min_candidates, chosen.max_ncells)
             return [Hit(self._stored_ids[d], float(s)) for d, s in zip(docs.tolist(), scores.tolist())]
 
         if threads == 1 or len(matrices) <= 1:
             return [run(Q) for Q in matrices]
         with ThreadPoolExecutor(max_workers=min(threads, len(matrices))) as pool:
             return list(pool.map(run, matrices))
-
-    def _live_token_vectors(self) -> int:
-        """Token vectors of the live documents."""
-        total = int(self._data.doc_offsets[-1])
-        if self._deleted.size:
-            total -= int((self._data.doc_offsets[self._deleted + 1] - self._data.doc_offsets[self._deleted]).sum())
-        return total
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
         if isinstance(query, torch.Tensor):
