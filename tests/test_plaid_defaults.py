@@ -100,6 +100,7 @@ def test_explicit_knobs_override_either_preset():
         chosen = search_settings(preset, 10, ncells=3, ndocs=77, centroid_score_threshold=0.25)
         assert (chosen.ncells, chosen.ndocs, chosen.centroid_score_threshold) == (3, 77, 0.25)
     assert search_settings("auto", 10, ndocs=77).min_candidates == 77
+    assert search_settings("auto", 10, ncells=2).min_candidates == 0  # the cells asked for, no widening
     with pytest.raises(ConfigError, match="settings must be one of"):
         search_settings("plaid", 10)
 

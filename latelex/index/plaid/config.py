@@ -112,7 +112,8 @@ def search_settings(preset: str, k: int, *, ncells: int | None = None, ndocs: in
     to :data:`MAX_WIDEN_CELLS`) until the candidate set reaches ``ndocs`` documents, and on a collection (or
     subset) of no more than ``ndocs`` documents score them all through the centroid-interaction stages. On a
     large collection the first probe already reaches ``ndocs`` and "auto" is ColBERT's search; on a small one,
-    or with short queries, it keeps as many documents in play as ColBERT's settings do at scale.
+    or with short queries, it keeps as many documents in play as ColBERT's settings do at scale. An explicit
+    ``ncells`` turns the widening off (the cells probed are the ones asked for, as before presets existed).
     """
     if preset not in SEARCH_PRESETS:
         raise ConfigError(f"search settings must be one of {', '.join(map(repr, SEARCH_PRESETS))}, not {preset!r}")
@@ -122,6 +123,6 @@ def search_settings(preset: str, k: int, *, ncells: int | None = None, ndocs: in
         base.centroid_score_threshold if centroid_score_threshold is None else float(centroid_score_threshold),
         base.ndocs if ndocs is None else ndocs,
     )
-    if preset == "auto":
+    if preset == "auto" and ncells is None:  # an explicit ncells is probed as given, as with "colbert"
         return SearchSettings(chosen.ncells, chosen.centroid_score_threshold, chosen.ndocs, min_candidates=chosen.ndocs)
     return chosen

@@ -220,7 +220,7 @@ class PlaidIndex(DescribedIndex):
         query token on small collections and widening until the candidate set reaches ``ndocs`` documents;
         ``"colbert"`` is ColBERT's choice by ``k`` alone (:func:`~.config.default_search_settings`), tuned for
         large collections. An explicit ``ncells``, ``centroid_score_threshold`` or ``ndocs`` overrides the
-        preset's value. Whatever the settings, every query gets min(``k``, live documents allowed) hits: when the
+        preset's value (an explicit ``ncells`` also stops "auto" from probing more cells). Whatever the settings, every query gets min(``k``, live documents allowed) hits: when the
         probed cells yield fewer candidates, more cells are probed, and at the end every allowed document is.
         """
         k = positive_int(k, "k")
