@@ -217,29 +217,53 @@ class SpillSource:
 
 def spill(directory: Path, ids: list[str], embeddings: Iterable, chunk_size: int, state: dict, save_state: Callable[[], None],
           progress: Callable[[int], None]) -> SpillSource:
-    """Consume ``embeddings`` into raw chunk files, skipping (but consuming) documents already spilled."""
+    """Consume ``embeddings`` into raw chunk files. On a resume the documents spilled before the crash are consumed
+    again and checked against the digest of each spilled chunk: from the first chunk that differs (other vectors
+    under the same ids), everything staged is stale and the build goes on from there with the new vectors."""
     n = len(ids)
     done = int(state.get("spilled_chunks", 0))
+    digests: list[str] = state.setdefault("spill_digests", [])
     dim = state.get("dim")
     iterator = iter(embeddings)
-    position = 0
-    for position in range(min(n, done * chunk_size)):  # resume: these were spilled before the crash
-        if next(iterator, None) is None:
-            raise InputError(f"{n} document ids but only {position} embeddings; give one matrix per document")
-    position = min(n, done * chunk_size)
-    while position < n:
-        end = min(n, position + chunk_size)
+
+    def take(a: int, b: int) -> list[np.ndarray]:
+        nonlocal dim
         mats = []
-        for i in range(position, end):
+        for i in range(a, b):
             value = next(iterator, None)
             if value is None:
                 raise InputError(f"{n} document ids but only {i} embeddings; give one matrix per document")
             m = as_vectors(value, f"the embedding of document {ids[i]!r}", dim)
             dim = int(m.shape[1])
             mats.append(m)
+        return mats
+
+    pending: list[np.ndarray] | None = None
+    c = 0
+    while c < done:  # resume: the documents spilled before the crash must be the ones given now
+        mats = take(c * chunk_size, min(n, (c + 1) * chunk_size))
+        digest = vectors_digest(np.concatenate(mats), np.array([m.shape[0] for m in mats]))
+        if c >= len(digests) or digests[c] != digest:
+            state["spilled_chunks"] = c
+            del digests[c:]
+            for stale in ("codec_stats", "chunks"):
+                state.pop(stale, None)
+            save_state()
+            pending = mats
+            break
+        c += 1
+    position = c * chunk_size
+    while position < n:
+        end = min(n, position + chunk_size)
+        mats = pending if pending is not None else take(position, end)
+        pending = None
         c = position // chunk_size
-        save_durable(directory, f"raw-{c:05d}.vectors", np.concatenate(mats))
-        save_durable(directory, f"raw-{c:05d}.lengths", np.array([m.shape[0] for m in mats], dtype=np.int64))
+        lengths = np.array([m.shape[0] for m in mats], dtype=np.int64)
+        vectors = np.concatenate(mats)
+        save_durable(directory, f"raw-{c:05d}.vectors", vectors)
+        save_durable(directory, f"raw-{c:05d}.lengths", lengths)
+        del digests[c:]
+        digests.append(vectors_digest(vectors, lengths))
         state["spilled_chunks"] = c + 1
         state["dim"] = dim
         save_state()
@@ -250,6 +274,14 @@ def spill(directory: Path, ids: list[str], embeddings: Iterable, chunk_size: int
     return SpillSource(directory, ids, chunk_size, int(dim))
 
 
+def vectors_digest(vectors: np.ndarray, doclens: np.ndarray) -> str:
+    """SHA-256 of a block of documents' vectors (as stored, float16) and lengths: what a resumed build checks."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(doclens, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+    return h.hexdigest()
+
+
 def is_random_access(embeddings: Any) -> bool:
     return hasattr(embeddings, "__len__") and hasattr(embeddings, "__getitem__") and not isinstance(embeddings, (str, bytes))
 
@@ -257,12 +289,29 @@ def is_random_access(embeddings: Any) -> bool:
 # --- the codec -------------------------------------------------------------------------------------------
 
 
+def sample_positions(n: int, config: PlaidConfig, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The documents whose vectors train the codec (ColBERTv2's count), ascending; the first draw of the build's
+    random generator, so that a resumed build can find them again."""
+    rng = np.random.default_rng(config.seed) if rng is None else rng
+    n_docs = colbert_sample_documents(n) if config.sample_fraction is None else max(1, round(config.sample_fraction * n))
+    return np.sort(rng.choice(n, size=n_docs, replace=False))
+
+
+def sample_digest(source: SequenceSource | SpillSource, config: PlaidConfig) -> str:
+    """Digest of the vectors of the documents that train the codec."""
+    h = hashlib.sha256()
+    for i in sample_positions(len(source), config).tolist():
+        m = source.get(int(i))
+        h.update(vectors_digest(m, np.array([m.shape[0]])).encode())
+    return h.hexdigest()
+
+
 def train_codec(source: SequenceSource | SpillSource, config: PlaidConfig) -> tuple[ResidualCodec, dict[str, Any]]:
     """Sample documents as ColBERTv2 does, train centroids and residual buckets; return the codec and its stats."""
     n = len(source)
     rng = np.random.default_rng(config.seed)
-    n_docs = colbert_sample_documents(n) if config.sample_fraction is None else max(1, round(config.sample_fraction * n))
-    positions = np.sort(rng.choice(n, size=n_docs, replace=False))
+    positions = sample_positions(n, config, rng)
+    n_docs = len(positions)
     # Two passes over the sampled documents keep the sample bounded: lengths first, then only the rows that
     # k-means and the held-out part will use, drawn uniformly from all the sampled documents' vectors.
     lengths = np.array([source.length(int(i)) for i in positions], dtype=np.int64)
@@ -417,10 +466,14 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
         source: SequenceSource | SpillSource = SequenceSource(embeddings, ids)
     else:
         source = spill(staging, ids, embeddings, cs, state, save_state, lambda _: None)
+    if random_access and (state.get("codec_stats") is not None or state.get("chunks")):
+        _check_resumed(source, config, codec is None, state, save_state)
     with progress_bar(n, "Compressing PLAID index", show_progress, unit="doc") as bar:
         if state.get("codec_stats") is None:
             if codec is None:
                 codec, stats = train_codec(source, config)
+                if random_access:
+                    stats["sample_digest"] = sample_digest(source, config)
             else:
                 stats = {"given": True}
             for name, array in codec_arrays(codec).items():
@@ -437,11 +490,12 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
         for c in range(len(chunks), n_chunks):
             a, b = c * cs, min(n, (c + 1) * cs)
             vectors, doclens = source.block(a, b)
+            digest = vectors_digest(vectors, doclens)
             arrays = compress_chunk(codec, vectors, doclens)
             del vectors
             write_chunk(staging, chunk_name(c), arrays, ids[a:b])
             chunks.append({"name": chunk_name(c), "documents": b - a, "token_vectors": int(doclens.sum()),
-                           "first_document": a, "mse": float(arrays["_mse"])})
+                           "first_document": a, "mse": float(arrays["_mse"]), "digest": digest})
             save_state()
             bar.update(b - a)
 
@@ -454,6 +508,26 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
         (staging / STATE).unlink()
         fsync_path(staging)
         publish(staging, final)
+
+
+def _check_resumed(source: SequenceSource, config: PlaidConfig, trained: bool, state: dict,
+                   save_state: Callable[[], None]) -> None:
+    """Before a resumed build trusts what it staged: the codec's sample and every finished chunk must come from the
+    vectors given now (same ids, other vectors: start over from the first difference)."""
+    stats = state.get("codec_stats")
+    if stats is not None and trained and stats.get("sample_digest") != sample_digest(source, config):
+        state.pop("codec_stats", None)
+        state.pop("chunks", None)
+        save_state()
+        return
+    chunks = state.get("chunks") or []
+    for number, chunk in enumerate(chunks):
+        a = int(chunk["first_document"])
+        vectors, doclens = source.block(a, a + int(chunk["documents"]))
+        if chunk.get("digest") != vectors_digest(vectors, doclens):
+            del chunks[number:]
+            save_state()
+            return
 
 
 CHUNK_ARRAYS = ("codes", "residuals", "doclens", "ivf_docs", "ivf_offsets", "ids_bytes", "ids_offsets")
