@@ -39,16 +39,118 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_folder(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final`` with ``os.replace``; an existing ``final`` is moved aside
-    first and removed afterwards (both must be on the same file system, e.g. ``tmp`` a sibling of ``final``)."""
+    """Move the finished folder ``tmp`` to ``final``; an existing ``final`` is replaced in one atomic step (the two
+    are exchanged, then the old one, now at ``tmp``, is removed), so a reader or a crash sees the old folder or the
+    new one, never no folder. Where the system cannot exchange, the old folder is moved aside first and
+    :func:`recover_folder` puts it back if the process dies in between. Both must be on one file system."""
     if final.exists():
+        if _exchange(tmp, final):
+            _fsync_dir(final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         os.replace(final, trash / "old")
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+
+def recover_folder(final: Path, keep_resumable: bool = False) -> list[str]:
+    """Clean what a crashed :func:`staged_folder` left beside ``final`` (call it holding :func:`build_lock`):
+    an old folder moved aside when ``final`` is missing is put back; staging folders and moved-aside copies are
+    removed. Returns what was done, one line each."""
+    done: list[str] = []
+    parent = final.parent
+    if not parent.is_dir():
+        return done
+    for aside in sorted(parent.glob(f".{final.name}.old-*")):
+        if not final.exists() and (aside / "old").is_dir():
+            os.replace(aside / "old", final)
+            done.append(f"restored {final} from {aside.name} (a replacement died half way)")
+        shutil.rmtree(aside, ignore_errors=True)
+    for staging in parent.glob(f".{final.name}.*-*"):
+        tag = staging.name[len(final.name) + 2 :].split("-", 1)[0]
+        if keep_resumable and staging.name.endswith(RESUMABLE_SUFFIX):
+            continue
+        if tag in STAGING_TAGS and staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            done.append(f"removed {staging.name}, left by a build that did not finish")
+    return done
+
+
+#: The tags of :func:`staged_folder`'s temporary folders (``.<name>.<tag>-*``), removed by the next build.
+STAGING_TAGS = ("building", "saving")
+#: The name ending of a resumable staging folder (``.<name>.<tag>-resume``): kept when a build fails, reused by
+#: the next resumable build of the same path, removed by any other.
+RESUMABLE_SUFFIX = "-resume"
+
+
+@contextlib.contextmanager
+def build_lock(final: Path, timeout: float = 3600.0) -> Iterator[None]:
+    """Hold an OS lock on ``.<name>.lock`` beside ``final`` for a build that publishes there: a second build of the
+    same path waits (up to ``timeout`` seconds) instead of racing it; the OS releases it if the process dies. The
+    lock file is removed when the build ends (a waiter that then holds a removed file's lock tries again)."""
+    import errno
+    import fcntl
+    import time
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f".{final.name}.lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -76,19 +178,35 @@ def _publishable(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(final: Path, tag: str = "saving") -> Iterator[Path]:
+def staged_folder(final: Path, tag: str = "saving", resumable: bool = False) -> Iterator[Path]:
     """Yield a new temporary folder beside ``final`` (``.<name>.<tag>-*``); when the block ends without error it
-    replaces ``final`` (see :func:`replace_folder`), on error it is removed and ``final`` is left as it was.
+    replaces ``final`` atomically (see :func:`replace_folder`), on error it is removed and ``final`` is left as it
+    was. The block holds :func:`build_lock`, and first clears what an earlier build of ``final`` that died left
+    behind (:func:`recover_folder`).
+
+    ``resumable``: the folder has a fixed name (``.<name>.<tag>-resume``), is reused if a failed build left it, and
+    is kept when the block fails, so that work staged inside it (a PLAID build's chunks) resumes.
 
     ``final`` is used as given (resolve it first); its parent is created. Checks on an existing ``final``
     (refusing to overwrite it) are the caller's, made before entering the block.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
-    try:
-        yield tmp
-        _publishable(tmp)
-        replace_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    import logging
+
+    if tag not in STAGING_TAGS:
+        raise ValueError(f"unknown staging tag {tag!r}")
+    with build_lock(final):
+        for line in recover_folder(final, keep_resumable=resumable):
+            logging.getLogger(__name__).warning("%s", line)
+        if resumable:
+            tmp = final.parent / f".{final.name}.{tag}{RESUMABLE_SUFFIX}"
+            tmp.mkdir(exist_ok=True)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{tag}-", dir=final.parent))
+        try:
+            yield tmp
+            _publishable(tmp)
+            replace_folder(tmp, final)
+        except BaseException:
+            if not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise

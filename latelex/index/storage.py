@@ -9,6 +9,8 @@ failed build leaves whatever was at the destination untouched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -21,6 +23,10 @@ from ..fsio import file_sha256, replace_folder, staged_folder
 
 MANIFEST = "manifest.json"
 
+#: Arrays (and other files) up to this size have their SHA-256 checked every time an index opens; larger ones only
+#: with ``verify=True`` (``--verify``). Checking every small array of a 5,000-document PLAID index costs a few ms.
+SMALL_FILE_BYTES = 4 << 20
+
 
 def _library_version() -> str:
     from .. import __version__
@@ -29,18 +35,19 @@ def _library_version() -> str:
 
 
 @contextlib.contextmanager
-def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(final: str | os.PathLike, overwrite: bool = False, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``final`` when the block ends without error.
 
     Raises :class:`IndexFormatError` up front if ``final`` exists and ``overwrite`` is false. On error the
-    temporary directory is removed and ``final`` is left as it was.
+    temporary directory is removed (kept for the next build to resume, with ``resumable``) and ``final`` is left
+    as it was.
     """
     final = Path(final).expanduser().resolve()
     if final.exists() and not overwrite:
         raise IndexFormatError(f"{final} already exists; pass overwrite=True (--overwrite) or choose another path")
     if final.exists() and (not final.is_dir() or (any(final.iterdir()) and not (final / MANIFEST).exists())):
         raise IndexFormatError(f"{final} exists and is not an index; refusing to replace it, choose another path")
-    with staged_folder(final, tag="building") as tmp:
+    with staged_folder(final, tag="building", resumable=resumable) as tmp:
         yield tmp
         if not (tmp / MANIFEST).exists():
             raise IndexFormatError(f"internal error: build of {final} finished without a manifest")
@@ -124,36 +131,142 @@ def read_manifest(directory: str | os.PathLike, kinds: tuple[str, ...], max_vers
             f"{directory} was written by latelex {manifest.get('latelex_version', '?')} in format {version}; "
             f"this latelex reads up to format {max_version}: upgrade latelex"
         )
+    _check_file_entries(directory, manifest)
     return manifest
 
 
-def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool = True, verify: bool = False) -> np.ndarray:
-    """Open array ``name`` of an index, memory-mapped by default, checking its size (and checksum if ``verify``)."""
-    entry = manifest["arrays"].get(name)
+def inside(directory: str | os.PathLike, relative: Any) -> Path:
+    """``directory / relative`` for a file name read from ``directory``'s manifest, which must be data, never a way
+    out: a relative POSIX path whose components are not empty, ``.`` or ``..``, without backslashes or NULs, that
+    stays inside ``directory`` even through symbolic links. Raises :class:`IndexFormatError` otherwise."""
+    directory = Path(directory)
+    ok = (
+        isinstance(relative, str)
+        and relative != ""
+        and not relative.startswith("/")
+        and "\\" not in relative
+        and "\0" not in relative
+        and all(part not in ("", ".", "..") for part in relative.split("/"))
+    )
+    if ok:
+        root = Path(os.path.realpath(directory))
+        path = directory / relative
+        ok = Path(os.path.realpath(path)).is_relative_to(root)
+    if not ok:
+        raise IndexFormatError(
+            f"{directory}/{MANIFEST} names {relative!r}, which is not a file inside the index; "
+            f"the index is damaged or not from latelex"
+        )
+    return path
+
+
+def _check_file_entries(directory: Path, manifest: dict[str, Any]) -> None:
+    """Every ``arrays[*].file`` and ``files[*].file`` of a manifest must name a file inside ``directory``."""
+    for section in ("arrays", "files"):
+        entries = manifest.get(section)
+        if entries is None:
+            continue
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise IndexFormatError(f"{directory}/{MANIFEST} garbles its {section!r}; the index is damaged or not "
+                                   f"from latelex")
+        for entry in entries.values():
+            inside(directory, entry.get("file"))
+
+
+def _entry(directory: Path, manifest: dict[str, Any], name: str, array: bool) -> dict[str, Any]:
+    """The manifest entry of array (or file) ``name``, with its fields checked for type."""
+    section = manifest.get("arrays" if array else "files")
+    entry = section.get(name) if isinstance(section, dict) else None
     if entry is None:
-        raise IndexFormatError(f"{directory}: manifest lists no array {name!r}; rebuild the index")
-    path = Path(directory) / entry["file"]
-    if not path.exists() or path.stat().st_size != entry["bytes"]:
-        raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-    if verify and file_sha256(path) != entry["sha256"]:
-        raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+        what = "array" if array else "file"
+        raise IndexFormatError(f"{directory}: manifest lists no {what} {name!r}; rebuild the index")
+    fields: dict[str, tuple[type, ...]] = {"file": (str,), "bytes": (int,), "sha256": (str,)}
+    if array:
+        fields.update(shape=(list,), dtype=(str,))
+    if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in fields.items()):
+        raise IndexFormatError(f"{directory}/{MANIFEST} garbles the entry of {name!r}; the index is damaged or not "
+                               f"from latelex")
+    return entry
+
+
+def read_checked(directory: str | os.PathLike, manifest: dict[str, Any], name: str, what: str = "file") -> bytes:
+    """The bytes of the non-array file ``name`` (``manifest["files"][name]``), after checking its size and SHA-256:
+    for a file that is read whole into memory anyway (a FAISS index), so that damage is one
+    :class:`IndexFormatError`, never a crash in the reader. ``what`` names the file in messages ("FAISS index")."""
+    directory = Path(directory)
+    entry = _entry(directory, manifest, name, array=False)
+    path = inside(directory, entry["file"])
     try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise IndexFormatError(f"{path} is not a valid array ({exc}); rebuild the index") from None
+        with open(path, "rb") as f:
+            data = f.read(entry["bytes"] + 1)
+    except OSError:
+        raise IndexFormatError(f"the {what} {path} is missing or unreadable; rebuild the index") from None
+    if len(data) != entry["bytes"]:
+        raise IndexFormatError(f"the {what} {path} is missing or truncated; rebuild the index")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise IndexFormatError(f"the {what} {path} does not match its checksum; the index is corrupt, rebuild it")
+    return data
+
+
+def check_file(directory: str | os.PathLike, manifest: dict[str, Any], name: str, verify: bool = False) -> Path:
+    """The path of the non-array file ``name``, after checking its size, and its SHA-256 if ``verify`` or if it is
+    small (at most :data:`SMALL_FILE_BYTES`)."""
+    directory = Path(directory)
+    entry = _entry(directory, manifest, name, array=False)
+    path = inside(directory, entry["file"])
+    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+        raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
+    if (verify or entry["bytes"] <= SMALL_FILE_BYTES) and file_sha256(path) != entry["sha256"]:
+        raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+    return path
+
+
+def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool = True, verify: bool = False,
+               verify_small: bool = True) -> np.ndarray:
+    """Open array ``name`` of an index, memory-mapped by default, checking its size, shape and dtype, and its SHA-256
+    if ``verify`` or (``verify_small``, the default) if the file is small (at most :data:`SMALL_FILE_BYTES`): the
+    offsets, ids and codes that a flipped byte would turn into wrong answers or crashes are checked on every open,
+    while the large vector and residual arrays are checked by ``verify`` (``--verify``)."""
+    directory = Path(directory)
+    entry = _entry(directory, manifest, name, array=True)
+    path = inside(directory, entry["file"])
+    try:
+        size = path.stat().st_size if path.is_file() else -1
+    except OSError:
+        size = -1
+    if size != entry["bytes"]:
+        raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
+    checked = verify or (verify_small and size <= SMALL_FILE_BYTES)
+    try:
+        if checked and not mmap:  # read once: hash the bytes, then parse them
+            with open(path, "rb") as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        else:
+            if checked and file_sha256(path) != entry["sha256"]:
+                raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise IndexFormatError(f"{path} is not a valid array ({reason}); rebuild the index") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        with contextlib.suppress(AttributeError):
+            array.close()
+        raise IndexFormatError(f"{path} is not a valid array (not an .npy file); rebuild the index")
     if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
         raise IndexFormatError(f"{path} does not match the manifest; rebuild the index")
     return array
 
 
 def verify_index(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Check every array's size and SHA-256 against the manifest; raise :class:`IndexFormatError` on a mismatch."""
+    """Check every array's and file's size and SHA-256 against the manifest; raise :class:`IndexFormatError` on a
+    mismatch."""
     for name in manifest["arrays"]:
         load_array(Path(directory), manifest, name, verify=True)
-    for entry in manifest.get("files", {}).values():  # non-array files an engine keeps (e.g. a faiss index)
-        path = Path(directory) / entry["file"]
-        if not path.exists() or path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
-            raise IndexFormatError(f"{path} is missing, truncated or does not match its checksum; rebuild the index")
+    for name in manifest.get("files", {}):  # non-array files an engine keeps (e.g. a faiss index)
+        check_file(directory, manifest, name, verify=True)
 
 
 def encode_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:

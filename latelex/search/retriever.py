@@ -169,13 +169,16 @@ class Retriever:
             retriever = cls(final, encoder, DocStore.open(final / DB_FILE), _open_state(final))
             retriever._replace_all(docs, encoder, spec, engine_config, chunk_config, store_text, batch_size, show_progress)
             return retriever
-        with storage.staged_directory(final, overwrite=overwrite) as tmp:
+        # A PLAID build stages its chunks inside: a build that died resumes where it stopped (same documents)
+        with storage.staged_directory(final, overwrite=overwrite, resumable=spec.updates == "native") as tmp:
+            generation = 1
+            (tmp / DB_FILE).unlink(missing_ok=True)  # the document store is quick to write again
+            (tmp / _generation_dir(generation)).mkdir(exist_ok=True)
+            _remove_tree(tmp / _generation_dir(generation) / "s0")  # published by a build that died after it
             store = DocStore.open(tmp / DB_FILE, create=True)
             try:
-                generation = 1
-                (tmp / _generation_dir(generation)).mkdir()
-                plan = _Plan(tmp / _generation_dir(generation), generation, spec, encoder, engine_config, chunk_config, store_text, batch_size,
-                             show_progress)
+                plan = _Plan(tmp / _generation_dir(generation), generation, spec, encoder, engine_config, chunk_config,
+                             store_text, batch_size, show_progress)
                 entry = plan.build_segment(0, docs)
                 store.stage(generation, plan.rows(docs), (), plan.field_types({}, docs))
                 _write_retriever_manifest(tmp, generation, encoder, spec, [entry], engine_config, chunk_config,

@@ -32,7 +32,7 @@ import torch
 
 from ...config import config_to_dict
 from ...errors import ConfigError, IndexFormatError, InputError
-from ...fsio import file_sha256
+from ...fsio import build_lock, file_sha256
 from ..storage import MANIFEST, encode_strings, publish, save_array, write_manifest
 from ..token_vectors import VECTOR_DTYPE, as_matrix, check_encoder, check_new_ids
 from .codec import ResidualCodec
@@ -438,6 +438,13 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
     if random_access and len(embeddings) != len(ids):
         raise InputError(f"{len(ids)} document ids but {len(embeddings)} embeddings; give one matrix per document")
     final.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(final):  # a second build of this path waits instead of sharing the staging folder
+        _build_locked(final, ids, embeddings, config=config, encoder=encoder, show_progress=show_progress, codec=codec,
+                      random_access=random_access)
+
+
+def _build_locked(final: Path, ids: list[str], embeddings: Iterable, *, config: PlaidConfig, encoder: dict | None,
+                  show_progress: bool | None, codec: ResidualCodec | None, random_access: bool) -> None:
     staging = staging_path(final)
     key = fingerprint(ids, config, encoder, codec, random_access)
     state: dict[str, Any] = {}
