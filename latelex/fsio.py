@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -117,16 +117,14 @@ RESUMABLE_SUFFIX = "-resume"
 
 
 @contextlib.contextmanager
-def build_lock(final: Path, timeout: float = 3600.0) -> Iterator[None]:
-    """Hold an OS lock on ``.<name>.lock`` beside ``final`` for a build that publishes there: a second build of the
-    same path waits (up to ``timeout`` seconds) instead of racing it; the OS releases it if the process dies. The
-    lock file is removed when the build ends (a waiter that then holds a removed file's lock tries again)."""
+def file_lock(path: Path, timeout: float, busy: Callable[[], BaseException] | None = None) -> Iterator[None]:
+    """Hold an exclusive OS lock (``flock``) on the file ``path`` for the block, waiting up to ``timeout`` seconds
+    (then raising ``busy()``, or the OSError). The OS releases the lock if the process dies; the file is removed when
+    the block ends (a waiter that then holds a removed file's lock takes the new file's instead)."""
     import errno
     import fcntl
     import time
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    path = final.parent / f".{final.name}.lock"
     deadline = time.monotonic() + timeout
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -134,9 +132,13 @@ def build_lock(final: Path, timeout: float = 3600.0) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            time.sleep(0.1)
+            if time.monotonic() >= deadline:
+                if busy is not None:
+                    raise busy() from None
+                raise
+            time.sleep(0.05)
             continue
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -144,13 +146,22 @@ def build_lock(final: Path, timeout: float = 3600.0) -> Iterator[None]:
             same = False
         if same:
             break
-        os.close(fd)  # the holder before us removed this file: lock the new one
+        os.close(fd)
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def build_lock(final: Path, timeout: float = 3600.0) -> Iterator[None]:
+    """Hold the lock ``.<name>.lock`` beside ``final`` for a build that publishes there: a second build of the same
+    path waits (up to ``timeout`` seconds) instead of racing it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.parent / f".{final.name}.lock", timeout):
+        yield
 
 
 def _umask() -> int:

@@ -15,7 +15,6 @@ released by the OS when the process dies. Readers never take it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import LatelexError
+from ..fsio import file_lock
 from .storage import MANIFEST, write_manifest
 
 LOCK_FILE = ".lock"
@@ -107,44 +107,27 @@ class WriterLock:
     def __init__(self, directory: Path, timeout: float = 10.0) -> None:
         self.directory = directory
         self.timeout = timeout
-        self._fd: int | None = None
+        self._held: contextlib.AbstractContextManager | None = None
         self._depth = 0
 
     def acquire(self) -> None:
-        import fcntl
-
         if self._depth:
             self._depth += 1
             return
-        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise IndexLockedError(
-                        f"{self.directory} is being changed by another process (its writer lock is held); "
-                        f"retry when that change ends") from None
-                time.sleep(0.05)
-        self._fd = fd
+        held = file_lock(self.directory / LOCK_FILE, self.timeout, lambda: IndexLockedError(
+            f"{self.directory} is being changed by another process (its writer lock is held); retry when that "
+            f"change ends"))
+        held.__enter__()
+        self._held = held
         self._depth = 1
 
     def release(self) -> None:
-        import fcntl
-
         if not self._depth:
             return
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._depth == 0 and self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)
 
     def __enter__(self) -> "WriterLock":
         self.acquire()
@@ -160,3 +143,58 @@ def locked(directory: Path, timeout: float = 10.0) -> Iterator[WriterLock]:
     lock = WriterLock(directory, timeout)
     with lock:
         yield lock
+
+
+def manifest_stamp(directory: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a directory's manifest, which every commit replaces; None when there is none."""
+    try:
+        st = (Path(directory) / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def retry_open(opener: Callable) -> Callable:
+    """For an engine's ``open(cls, path, ...)``: a reader that opens while a writer commits may read the old manifest
+    and then find its files replaced; it then opens again (the new manifest), up to 5 times, instead of reporting
+    a damaged index. A failure while the manifest stays the same is reported as it is."""
+    import functools
+
+    from ..errors import IndexFormatError
+
+    @functools.wraps(opener)
+    def wrapper(cls, path, *args, **kwargs):
+        for attempt in range(5):
+            before = manifest_stamp(Path(path).expanduser())
+            try:
+                return opener(cls, path, *args, **kwargs)
+            except IndexFormatError:
+                if attempt == 4 or manifest_stamp(Path(path).expanduser()) == before:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return wrapper
+
+
+def locked_change(method: Callable) -> Callable:
+    """For an engine method that changes its directory in place (add, delete, compact): hold the directory's writer
+    lock for the change and, if another writer committed since this object was opened, start from that state
+    (otherwise this change would be committed over theirs and lose it)."""
+    import functools
+    import json
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        directory = Path(self.path)
+        with WriterLock(directory):
+            try:
+                on_disk = json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("generation")
+            except (OSError, ValueError, AttributeError):
+                on_disk = None
+            if on_disk != self.manifest.get("generation"):
+                fresh = type(self).open(directory)
+                self.__dict__.update(fresh.__dict__)
+            return method(self, *args, **kwargs)
+
+    return wrapper

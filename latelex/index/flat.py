@@ -37,6 +37,7 @@ from .token_vectors import (
     save_doc_arrays,
     write_vectors,
 )
+from .commit import retry_open
 from .storage import read_manifest, staged_directory, write_manifest
 
 KIND = "flat"
@@ -90,6 +91,7 @@ class FlatIndex(StoredTokenVectors):
         return cls.open(final)
 
     @classmethod
+    @retry_open
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "FlatIndex":
         """Open the index at ``path``, vectors memory-mapped; ``verify`` also checks every array's checksum."""
         directory = Path(path).expanduser()

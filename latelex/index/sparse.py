@@ -25,6 +25,7 @@ from ..scoring.sparse import check_same_vocabulary, check_sparse_batch
 from ..scoring.topk import topk
 from ..types import Hit, SparseBatch
 from . import storage
+from .commit import retry_open
 from .ids import check_doc_ids, subset_positions
 
 KIND = "sparse"
@@ -108,6 +109,7 @@ class SparseIndex:
         return cls.open(path)
 
     @classmethod
+    @retry_open
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "SparseIndex":
         """Open the index in ``path`` with its arrays memory-mapped; ``verify`` also checks every checksum."""
         path = Path(path).expanduser().resolve()

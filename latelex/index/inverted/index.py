@@ -32,7 +32,7 @@ from ...errors import ConfigError, DuplicateIdError, IndexFormatError, InputErro
 from ...scoring.sparse import check_same_vocabulary, check_sparse_batch
 from ...types import Hit, SparseBatch
 from .. import storage
-from ..commit import fsync_dir, remove_unnamed
+from ..commit import fsync_dir, locked_change, remove_unnamed, retry_open
 from ..ids import check_doc_ids, subset_positions
 from .build import CODE_DTYPES, array_entry, decode_table, slice_batch, write_segment
 from .config import InvertedConfig
@@ -208,6 +208,7 @@ class InvertedIndex:
         return cls.open(path)
 
     @classmethod
+    @retry_open
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "InvertedIndex":
         """Open the index in ``path`` with its arrays memory-mapped; ``verify`` also checks every checksum."""
         path = Path(path).expanduser().resolve()
@@ -547,6 +548,7 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ changes
 
+    @locked_change
     def add(self, doc_ids: Sequence[str], vectors: SparseBatch) -> None:
         """Append documents as a new segment, visible to this object's searches at once and persisted atomically.
 
@@ -578,6 +580,7 @@ class InvertedIndex:
         metas = [s.meta for s in self._segments] + [segment]
         self._commit(metas, self._tombstones if self._tombstones.any() else None, generation)
 
+    @locked_change
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Mark documents deleted (persisted atomically, invisible to searches at once); returns how many.
 
@@ -599,6 +602,7 @@ class InvertedIndex:
         self._commit([s.meta for s in self._segments], tombstones, generation)
         return int(chosen.size)
 
+    @locked_change
     def compact(self) -> None:
         """Rewrite the index as one segment of its live documents (drops deleted vectors, merges segments)."""
         ids = self.doc_ids
