@@ -48,15 +48,31 @@ def load_encoder(name_or_path: str | os.PathLike, family: Family | None = None, 
     raise ConfigError(f"unknown encoder family {family!r}; use 'colbert' or 'splade'")
 
 
-def encoder_from_spec(spec: dict[str, Any], device: Any = None):
-    """Rebuild the encoder an index manifest describes."""
+def encoder_from_spec(spec: dict[str, Any], device: Any = None, *, allow_network: bool = False):
+    """Rebuild the encoder an index manifest describes.
+
+    Opening an index must not reach for the network on a stranger's say-so: unless ``allow_network``, a Hub name in
+    ``spec`` (or a base model it names) loads from the local Hugging Face cache only, and one that is not there
+    raises a one-line :class:`ModelError` saying how to download it. Local folders and built-in models load as ever.
+    """
+    from .loading import ModelNotLocalError, local_files_only
+
     family = spec.get("family") if isinstance(spec, dict) else None
-    if family == "colbert":
-        from .colbert import ColBERT
+    try:
+        with local_files_only(not allow_network):
+            if family == "colbert":
+                from .colbert import ColBERT
 
-        return ColBERT.from_spec(spec, device=device)
-    if family == "splade":
-        from .splade import Splade
+                return ColBERT.from_spec(spec, device=device)
+            if family == "splade":
+                from .splade import Splade
 
-        return Splade.from_spec(spec, device=device)
+                return Splade.from_spec(spec, device=device)
+    except ModelNotLocalError as exc:
+        model = str(spec.get("model"))
+        missing = "which is" if exc.name == model else f"whose base model {exc.name} is"
+        raise ModelError(
+            f"the index was built with {model}, {missing} not on this machine; download it first "
+            f"(e.g. `huggingface-cli download {exc.name}`) or pass --allow-network"
+        ) from None
     raise ModelError(f"the index names no known encoder (family {family!r}); pass an encoder explicitly")

@@ -1,8 +1,8 @@
 """Reading ColBERT checkpoints in the formats people publish them in.
 
 * **latelex**: ``latelex_model.json`` + a transformers backbone + ``projection.safetensors``; or, for a model
-  trained with low-rank adapters, ``latelex_model.json`` naming its base backbone (an installed Python package,
-  a path or a Hub name, with the SHA-256 of its weights) + ``adapters.safetensors`` + ``projection.safetensors``,
+  trained with low-rank adapters, ``latelex_model.json`` naming its base backbone (the pip package latelex ships
+  its default model on, a path or a Hub name, with the SHA-256 of its weights) + ``adapters.safetensors`` + ``projection.safetensors``,
   so that the folder holds only what training changed.
 * **Stanford ColBERT** (``colbert-ir/colbertv2.0``): a transformers backbone folder whose state dict also
   carries ``linear.weight``; ``artifact.metadata`` (the ColBERT config as JSON) gives lengths, markers, dim,
@@ -113,27 +113,19 @@ def _read_latelex(model_dir: Path) -> ColBERTCheckpoint:
 def resolve_base(ref: dict[str, Any], model_dir: Path) -> Path:
     """The backbone folder an adapter-only model names in its manifest.
 
-    ``ref`` holds one of ``package`` (an installed Python package, with ``folder`` inside it and ``requirement``,
-    the pip requirement that provides it), ``path`` (relative to ``model_dir`` or absolute) or ``name`` (a Hub
-    name), and optionally ``sha256`` of the backbone's ``model.safetensors``, checked before use.
+    ``ref`` holds one of ``package`` (only the pip package latelex itself ships its default model on,
+    :data:`latelex.models.BASE_BACKBONE`: located through its installed distribution's files, never imported, so a
+    manifest cannot make latelex run a package's code), ``path`` (relative to ``model_dir`` or absolute) or ``name``
+    (a Hub name), and optionally ``sha256`` of the backbone's ``model.safetensors``, checked before use (the shipped
+    package's weights are always checked against the pinned SHA-256).
     """
     from .loading import resolve_model_dir
 
     if not isinstance(ref, dict):
         raise ModelError(f"{model_dir}/{LATELEX_MANIFEST}: 'backbone' must be an object naming a package, path or name")
     if "package" in ref:
-        import importlib.util
-
-        requirement = ref.get("requirement", ref["package"])
-        spec = importlib.util.find_spec(str(ref["package"]))
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                f"the model {model_dir.name} is built on the backbone shipped by the Python package {requirement}, "
-                f"which is not installed; run: pip install '{requirement}'"
-            )
-        base = Path(list(spec.submodule_search_locations)[0]) / str(ref.get("folder", ""))
-        if not (base / "config.json").exists():
-            raise ModelError(f"{base} has no config.json; reinstall '{requirement}'")
+        base = _shipped_backbone(ref, model_dir)
+        ref = {**ref, "sha256": ref.get("sha256") or _base_backbone()["sha256"]}
     elif "path" in ref:
         base = resolve_model_dir(Path(model_dir, str(ref["path"])))
     elif "name" in ref:
@@ -151,6 +143,46 @@ def resolve_base(ref: dict[str, Any], model_dir: Path) -> Path:
                 f"the backbone weights in {base} are not the ones {model_dir.name} was trained on (SHA-256 {actual[:12]}..., "
                 f"expected {str(expected)[:12]}...); install the pinned base model"
             )
+    return base
+
+
+def _base_backbone() -> dict[str, str]:
+    from ..models import BASE_BACKBONE
+
+    return BASE_BACKBONE
+
+
+def _shipped_backbone(ref: dict[str, Any], model_dir: Path) -> Path:
+    """The folder of the backbone in the one pip package latelex depends on for its default model.
+
+    Any other ``package`` is refused: importing (or even ``find_spec`` of a dotted name, which executes the parent
+    package) a name that a downloaded manifest chose would run code from wherever Python finds that name first,
+    the current directory included. The package's files are found through ``importlib.metadata`` (its installed
+    RECORD), skipping the current directory, so nothing is imported.
+    """
+    import importlib.metadata
+    import sys
+
+    shipped = _base_backbone()
+    package, folder = ref.get("package"), ref.get("folder", shipped["folder"])
+    if package != shipped["package"] or folder != shipped["folder"]:
+        raise ModelError(
+            f"{model_dir}/{LATELEX_MANIFEST} names the base package {package!r} (folder {folder!r}); latelex loads by "
+            f"package only its own {shipped['package']!r} and imports no other: name the base by 'path' or Hub 'name'"
+        )
+    requirement = shipped["requirement"]
+    dist_name = requirement.split("==", 1)[0]
+    cwd = Path.cwd().resolve()
+    search = [p for p in sys.path if p and Path(p).resolve() != cwd]
+    dist = next(iter(importlib.metadata.distributions(name=dist_name, path=search)), None)
+    base = None
+    if dist is not None:
+        base = Path(str(dist.locate_file(f"{package}/{folder}")))
+    if base is None or not (base / "config.json").is_file():
+        raise ModelError(
+            f"the model {model_dir.name} is built on the backbone shipped by the Python package {requirement}, "
+            f"which is not installed; run: pip install '{requirement}'"
+        )
     return base
 
 

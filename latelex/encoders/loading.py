@@ -1,5 +1,9 @@
 """Finding and loading model folders: local paths always, Hugging Face Hub names where there is network.
 
+Inside :func:`local_files_only` (which :func:`latelex.encoders.encoder_from_spec` enters unless told otherwise, so
+that opening an index never reaches for the network) a Hub name resolves only from the local cache; a name not in it
+raises :class:`ModelNotLocalError`.
+
 Weights are read from safetensors; a legacy ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)``,
 which refuses to execute code. Nothing here unpickles arbitrary objects.
 """
@@ -7,6 +11,7 @@ which refuses to execute code. Nothing here unpickles arbitrary objects.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -25,6 +30,27 @@ _HUB_LEGACY_PATTERNS = ["pytorch_model.bin", "*/pytorch_model.bin"]
 
 class MissingWeightsError(ModelError):
     """A model folder that loads but lacks weights the model needs (e.g. a checkpoint without an MLM head)."""
+
+
+class ModelNotLocalError(ModelError):
+    """A Hub model asked for inside :func:`local_files_only` that is not in the local cache; ``name`` is its name."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+_LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("latelex_local_files_only", default=False)
+
+
+@contextlib.contextmanager
+def local_files_only(enabled: bool = True) -> Iterator[None]:
+    """Within the block (in this thread or task), Hub names resolve from the local cache only, never the network."""
+    token = _LOCAL_ONLY.set(bool(enabled) or _LOCAL_ONLY.get())
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
@@ -50,13 +76,20 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
     if looks_local or name.count("/") > 1:
         raise ModelError(f"model folder {name} does not exist; check the path")
+    offline = _LOCAL_ONLY.get()
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS)
+        local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS,
+                                  local_files_only=offline)
         if not weight_files(Path(local)):  # an older repository that ships only pytorch_model.bin
-            local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS + _HUB_LEGACY_PATTERNS)
-    except Exception as exc:  # the hub client raises many types; all mean "not available"
+            local = snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS + _HUB_LEGACY_PATTERNS,
+                                      local_files_only=offline)
+    except Exception as exc:
+        if offline:
+            raise ModelNotLocalError(
+                f"{name} is not on this machine; download it first (e.g. `huggingface-cli download {name}`)", name
+            ) from None  # the hub client raises many types; all mean "not available"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(
             f"model {name!r} is not a local folder and could not be fetched from the Hugging Face Hub "
@@ -102,7 +135,7 @@ def load_tokenizer(model_dir: Path):
         raise ModelError(f"{model_dir} has no tokenizer (tokenizer.json or vocab.txt); is it a model folder?")
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer in {model_dir}: {str(exc).splitlines()[0][:200]}") from None
     if tokenizer.pad_token_id is None:
@@ -125,8 +158,9 @@ def load_transformer(model_dir: Path, *, masked_lm: bool = False) -> torch.nn.Mo
     cls = AutoModelForMaskedLM if masked_lm else AutoModel
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(str(model_dir))
-            model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True)
+            config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+            model, info = cls.from_pretrained(str(model_dir), config=config, output_loading_info=True,
+                                              local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0][:200]}") from None
     missing = [k for k in info.get("missing_keys", []) if not _optional_key(k)]
