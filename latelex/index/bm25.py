@@ -198,6 +198,7 @@ class BM25Index:
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise IndexFormatError(f"{path}/manifest.json lacks a valid config, counts or files ({exc}); "
                                    "rebuild the index") from None
+        _check_bm25s_names(path, manifest)
         arrays = {name: storage.load_array(path, manifest, name, verify=verify) for name in manifest["arrays"]}
         for name in ("doc_ids_blob", "doc_ids_offsets", *_BM25S_ARRAYS):
             if name not in arrays:
@@ -394,11 +395,23 @@ def _array_entry(directory: Path, relative: str) -> dict[str, Any]:
 
 
 def _check_file(directory: Path, entry: dict[str, Any], verify: bool) -> None:
-    path = directory / entry["file"]
-    if not path.is_file() or path.stat().st_size != entry["bytes"]:
-        raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-    if verify and file_sha256(path) != entry["sha256"]:
-        raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+    """Size, and SHA-256 when ``verify`` or when the file is small, of a bm25s JSON file the manifest lists (under
+    the one name bm25s reads it from)."""
+    if not isinstance(entry, dict) or entry.get("file") not in {f"{BM25S_DIR}/{f}" for f in _BM25S_JSON}:
+        raise IndexFormatError(f"{directory}/{storage.MANIFEST} names a bm25s file other than the ones bm25s reads; "
+                               "the index is damaged or not from latelex")
+    storage.check_file(directory, {"files": {"entry": entry}}, "entry", verify=verify)
+
+
+def _check_bm25s_names(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's bm25s arrays must be the files bm25s itself opens, so that their checks cover what is read."""
+    expected = {**_BM25S_ARRAYS, _BM25S_NONOCCURRENCE[0]: _BM25S_NONOCCURRENCE[1]}
+    for name, file in expected.items():
+        entry = manifest["arrays"].get(name)
+        if entry is not None and (not isinstance(entry, dict) or entry.get("file") != f"{BM25S_DIR}/{file}"):
+            shown = entry.get("file") if isinstance(entry, dict) else entry
+            raise IndexFormatError(f"{directory}/{storage.MANIFEST} names {shown!r} for {name}, not the file bm25s "
+                                   "reads; the index is damaged or not from latelex")
 
 
 def _check_queries(texts: Sequence[str]) -> None:

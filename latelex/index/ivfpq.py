@@ -59,7 +59,7 @@ from .token_vectors import (
     save_doc_arrays,
     write_vectors,
 )
-from .storage import read_manifest, staged_directory, write_manifest
+from .storage import read_checked, read_manifest, staged_directory, write_manifest
 
 KIND = "ivfpq"
 FORMAT_VERSION = 1
@@ -283,7 +283,8 @@ class IvfPqIndex(StoredTokenVectors):
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "IvfPqIndex":
         """Open the index at ``path``: vectors memory-mapped, the FAISS index read into memory.
 
-        ``verify`` also checks every file's checksum.
+        The FAISS file and the small arrays are always checked against their SHA-256; ``verify`` also checks the
+        (memory-mapped) vectors.
         """
         directory = Path(path).expanduser()
         manifest = read_manifest(directory, (KIND,), FORMAT_VERSION)
@@ -304,7 +305,7 @@ class IvfPqIndex(StoredTokenVectors):
         dim = manifest.get("dim")
         similarity = manifest.get("similarity")
 
-        faiss_index = cls._read_faiss(directory, manifest["files"].get("faiss"), verify)
+        faiss_index = cls._read_faiss(directory, manifest)
         faiss = _faiss()
         metric = faiss.METRIC_INNER_PRODUCT if similarity == "cosine" else faiss.METRIC_L2
         if (
@@ -319,19 +320,21 @@ class IvfPqIndex(StoredTokenVectors):
         return cls(directory, manifest, config, faiss_index, vectors, offsets, doc_ids)
 
     @staticmethod
-    def _read_faiss(directory: Path, entry: Any, verify: bool) -> Any:
+    def _read_faiss(directory: Path, manifest: dict[str, Any]) -> Any:
+        """The FAISS index of ``manifest["files"]["faiss"]``, read whole into memory and checked against its size and
+        SHA-256 before FAISS parses a byte of it (``verify`` or not: it is read fully anyway), so that a damaged file
+        is one :class:`IndexFormatError`, never a crash or a silently wrong index."""
         faiss = _faiss()
+        entry = manifest["files"].get("faiss")
         if not isinstance(entry, dict) or "file" not in entry or "bytes" not in entry:
             raise IndexFormatError(f"{directory}: the manifest lists no FAISS file; rebuild the index")
+        data = read_checked(directory, manifest, "faiss", what="FAISS index")
         path = directory / entry["file"]
-        if not path.is_file() or path.stat().st_size != entry["bytes"]:
-            raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-        if verify and file_sha256(path) != entry.get("sha256"):
-            raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
-            raise IndexFormatError(f"{path} is not a readable FAISS index; rebuild the index") from None
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except Exception as exc:  # faiss raises RuntimeError (and SWIG errors) for input it cannot parse
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise IndexFormatError(f"{path} is not a readable FAISS index ({reason}); rebuild the index") from None
         if not isinstance(index, faiss.IndexIVFPQ):
             raise IndexFormatError(f"{path} holds a {type(index).__name__}, not an IVFPQ index; rebuild the index")
         return index
