@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 OPS = ("add", "delete", "upsert", "compact", "overwrite")
 KINDS = ("flat", "plaid", "inverted")
@@ -96,24 +98,34 @@ def worker(index: str, kind: str, op: str, models_json: str) -> None:
     print("DONE", flush=True)
 
 
-def _consistent(retriever, encoder, kind: str, doc_id: str, text: str) -> bool:
-    """Whether the engine's vectors of ``doc_id`` were made from ``text``."""
-    segment = next(s for s in retriever._state.segments if doc_id in s.live_ids())
-    engine = segment.engine
-    if kind == "plaid":
-        expected = encoder.encode_documents([text])[0].shape[0]
-        return engine.decompressed(doc_id).shape[0] == expected
-    if kind == "flat":
-        import torch
+def _inconsistent(retriever, encoder, kind: str, found: dict) -> str | None:
+    """The first live id whose engine vectors were not made from its stored text (None: every one was)."""
+    ids = sorted(found)
+    texts = [found[d][0] for d in ids]
+    fresh = encoder.encode_documents(texts)
+    queries = encoder.encode_queries(texts) if kind == "inverted" else None
+    for i, doc_id in enumerate(ids):
+        segment = next(s for s in retriever._state.segments if doc_id in s.live_ids())
+        engine = segment.engine
+        if kind == "plaid":
+            ok = engine.decompressed(doc_id).shape[0] == fresh[i].shape[0]
+        elif kind == "flat":
+            import torch
 
-        position = engine.doc_ids.index(doc_id)
-        stored = torch.from_numpy(engine._vectors[engine._offsets[position] : engine._offsets[position + 1]].astype("float32"))
-        fresh = encoder.encode_documents([text])[0]
-        return stored.shape == fresh.shape and torch.allclose(stored, fresh, atol=2e-2)
-    query = encoder.encode_queries([text])
-    score = engine.search(query, k=1, subset=[doc_id])[0][0].score
-    exact = query[0].dot(encoder.encode_documents([text])[0])
-    return abs(score - exact) <= 0.05 * max(1.0, abs(exact))
+            position = engine.doc_ids.index(doc_id)
+            rows = engine._vectors[engine._offsets[position] : engine._offsets[position + 1]]
+            stored = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            ok = stored.shape == fresh[i].shape and bool(torch.allclose(stored, fresh[i], atol=2e-2))
+        else:
+            from latelex.types import SparseBatch
+
+            query = SparseBatch.from_vectors([queries[i]], queries.vocab_size)
+            score = engine.search(query, k=1, subset=[doc_id])[0][0].score
+            exact = queries[i].dot(fresh[i])
+            ok = abs(score - exact) <= 0.05 * max(1.0, abs(exact))
+        if not ok:
+            return doc_id
+    return None
 
 
 def check(index: Path, kind: str, models: dict[str, str], op: str, acknowledged: bool) -> str:
@@ -137,9 +149,9 @@ def check(index: Path, kind: str, models: dict[str, str], op: str, acknowledged:
         return f"mixed state: {len(found)} documents, {len(set(found) ^ set(new))} differ from the new state"
     if acknowledged and state != "new" and old != new:
         return "an acknowledged change was lost"
-    for doc_id, (text, _) in found.items():
-        if not _consistent(retriever, encoder, kind, doc_id, text):
-            return f"document {doc_id!r}: its vectors do not come from its text"
+    wrong = _inconsistent(retriever, encoder, kind, found)
+    if wrong is not None:
+        return f"document {wrong!r}: its vectors do not come from its text"
     try:  # one more change goes through
         retriever.add([("extra", "apple banana fruit", {"v": 9})])
         retriever.delete(["extra"])
