@@ -21,6 +21,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OPS = ("add", "delete", "upsert", "compact", "overwrite")
+#: also "build": a first build at a path where nothing is yet (the old state is no index at all)
 KINDS = ("flat", "plaid", "inverted")
 WORDS = ("cell protein gene cancer risk study patients treatment effect disease blood brain heart virus vaccine drug "
          "dose trial results data model search query document retrieval token vector score index sparse dense apple "
@@ -50,8 +51,10 @@ def change(op: str) -> tuple[list, list]:
     return [], []
 
 
-def expected_states(op: str) -> tuple[dict, dict]:
+def expected_states(op: str) -> tuple[dict | None, dict]:
     old = {d: (t, m) for d, t, m in base_docs()}
+    if op == "build":
+        return None, old
     docs, gone = change(op)
     if op == "overwrite":
         return old, {d: (t, m) for d, t, m in docs}
@@ -82,7 +85,7 @@ def worker(index: str, kind: str, op: str, models_json: str) -> None:
 
     models = json.loads(models_json)
     encoder = encoder_for(kind, models)
-    retriever = Retriever.open(index, encoder=encoder)
+    retriever = None if op == "build" else Retriever.open(index, encoder=encoder)
     docs, gone = change(op)
     print("READY", flush=True)
     if op == "add":
@@ -95,6 +98,8 @@ def worker(index: str, kind: str, op: str, models_json: str) -> None:
         retriever.compact()
     elif op == "overwrite":
         Retriever.build(index, encoder, docs, kind=kind, overwrite=True)
+    elif op == "build":
+        Retriever.build(index, encoder, base_docs(), kind=kind)
     print("DONE", flush=True)
 
 
@@ -133,6 +138,13 @@ def check(index: Path, kind: str, models: dict[str, str], op: str, acknowledged:
     from latelex import Retriever
     from latelex.errors import LatelexError
 
+    old, new = expected_states(op)
+    if old is None and not index.exists():  # a first build that died: nothing at the path is the old state
+        if acknowledged:
+            return "an acknowledged build was lost"
+        Retriever.build(index, encoder_for(kind, models), base_docs(), kind=kind)  # the next build goes through ...
+        leftovers = [p.name for p in index.parent.iterdir() if p.name.startswith(f".{index.name}.")]
+        return "old" if not leftovers else f"old, but the next build left {leftovers}"  # ... and clears the rest
     try:
         Retriever.inspect(index, verify=True)
         encoder = encoder_for(kind, models)
@@ -143,7 +155,6 @@ def check(index: Path, kind: str, models: dict[str, str], op: str, acknowledged:
     for doc_id in retriever.doc_ids:
         doc = retriever.get(doc_id)
         found[doc_id] = (doc.text, doc.metadata)
-    old, new = expected_states(op)
     state = "new" if found == new else "old" if found == old else None
     if state is None:
         return f"mixed state: {len(found)} documents, {len(set(found) ^ set(new))} differ from the new state"
