@@ -142,6 +142,21 @@ def test_changes_to_an_inverted_index_never_remove_files_outside_it(tmp_path):
     assert precious.read_text() == "keep me" and (outside / "data.txt").read_text() == "keep me too"
 
 
+def test_writes_into_an_index_never_follow_a_planted_link(tmp_path):
+    """A new array or manifest replaces a symbolic link left under its name; the file it points at is untouched."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    (folder / "x.npy").symlink_to(precious)
+    (folder / f"{MANIFEST}.tmp").symlink_to(precious)
+    entry = storage.save_array(folder, "x", np.arange(4))
+    storage.write_manifest(folder, "flat", 1, {"x": entry})
+    assert precious.read_text() == "keep me"
+    assert not (folder / "x.npy").is_symlink() and np.array_equal(np.load(folder / "x.npy"), np.arange(4))
+    assert json.loads((folder / MANIFEST).read_text())["arrays"]["x"] == entry
+
+
 def test_inside_accepts_nested_relative_names_and_refuses_the_rest(tmp_path):
     (tmp_path / "seg-000001").mkdir()
     assert storage.inside(tmp_path, "seg-000001/fwd_indptr.npy") == tmp_path / "seg-000001" / "fwd_indptr.npy"

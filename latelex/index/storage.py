@@ -14,7 +14,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -58,13 +58,28 @@ def publish(tmp: Path, final: Path) -> None:
     replace_folder(tmp, final)
 
 
+def create_new(path: Path, mode: str = "wb") -> IO:
+    """Open ``path`` as a new file for writing, replacing a file (or a symbolic link: never followed) left there.
+
+    A name inside an index folder from elsewhere may be a planted link to a file outside it; ``open(path, "w")``
+    would overwrite that file. The old entry is unlinked and the new file created with ``O_EXCL | O_NOFOLLOW``, so a
+    write lands in a fresh file inside the folder or fails (this also leaves a hard-linked snapshot's inode alone).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
 def save_array(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
     """Write ``array`` as ``directory/name.npy`` (no pickles) and return its manifest entry."""
     path = directory / f"{name}.npy"
     array = np.ascontiguousarray(array)
     if array.dtype == object:
         raise TypeError(f"array {name} has dtype object; indexes store plain arrays only")
-    np.save(path, array, allow_pickle=False)
+    with create_new(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
     return {
         "file": path.name,
         "dtype": array.dtype.str,
@@ -85,7 +100,7 @@ def write_manifest(directory: Path, kind: str, format_version: int, arrays: dict
     }
     path = directory / MANIFEST
     tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with create_new(tmp, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.flush()
         os.fsync(f.fileno())
