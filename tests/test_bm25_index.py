@@ -190,7 +190,8 @@ def test_config_is_checked():
         config_from_dict(BM25Config, {"k_1": 1.2})
 
 
-def test_damaged_index_is_refused(tmp_path, index):
+def test_damaged_index_is_refused(tmp_path, index, monkeypatch):
+    monkeypatch.setattr("latelex.index.storage.SMALL_FILE_BYTES", 0)  # as if the arrays were large (> 4 MiB)
     path = tmp_path / "bm25"
     data = path / "bm25s" / "data.csc.index.npy"
     raw = bytearray(data.read_bytes())

@@ -211,7 +211,8 @@ def test_truncated_vectors_fail_on_open(built):
         FlatIndex.open(built.path)
 
 
-def test_corrupted_vectors_fail_verification(built):
+def test_corrupted_vectors_fail_verification(built, monkeypatch):
+    monkeypatch.setattr("latelex.index.storage.SMALL_FILE_BYTES", 0)  # as if vectors.npy were large (> 4 MiB)
     path = built.path / "vectors.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF

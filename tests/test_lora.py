@@ -88,7 +88,7 @@ def test_adapter_only_model_refuses_other_base_weights(tiny_bert, tmp_path):
     manifest = json.loads((folder / "latelex_model.json").read_text())
     manifest["backbone"] = {"package": "no_such_latelex_base_package", "requirement": "no-such-base==1.0"}
     (folder / "latelex_model.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match="pip install 'no-such-base==1.0'"):
+    with pytest.raises(ModelError, match="imports no other"):  # only latelex's own base package is looked up
         ColBERT.from_pretrained(folder, device="cpu")
 
 

@@ -17,6 +17,7 @@ from latelex.index.plaid.search import PAD_TOKENS, quantize_rows
 from latelex.index.storage import MANIFEST
 
 DIM = 16
+TINY = {"name": "tiny", "dim": DIM}  # the encoder spec the test indexes record
 CONFIG = PlaidConfig(nbits=2, chunk_size=50, n_centroids=32)
 GENEROUS = dict(ncells=10**6, centroid_score_threshold=-1e9, ndocs=10**6)
 
@@ -77,7 +78,7 @@ def corpus():
 @pytest.fixture
 def built(tmp_path, corpus) -> PlaidIndex:
     ids, docs = corpus
-    return PlaidIndex.build(tmp_path / "idx", ids, docs, config=CONFIG, encoder={"name": "tiny", "dim": DIM})
+    return PlaidIndex.build(tmp_path / "idx", ids, docs, config=CONFIG, encoder=TINY)
 
 
 # --- build and search ----------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def test_search_refuses_bad_queries_and_settings(built):
 def test_add_then_search_equals_building_from_scratch_with_the_same_codec(tmp_path):
     ids, docs = make_docs(200, seed=3)
     grown = PlaidIndex.build(tmp_path / "grown", ids[:120], docs[:120], config=CONFIG)
-    grown.add(ids[120:], docs[120:])
+    grown.add(ids[120:], docs[120:], encoder=grown.encoder)
     assert len(grown) == 200 and grown.doc_ids == ids
     # From scratch, with the centroids and buckets the grown index uses (what compression allows to match).
     plaid_build.build_index(tmp_path / "scratch", ids, docs, config=CONFIG, encoder=None, overwrite=False,
@@ -217,7 +218,7 @@ def test_add_then_search_equals_building_from_scratch_with_the_same_codec(tmp_pa
 def test_add_then_search_is_close_to_a_retrained_build(tmp_path):
     ids, docs = make_docs(200, seed=3)
     grown = PlaidIndex.build(tmp_path / "grown", ids[:120], docs[:120], config=CONFIG)
-    grown.add(ids[120:], docs[120:])
+    grown.add(ids[120:], docs[120:], encoder=grown.encoder)
     fresh = PlaidIndex.build(tmp_path / "fresh", ids, docs, config=CONFIG)
     queries = make_queries(20, seed=11)
     a = grown.search(queries, k=10, **GENEROUS)
@@ -240,7 +241,7 @@ def test_delete_hides_documents_and_persists(built, corpus):
     assert_hits(reopened.search(queries, k=10, **GENEROUS), brute_force(reopened, queries, 10))
     assert reopened.info()["deleted_documents"] == len(gone)
     # A deleted id can come back.
-    reopened.add([gone[0]], [docs[ids.index(gone[0])]])
+    reopened.add([gone[0]], [docs[ids.index(gone[0])]], encoder=TINY)
     assert gone[0] in reopened.doc_ids
     with pytest.raises(InputError, match="not in the index"):
         reopened.delete(["nope"])
@@ -249,7 +250,7 @@ def test_delete_hides_documents_and_persists(built, corpus):
 def test_rebuild_drops_deleted_documents_and_retrains(built, corpus):
     ids, docs = corpus
     built.delete(ids[:40])
-    built.add([f"new-{i}" for i in range(30)], make_docs(30, seed=5)[1])
+    built.add([f"new-{i}" for i in range(30)], make_docs(30, seed=5)[1], encoder=TINY)
     live = built.doc_ids
     fresh_vectors = [docs[ids.index(d)] if d in ids else make_docs(30, seed=5)[1][int(d.split("-")[1])] for d in live]
     built.rebuild(fresh_vectors)
@@ -261,9 +262,9 @@ def test_rebuild_drops_deleted_documents_and_retrains(built, corpus):
 
 
 def test_drift_shows_when_added_documents_come_from_elsewhere(built):
-    built.add(*make_docs(20, seed=4, prefix="same"))
+    built.add(*make_docs(20, seed=4, prefix="same"), encoder=TINY)
     assert built.info()["drift"] < 1.3
-    built.add(*make_docs(40, seed=4, prefix="other", centers_seed=123))
+    built.add(*make_docs(40, seed=4, prefix="other", centers_seed=123), encoder=TINY)
     assert built.info()["drift"] > 1.5
 
 
@@ -275,13 +276,15 @@ def test_searching_an_empty_index_says_what_to_do(built, corpus):
 
 def test_add_refuses_other_dims_encoders_and_duplicates(built, corpus):
     with pytest.raises(InputError, match="dimension"):
-        built.add(["x"], [np.ones((3, DIM * 2), dtype=np.float32)])
+        built.add(["x"], [np.ones((3, DIM * 2), dtype=np.float32)], encoder=TINY)
     with pytest.raises(InputError, match="different encoder"):
         built.add(["x"], [np.ones((3, DIM), dtype=np.float32)], encoder={"name": "other"})
     with pytest.raises(DuplicateIdError):
-        built.add([corpus[0][0]], [corpus[1][0]])
+        built.add([corpus[0][0]], [corpus[1][0]], encoder=TINY)
+    with pytest.raises(InputError, match="pass encoder="):
+        built.add(["x"], [np.ones((3, DIM), dtype=np.float32)])
     with pytest.raises(InputError, match="embeddings"):
-        built.add(["x", "y"], [corpus[1][0]])
+        built.add(["x", "y"], [corpus[1][0]], encoder=TINY)
     assert len(PlaidIndex.open(built.path, verify=True)) == 160
 
 
@@ -294,14 +297,14 @@ def test_a_crash_during_add_leaves_the_old_index(built, corpus, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plaid_index, "write_manifest", boom)
+    monkeypatch.setattr(plaid_index, "commit_manifest", boom)
     with pytest.raises(OSError):
-        built.add(["x"], [np.ones((3, DIM), dtype=np.float32)])
+        built.add(["x"], [np.ones((3, DIM), dtype=np.float32)], encoder=TINY)
     monkeypatch.undo()
     reopened = PlaidIndex.open(built.path, verify=True)
     assert len(reopened) == 160 and ranking(reopened.search(queries, k=10)) == before
     assert list(built.path.glob("chunk-00004.*"))  # the orphaned new chunk ...
-    reopened.add(["x"], [np.ones((3, DIM), dtype=np.float32)])
+    reopened.add(["x"], [np.ones((3, DIM), dtype=np.float32)], encoder=TINY)
     assert len(reopened) == 161  # ... was replaced by a complete one
     named = {e["file"] for e in reopened.manifest["arrays"].values()}
     assert {p.name for p in built.path.iterdir()} == named | {MANIFEST}
@@ -365,7 +368,8 @@ def test_truncated_file_is_refused(built):
         PlaidIndex.open(built.path)
 
 
-def test_corrupt_file_is_caught_by_verify(built):
+def test_corrupt_file_is_caught_by_verify(built, monkeypatch):
+    monkeypatch.setattr("latelex.index.storage.SMALL_FILE_BYTES", 0)  # as if the codes were large (> 4 MiB)
     path = built.path / "chunk-00000.codes.npy"
     raw = bytearray(path.read_bytes())
     raw[-2] ^= 1  # low bit of the last code: still a valid centroid id

@@ -94,7 +94,11 @@ def link_tree(source: Path, target: Path) -> None:
         for f in files:
             if f == LOCK_FILE:
                 continue
-            os.link(Path(root) / f, target / rel / f)
+            if os.path.islink(Path(root) / f):
+                from ..errors import IndexFormatError
+
+                raise IndexFormatError(f"{Path(root) / f} is a symbolic link; an index holds plain files only, rebuild it")
+            os.link(Path(root) / f, target / rel / f, follow_symlinks=False)
 
 
 class WriterLock:

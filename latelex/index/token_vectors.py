@@ -129,6 +129,19 @@ def check_encoder(encoder: Any) -> dict | None:
     return json.loads(json.dumps(encoder))
 
 
+def check_same_encoder(recorded: dict | None, given: Any, path: Any) -> None:
+    """Refuse vectors for an index built by another encoder: ``given`` (the spec of the encoder that made the new
+    vectors) must equal the ``recorded`` spec; an index that records an encoder needs ``given``."""
+    if recorded is None:
+        return
+    if given is None:
+        raise InputError(f"{path} was built with {recorded.get('model', 'an encoder')}; pass encoder=<that encoder's "
+                         f"spec()> with new vectors, so that another model's vectors cannot be mixed in")
+    if check_encoder(given) != recorded:
+        raise InputError(f"these vectors come from a different encoder than {path} was built with; "
+                         "encode them with the index's encoder or rebuild the index")
+
+
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an int, after checking it is a positive integer (not a bool); ``name`` names it in the error."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -188,15 +188,17 @@ class Retriever:
         return cls.open(final, encoder=encoder)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, encoder: Any = None, device: Any = None) -> "Retriever":
-        """Reopen a retriever from its directory; the encoder is rebuilt from the manifest unless given."""
+    def open(cls, path: str | os.PathLike, *, encoder: Any = None, device: Any = None,
+             allow_network: bool = False) -> "Retriever":
+        """Reopen a retriever from its directory; the encoder is rebuilt from the manifest unless given, from local
+        files only unless ``allow_network`` (an index never reaches for the network by itself)."""
         path = Path(path).expanduser().resolve()
         state = _open_state(path)
         spec = state.manifest.get("encoder")
         if encoder is None and spec is not None:
             from ..encoders import encoder_from_spec
 
-            encoder = encoder_from_spec(spec, device=device)
+            encoder = encoder_from_spec(spec, device=device, allow_network=allow_network)
         elif encoder is not None and (spec or {}).get("family") != encoder.spec()["family"]:
             raise InputError(f"{path} was built with a {(spec or {}).get('family', 'text (BM25)')} encoder, "
                              f"not {encoder.spec()['family']}")
@@ -578,10 +580,7 @@ class Retriever:
                     engine.delete(removed_engine_ids)
                 if new:
                     ids, items = plan.encode(new)
-                    if spec.family == "colbert":
-                        engine.add(ids, items, encoder=self.encoder.spec())
-                    else:
-                        engine.add(ids, items)
+                    engine.add(ids, items, encoder=self.encoder.spec())
                 segments = [_segment_entry(gdir, target, spec.name, len(engine), ())]
             else:  # segments
                 doomed = set(removed_engine_ids)
@@ -828,12 +827,8 @@ def _is_current_retriever(path: Path) -> bool:
 
 
 def _safe_relative(path: Path, relative: Any) -> Path:
-    """``path / relative`` for a manifest entry that must name something inside ``path``."""
-    if not isinstance(relative, str) or not relative or relative.startswith("/") or "\\" in relative \
-            or any(part in ("", ".", "..") for part in relative.split("/")):
-        raise IndexFormatError(f"{path}: the manifest names {relative!r}, which is not a path inside the index; "
-                               f"rebuild the index")
-    return path / relative
+    """``path / relative`` for a manifest entry that must name something inside ``path`` (symlinks included)."""
+    return storage.inside(path, relative)
 
 
 def _open_state(path: Path, verify: bool = False) -> _State:

@@ -549,11 +549,15 @@ class InvertedIndex:
     # ------------------------------------------------------------------ changes
 
     @locked_change
-    def add(self, doc_ids: Sequence[str], vectors: SparseBatch) -> None:
+    def add(self, doc_ids: Sequence[str], vectors: SparseBatch, *, encoder: dict | None = None) -> None:
         """Append documents as a new segment, visible to this object's searches at once and persisted atomically.
 
-        An id may not name a live document (delete it first to replace it).
+        An id may not name a live document (delete it first to replace it). ``encoder``: the spec of the encoder that
+        made the vectors, which must equal the manifest's (required when the manifest records one).
         """
+        from ..token_vectors import check_same_encoder
+
+        check_same_encoder(self.encoder, encoder, self.path)
         doc_ids = check_doc_ids(doc_ids)
         cfg = self.config
         _check_vectors(vectors, self.vocab_size, cfg, what="document vectors", against="this index was built")
@@ -571,7 +575,9 @@ class InvertedIndex:
         chunks = ((doc_ids[a : a + step], slice_batch(vectors, a, min(len(vectors), a + step)))
                   for a in range(0, len(vectors), step))
         target = self.path / name
-        if target.exists():  # left over by a crashed change: never named by a manifest
+        if target.is_symlink() or target.is_file():  # left over by a crashed change (or planted): never named
+            target.unlink()
+        elif target.exists():
             import shutil
 
             shutil.rmtree(target)
@@ -630,10 +636,9 @@ class InvertedIndex:
         name = None
         if tombstones is not None:
             name = f"tombstones-{generation:06d}"
-            path = self.path / f"{name}.npy"
-            np.save(path, np.ascontiguousarray(tombstones, dtype=np.uint8), allow_pickle=False)
-            _fsync(path)
-            extra_arrays["tombstones"] = array_entry(self.path, path)
+            # save_array never writes through a link planted under the name
+            extra_arrays["tombstones"] = storage.save_array(self.path, name, np.ascontiguousarray(tombstones, dtype=np.uint8))
+            _fsync(self.path / f"{name}.npy")
         deleted = 0 if tombstones is None else int(tombstones.sum(dtype=np.int64))
         _write_state(self.path, segments=metas, tombstones=extra_arrays.get("tombstones"), generation=generation,
                      encoder=self.encoder, config=self.config, vocab_size=self.vocab_size, deleted=deleted)

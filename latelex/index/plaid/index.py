@@ -31,8 +31,9 @@ import torch
 from ...config import config_from_dict
 from ...errors import ConfigError, IndexFormatError, InputError
 from ...types import Hit
-from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verify_index, write_manifest
-from ..token_vectors import DescribedIndex, check_encoder, check_new_ids, positive_int, subset_positions
+from ..commit import commit_manifest, locked_change, remove_unnamed, retry_open
+from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verify_index
+from ..token_vectors import DescribedIndex, check_new_ids, check_same_encoder, positive_int, subset_positions
 from . import build as _build
 from .codec import ResidualCodec
 from .config import SEARCH_PRESETS, PlaidConfig, search_settings
@@ -86,6 +87,7 @@ class PlaidIndex(DescribedIndex):
         return cls.open(final)
 
     @classmethod
+    @retry_open
     def open(cls, path: str | os.PathLike, verify: bool = False) -> "PlaidIndex":
         """Open the index at ``path`` (residuals memory-mapped); ``verify`` also checks every array's checksum."""
         directory = Path(path).expanduser().resolve()
@@ -309,17 +311,15 @@ class PlaidIndex(DescribedIndex):
 
     # --- updates -------------------------------------------------------------------------------------
 
+    @locked_change
     def add(self, doc_ids: Sequence[str], embeddings: Iterable[torch.Tensor | np.ndarray], *, encoder: dict | None = None) -> None:
         """Compress and append documents with the index's centroids; visible to this object's searches at once.
 
-        ``embeddings``: one (L_i, dim) matrix per id. ``encoder``: when given, it must equal the manifest's encoder
-        spec. The manifest is replaced atomically once every new chunk is on disk.
+        ``embeddings``: one (L_i, dim) matrix per id. ``encoder``: the spec of the encoder that made them, which must
+        equal the manifest's (required when the manifest records one). The manifest is replaced atomically once
+        every new chunk is on disk.
         """
-        if encoder is not None:
-            encoder = check_encoder(encoder)
-            if self.encoder is not None and encoder != self.encoder:
-                raise InputError(f"these vectors come from a different encoder than {self._path} was built with; "
-                                 "encode them with the index's encoder or rebuild the index")
+        check_same_encoder(self.encoder, encoder, self._path)
         ids = check_new_ids(doc_ids, set(self._live_positions()))
         if not ids:
             return
@@ -334,7 +334,10 @@ class PlaidIndex(DescribedIndex):
         manifest = self.manifest
         chunks = list(manifest["chunks"])
         arrays = dict(manifest["arrays"])
-        number = 1 + max(int(c["name"].split("-")[1]) for c in chunks)
+        try:
+            number = 1 + max(int(c["name"].split("-")[1]) for c in chunks)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise IndexFormatError(f"{self._path}: the manifest's chunk names are garbled; rebuild the index") from None
         first = len(self._stored_ids)
         cs = int(manifest["config"]["chunk_size"])
         for a in range(0, len(ids), cs):
@@ -348,6 +351,7 @@ class PlaidIndex(DescribedIndex):
             number += 1
         self._commit(manifest, arrays, chunks, manifest.get("deleted"), self._deleted)
 
+    @locked_change
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Remove documents from search results (their space is reclaimed by :meth:`rebuild`)."""
         if isinstance(doc_ids, str):
@@ -379,18 +383,15 @@ class PlaidIndex(DescribedIndex):
             dim=self.dim, config=config, encoder=self.encoder, codec=self._codec, codec_stats=manifest.get("codec", {}),
             chunks=chunks, deleted=deleted_name, n_deleted=int(deleted.size), deleted_tokens=deleted_tokens,
             generation=int(manifest.get("generation", 0)) + 1)
-        write_manifest(self._path, KIND, FORMAT_VERSION, arrays, **fields)
-        _build.fsync_path(self._path)
+        commit_manifest(self._path, KIND, FORMAT_VERSION, arrays, **fields)
         self._clean_orphans()
         fresh = type(self).open(self._path)
         self.__dict__.update(fresh.__dict__)
 
     def _clean_orphans(self) -> None:
-        """Remove files of an update that crashed before its manifest was written."""
-        named = {entry["file"] for entry in json.loads((self._path / MANIFEST).read_text(encoding="utf-8"))["arrays"].values()}
-        for path in self._path.iterdir():
-            if _OWN_FILE.match(path.name) and path.name not in named:
-                path.unlink()
+        """Remove files of an update that crashed before its manifest was written (or that it replaced)."""
+        manifest = json.loads((self._path / MANIFEST).read_text(encoding="utf-8"))
+        remove_unnamed(self._path, manifest, _OWN_FILE)
 
     def rebuild(self, embeddings: Iterable[torch.Tensor | np.ndarray] | None = None, *, config: PlaidConfig | None = None,
                 show_progress: bool | None = None) -> "PlaidIndex":
