@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[I
         with os.fdopen(fd, "w", encoding=encoding, newline="\n") as f:
             yield f
             f.flush()
+            os.chmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the file an ordinary open's mode
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -237,6 +237,9 @@ class Trainer:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # Wait for every process first: the first one may still be writing the final model, and a process that
+            # tears its gloo connections down while a peer is still using the group makes the peer abort (SIGABRT).
+            dist.barrier()
             dist.destroy_process_group()
         self.joined_group = False
 
