@@ -460,4 +460,5 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
         if not isinstance(text, str):
             raise InputError(f"{what} {i} is a {type(text).__name__}, not a string")
         if not text.strip():
-            raise InputError(f"{what} {i} is empty; remove empty {what}s or give them text")
+            plural = "queries" if what == "query" else f"{what}s"
+            raise InputError(f"{what} {i} is empty; remove empty {plural} or give them text")
