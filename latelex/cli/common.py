@@ -115,21 +115,35 @@ def load_encoder(args: argparse.Namespace):
 
 def write_run(path: str, run, fmt: str) -> None:
     from ..data import write_ranking, write_trec_run
+    from ..errors import InputError
 
-    if fmt == "trec":
-        write_trec_run(path, run, tag="latelex")
-    else:
-        write_ranking(path, run)
+    try:
+        if fmt == "trec":
+            write_trec_run(path, run, tag="latelex")
+        else:
+            write_ranking(path, run)
+    except OSError as exc:  # name the file the user gave, not the temporary file beside it
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def maybe_evaluate(args: argparse.Namespace, run) -> None:
-    """Print the metrics of ``run`` when ``--qrels`` was given (and write them to ``--metrics-json``)."""
+def load_qrels(args: argparse.Namespace):
+    """The judgements ``--qrels`` names (None without it), read before any searching so that a bad file is
+    reported before a run is written."""
+    if not getattr(args, "qrels", None):
+        return None
+    from ..data import read_qrels_any
+
+    return read_qrels_any(args.qrels, args.split)
+
+
+def maybe_evaluate(args: argparse.Namespace, run, qrels=None) -> None:
+    """Print the metrics of ``run`` when ``--qrels`` was given (and write them to ``--metrics-json``); ``qrels``:
+    the judgements already read by :func:`load_qrels`."""
     if not args.qrels:
         return
-    from ..data import read_qrels_any
     from ..evaluate import evaluate, format_table
 
-    results = evaluate(run, read_qrels_any(args.qrels, args.split), args.metrics)
+    results = evaluate(run, qrels if qrels is not None else load_qrels(args), args.metrics)
     print(format_table(results))
     if getattr(args, "metrics_json", None):
         from ..fsio import atomic_write
@@ -175,7 +189,7 @@ class LegacyBM25:
         return self.index.search_queries(queries, k=k, subset=subset)
 
 
-def open_searcher(path: str, device: Any):
+def open_searcher(path: str, device: Any, allow_network: bool = False):
     """What ``search`` and ``mine`` search: the Retriever at ``path`` (any kind, BM25 included), or an older plain
     BM25 index wrapped in :class:`LegacyBM25`."""
     if is_legacy_bm25_index(path):
@@ -184,7 +198,7 @@ def open_searcher(path: str, device: Any):
         return LegacyBM25(BM25Index.open(path))
     from ..search.retriever import Retriever
 
-    return Retriever.open(path, device=device)
+    return Retriever.open(path, device=device, allow_network=allow_network)
 
 
 def open_retriever(path: str, device: Any = None):

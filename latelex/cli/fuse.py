@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_evaluation_options, add_verb, maybe_evaluate, usage, write_run
+from .common import add_evaluation_options, add_verb, load_qrels, maybe_evaluate, usage, write_run
 
 
 def register(subparsers) -> None:
@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_run_any
     from ..search.fusion import reciprocal_rank_fusion, score_fusion
 
+    qrels = load_qrels(args)  # a bad qrels file is reported before a run is written
     if len(args.runs) < 2:
         raise usage("fuse needs at least two run files")
     runs = [read_run_any(path) for path in args.runs]
@@ -41,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
         fused = {qid: hits[: args.k] for qid, hits in fused.items()}
     write_run(args.output, fused, args.format)
     print(f"wrote {len(fused)} fused rankings to {args.output}", file=sys.stderr)
-    maybe_evaluate(args, fused)
+    maybe_evaluate(args, fused, qrels)
     return 0

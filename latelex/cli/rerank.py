@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .common import (
+    load_qrels,
     DEFAULT_MODEL, add_encoder_options, add_evaluation_options, add_verb, load_encoder, maybe_evaluate, usage,
     write_run,
 )
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_candidates, read_documents, read_queries_any
     from ..search.rerank import rerank
 
+    qrels = load_qrels(args)  # a bad qrels file is reported before a run is written
     candidates = read_candidates(args.candidates)
     queries = candidates.queries
     if args.queries:
@@ -52,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
                      show_progress=not args.quiet)
     write_run(args.output, ranking, args.format)
     print(f"wrote {len(ranking)} re-ranked lists to {args.output}", file=sys.stderr)
-    maybe_evaluate(args, ranking)
+    maybe_evaluate(args, ranking, qrels)
     return 0

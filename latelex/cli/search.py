@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..index import registry
-from .common import add_evaluation_options, add_verb, maybe_evaluate, metavar, open_searcher, usage, write_run
+from .common import (add_evaluation_options, add_verb, load_qrels, maybe_evaluate, metavar, open_searcher, usage,
+                     write_run)
 
 #: Metadata fields printed per hit (the rest are counted).
 SHOWN_FIELDS = 3
@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                        metavar=None if option.choices else metavar(option), help=option.help.replace("%", "%%"))
     p.add_argument("--metrics-json", help="also write the metrics as JSON here")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--allow-network", action="store_true",
+                   help="let the index's model be downloaded from the Hub when it is not on this machine (default: "
+                        "local files only)")
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")
     add_evaluation_options(p)
     p.set_defaults(func=run)
@@ -52,11 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.query and not args.queries:
         raise usage("search needs --query TEXT or --queries FILE")
-    searcher = open_searcher(args.index, args.device)
+    qrels = load_qrels(args)  # a bad qrels file is reported before anything is searched or written
+    searcher = open_searcher(args.index, args.device, allow_network=args.allow_network)
     options = engine_options(args, searcher.kind)
     subset = None
     if args.subset:
-        subset = [line.strip() for line in Path(args.subset).read_text(encoding="utf-8").splitlines() if line.strip()]
+        from ..data.lines import iter_lines
+
+        subset = [line.strip() for _, line in iter_lines(args.subset) if line.strip()]
     common = dict(k=args.k, where=args.where, subset=subset, batch_size=args.batch_size, **options)
     if args.query:  # a bar only when there are many (the library's default), never with -q
         found = searcher.search(list(args.query), show_progress=False if args.quiet else None, **common)
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         write_run(args.output, ranking, args.format)
         print(f"wrote {len(ranking)} rankings to {args.output}", file=sys.stderr)
-    maybe_evaluate(args, ranking)
+    maybe_evaluate(args, ranking, qrels)
     return 0
 
 

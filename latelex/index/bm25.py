@@ -360,6 +360,10 @@ def _import_bm25s():
         import bm25s
     except ImportError:
         raise InputError("BM25 needs the bm25s package: pip install 'bm25s>=0.3' PyStemmer") from None
+    import logging
+
+    # bm25s sets its own logger to DEBUG, which prints "Building index ..." lines through any handler (even under -q)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
 
 
