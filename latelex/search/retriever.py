@@ -447,8 +447,11 @@ class Retriever:
         ids = [h.doc_id for row in found for h in row]
         if not ids:
             return found
-        rows = self.store.rows(ids, state.generation)
         chunked = bool(state.manifest.get("chunking"))
+        if with_text or chunked:
+            rows = self.store.rows(ids, state.generation)
+        else:  # a run for evaluation: metadata only, no texts read
+            rows = {d: (0, None, meta, 1) for d, meta in self.store.metadata(ids, state.generation).items()}
         spans = self.store.spans([rows[h.doc_id][0] for row in found for h in row if h.doc_id in rows]) if chunked else {}
         out = []
         for row in found:
