@@ -59,7 +59,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), os.fspath(b))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Make a file's bytes, or a folder's entries (new, renamed or removed files), durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -74,17 +75,17 @@ def replace_folder(tmp: Path, final: Path) -> None:
     :func:`recover_folder` puts it back if the process dies in between. Both must be on one file system."""
     if final.exists():
         if _exchange(tmp, final):
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
             shutil.rmtree(tmp, ignore_errors=True)
             return
         trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         os.replace(final, trash / "old")
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
 
 
 def recover_folder(final: Path, keep_resumable: bool = False) -> list[str]:

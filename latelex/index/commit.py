@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import LatelexError
-from ..fsio import file_lock
+from ..fsio import file_lock, fsync_path
 from .storage import MANIFEST, write_manifest
 
 LOCK_FILE = ".lock"
@@ -33,22 +33,8 @@ class IndexLockedError(LatelexError):
     """Another process is changing the index (it holds the writer lock)."""
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new, renamed or removed files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    """Make a file's bytes durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+#: Durable folder entries and file bytes: :func:`latelex.fsio.fsync_path` under the names the engines use.
+fsync_dir = fsync_file = fsync_path
 
 
 def commit_manifest(directory: Path, kind: str, format_version: int, arrays: dict[str, dict], **fields: Any) -> dict:

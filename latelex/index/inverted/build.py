@@ -20,7 +20,6 @@ A code ``c`` decodes to ``decode_table(kind, scale)[c]``; every weight ``w`` of 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -279,18 +278,12 @@ class SegmentWriter:
 
 
 def _fsync_files(directory: Path) -> None:
+    from ...fsio import fsync_path
+
     for p in directory.iterdir():
         if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(p)
+    fsync_path(directory)
 
 
 def write_segment(directory: Path, root: Path, chunks, vocab_size: int, config: InvertedConfig) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from ...types import Hit, SparseBatch
 from .. import storage
 from ..commit import fsync_dir, locked_change, remove_unnamed, retry_open
 from ..ids import check_doc_ids, subset_positions
-from .build import CODE_DTYPES, array_entry, decode_table, slice_batch, write_segment
+from .build import CODE_DTYPES, decode_table, slice_batch, write_segment
 from .config import InvertedConfig
 
 #: Every file or folder this engine writes at the top of its directory (what a crashed change may leave).
@@ -638,7 +638,7 @@ class InvertedIndex:
             name = f"tombstones-{generation:06d}"
             # save_array never writes through a link planted under the name
             extra_arrays["tombstones"] = storage.save_array(self.path, name, np.ascontiguousarray(tombstones, dtype=np.uint8))
-            _fsync(self.path / f"{name}.npy")
+            fsync_dir(self.path / f"{name}.npy")
         deleted = 0 if tombstones is None else int(tombstones.sum(dtype=np.int64))
         _write_state(self.path, segments=metas, tombstones=extra_arrays.get("tombstones"), generation=generation,
                      encoder=self.encoder, config=self.config, vocab_size=self.vocab_size, deleted=deleted)
@@ -684,14 +684,6 @@ def _write_state(directory: Path, *, segments: list[dict], tombstones: dict | No
         generation=generation,
         layout="segments of term-major quantised postings + forward index",
     )
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _merge(d1: np.ndarray, s1: np.ndarray, d2: np.ndarray, s2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

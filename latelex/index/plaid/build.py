@@ -32,7 +32,7 @@ import torch
 
 from ...config import config_to_dict
 from ...errors import ConfigError, IndexFormatError, InputError
-from ...fsio import build_lock, file_sha256
+from ...fsio import build_lock, file_sha256, fsync_path
 from ..storage import MANIFEST, encode_strings, publish, save_array, write_manifest
 from ..token_vectors import VECTOR_DTYPE, as_matrix, check_encoder, check_new_ids
 from .codec import ResidualCodec
@@ -63,14 +63,6 @@ def as_vectors(value: Any, what: str, dim: int | None) -> np.ndarray:
 
 
 # --- durable files ---------------------------------------------------------------------------------------
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_durable(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
