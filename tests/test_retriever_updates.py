@@ -257,3 +257,15 @@ def test_two_writers_in_turn(colbert, tmp_path):
             commit.WriterLock.__init__ = original
     r.add([Document("x", "apple")])
     assert "x" in other
+
+
+def test_deleting_without_the_model_keeps_the_encoder_on_record(colbert, tmp_path):
+    Retriever.build(tmp_path / "i", colbert, make_docs(6))
+    light = Retriever.open(tmp_path / "i", load_encoder=False)
+    assert light.encoder is None and light.delete(["d1"]).deleted == 1
+    with pytest.raises(InputError, match="without its encoder"):
+        light.add([Document("z", "apple")])
+    again = Retriever.open(tmp_path / "i", encoder=colbert)
+    assert again.manifest["encoder"] == colbert.spec() and len(again) == 5
+    result = again.upsert([Document("d2", "apple banana"), Document("new", "cancer")])
+    assert (result.added, result.replaced) == (2, 1)

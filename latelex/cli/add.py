@@ -23,11 +23,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     documents, metadata = read_collection(args)
     retriever = open_retriever(args.index, args.device)
-    before = len(retriever)
     change = retriever.upsert if args.upsert else retriever.add
     result = change(documents, metadata=metadata, batch_size=args.batch_size, show_progress=not args.quiet)
     total = len(retriever)
-    replaced = before + result.added - total
-    note = f", replacing {replaced}" if args.upsert else ""
+    note = f", replacing {result.replaced}" if args.upsert else ""
     print(f"added {plural(result.added, 'document')} to {args.index}{note} ({total} in all)")
     return 0

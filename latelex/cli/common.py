@@ -201,7 +201,7 @@ def open_searcher(path: str, device: Any, allow_network: bool = False):
     return Retriever.open(path, device=device, allow_network=allow_network)
 
 
-def open_retriever(path: str, device: Any = None):
+def open_retriever(path: str, device: Any = None, load_encoder: bool = True):
     """The Retriever at ``path``, for the verbs that change an index (``add``, ``delete``, ``compact``)."""
     from ..errors import InputError
     from ..search.retriever import Retriever
@@ -209,7 +209,7 @@ def open_retriever(path: str, device: Any = None):
     if is_legacy_bm25_index(path):
         raise InputError(f"{path} is a BM25 index from an older latelex, which cannot be changed in place; rebuild it "
                          f"with `latelex index {path} --kind bm25 --collection C --overwrite`")
-    return Retriever.open(path, device=device)
+    return Retriever.open(path, device=device, load_encoder=load_encoder)
 
 
 # ---------------------------------------------------------------------- collections

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise usage("delete needs document ids: ID ... or --ids FILE")
-    retriever = open_retriever(args.index, device="cpu")  # deleting encodes nothing: keep the model off the GPU
+    retriever = open_retriever(args.index, load_encoder=False)  # deleting encodes nothing: no model is loaded
     if args.strict:
         missing = [d for d in ids if d not in retriever]
         if missing:

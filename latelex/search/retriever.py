@@ -62,11 +62,13 @@ _OPEN_RETRIES = 5
 
 @dataclass(frozen=True)
 class ChangeResult:
-    """What a change did: documents ``added``, ``deleted``, and the ids asked for that were ``not_found``."""
+    """What a change did: documents ``added`` (``replaced`` of them took the place of a document with their id,
+    by :meth:`Retriever.upsert`), ``deleted``, and the ids asked for that were ``not_found``."""
 
     added: int = 0
     deleted: int = 0
     not_found: tuple[str, ...] = ()
+    replaced: int = 0
 
 
 @dataclass
@@ -181,21 +183,23 @@ class Retriever:
                              store_text, batch_size, show_progress)
                 entry = plan.build_segment(0, docs)
                 store.stage(generation, plan.rows(docs), (), plan.field_types({}, docs))
-                _write_retriever_manifest(tmp, generation, encoder, spec, [entry], engine_config, chunk_config,
-                                          store_text)
+                _write_retriever_manifest(tmp, generation, None if encoder is None else encoder.spec(), spec, [entry],
+                                          engine_config, chunk_config, store_text)
             finally:
                 store.close()
         return cls.open(final, encoder=encoder)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, encoder: Any = None, device: Any = None,
-             allow_network: bool = False) -> "Retriever":
+             allow_network: bool = False, load_encoder: bool = True) -> "Retriever":
         """Reopen a retriever from its directory; the encoder is rebuilt from the manifest unless given, from local
-        files only unless ``allow_network`` (an index never reaches for the network by itself)."""
+        files only unless ``allow_network`` (an index never reaches for the network by itself). With
+        ``load_encoder=False`` no model is loaded: enough to read documents, delete them or compact a BM25 index,
+        not to search or add."""
         path = Path(path).expanduser().resolve()
         state = _open_state(path)
         spec = state.manifest.get("encoder")
-        if encoder is None and spec is not None:
+        if encoder is None and spec is not None and load_encoder:
             from ..encoders import encoder_from_spec
 
             encoder = encoder_from_spec(spec, device=device, allow_network=allow_network)
@@ -544,6 +548,9 @@ class Retriever:
             state = self._recover()
             manifest = state.manifest
             spec = registry.kind(manifest["index"]["kind"])
+            if new and self.encoder is None and spec.family != "text":
+                raise InputError(f"{self.path} was opened without its encoder (load_encoder=False); reopen it with the "
+                                 f"encoder to add documents")
             self._check_encoder(manifest)
             existing = self.store.rows([d.id for d in new] + list(delete_ids), state.generation)
             if new and not replace:
@@ -599,7 +606,7 @@ class Retriever:
             self.store.stage(generation, plan.rows(new), removed, types)
             fsync_dir(gdir)
             self._commit(state, generation, segments)
-            return ChangeResult(len(new), len(gone), not_found)
+            return ChangeResult(len(new), len(gone), not_found, len(replaced))
 
     def _replace_all(self, docs: list[Document], encoder: Any, spec: registry.KindSpec, engine_config: Any,
                      chunk_config: Any, store_text: bool, batch_size: int, show_progress: bool | None) -> None:
@@ -645,7 +652,7 @@ class Retriever:
         manifest = state.manifest
         _write_retriever_manifest(
             self.path, generation,
-            self.encoder if encoder is _SAME else encoder,
+            manifest.get("encoder") if encoder is _SAME else (None if encoder is None else encoder.spec()),
             spec or registry.kind(manifest["index"]["kind"]),
             segments,
             manifest.get("engine_config") if engine_config is _SAME else engine_config,
@@ -801,7 +808,7 @@ def _engine_config_of(manifest: dict[str, Any], spec: registry.KindSpec) -> Any:
     return None if data is None or cls is None else config_from_dict(cls, data)
 
 
-def _write_retriever_manifest(directory: Path, generation: int, encoder: Any, spec: registry.KindSpec,
+def _write_retriever_manifest(directory: Path, generation: int, encoder: dict | None, spec: registry.KindSpec,
                               segments: list[dict[str, Any]], engine_config: Any, chunk_config: Any,
                               store_text: bool) -> dict[str, Any]:
     if engine_config is not None and not isinstance(engine_config, dict):
@@ -810,7 +817,7 @@ def _write_retriever_manifest(directory: Path, generation: int, encoder: Any, sp
         chunk_config = {"tokens": chunk_config.tokens, "overlap": chunk_config.overlap}
     return commit_manifest(
         directory, "retriever", FORMAT_VERSION, {},
-        encoder=None if encoder is None else encoder.spec(),
+        encoder=encoder,
         index={"kind": spec.name, "segments": segments},
         generation=generation,
         engine_config=engine_config,
