@@ -83,6 +83,9 @@ def _load(ref: str) -> Any:
 
 
 _PLAID_SEARCH = (
+    Option("settings", str, "plaid: 'auto' (ColBERT's settings by k, probing more cells until ndocs candidates, "
+                            "so small collections are searched as well as large ones; the default) or 'colbert'",
+           choices=("auto", "colbert")),
     Option("ncells", int, "plaid: centroids probed per query token (default: adapted to the index and k)"),
     Option("centroid_score_threshold", float, "plaid: centroid pruning threshold (default by k)"),
     Option("ndocs", int, "plaid: documents decompressed and scored exactly (default by k)"),
