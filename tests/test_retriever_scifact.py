@@ -19,7 +19,7 @@ def overlap(a, b):
     return sum(len(set(x) & set(y)) / len(y) for x, y in zip(a, b)) / len(b)
 
 
-@pytest.mark.parametrize("kind", ["plaid", "ivfpq", "flat"])
+@pytest.mark.parametrize("kind", ["plaid", "ivfpq"])  # flat: exact equality in test_retriever_updates.py
 def test_half_built_half_added_ranks_like_a_rebuild(kind, scifact_builtin, tmp_path):
     encoder, docs, queries, _ = scifact_builtin
     half = len(docs) // 2
