@@ -25,17 +25,20 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     parser.add_argument("--ops", nargs="+", default=list(OPS))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        models = {"bert": str(build_bert(root / "bert")), "mlm": str(build_bert(root / "mlm", masked_lm=True))}
-        results = sweep(root, models, args.trials, args.kinds, args.ops)
     bad = 0
-    print(f"{'kind':<9} {'operation':<10} {'trials':>6} {'old':>4} {'new':>4} {'mid-change':>10}  other")
-    for (kind, op), counts in results.items():
+
+    def report(kind: str, op: str, counts: dict) -> None:
+        nonlocal bad
         other = {k: v for k, v in counts.items() if k not in ("old", "new", "killed mid-change")}
         bad += sum(other.values())
         print(f"{kind:<9} {op:<10} {args.trials:>6} {counts.get('old', 0):>4} {counts.get('new', 0):>4} "
-              f"{counts.get('killed mid-change', 0):>10}  {other or ''}")
+              f"{counts.get('killed mid-change', 0):>10}  {other or ''}", flush=True)
+
+    print(f"{'kind':<9} {'operation':<10} {'trials':>6} {'old':>4} {'new':>4} {'mid-change':>10}  other", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        models = {"bert": str(build_bert(root / "bert")), "mlm": str(build_bert(root / "mlm", masked_lm=True))}
+        sweep(root, models, args.trials, args.kinds, args.ops, report=report)
     print(f"unreadable or wrong-state outcomes: {bad}")
     sys.exit(1 if bad else 0)
 

@@ -208,8 +208,10 @@ def time_op(root: Path, kind: str, op: str, models: dict[str, str]) -> float:
     return max(0.05, time.monotonic() - start)
 
 
-def sweep(root: Path, models: dict[str, str], trials: int, kinds=KINDS, ops=OPS, seed: int = 0) -> dict:
-    """``{(kind, op): {outcome: count}}`` plus how many kills landed mid-change."""
+def sweep(root: Path, models: dict[str, str], trials: int, kinds=KINDS, ops=OPS, seed: int = 0,
+          report=None) -> dict:
+    """``{(kind, op): {outcome: count}}`` plus how many kills landed mid-change; ``report(kind, op, counts)`` is
+    called as each row completes."""
     rng = random.Random(seed)
     results: dict = {}
     for kind in kinds:
@@ -221,6 +223,8 @@ def sweep(root: Path, models: dict[str, str], trials: int, kinds=KINDS, ops=OPS,
                 counts[outcome] = counts.get(outcome, 0) + 1
                 counts["killed mid-change"] = counts.get("killed mid-change", 0) + int(mid)
             results[(kind, op)] = counts
+            if report is not None:
+                report(kind, op, counts)
     return results
 
 
