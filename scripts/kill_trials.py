@@ -31,6 +31,9 @@ def main() -> None:
         nonlocal bad
         other = {k: v for k, v in counts.items() if k not in ("old", "new", "killed mid-change")}
         bad += sum(other.values())
+        if op != "compact" and not counts.get("killed mid-change"):
+            other["no kill landed mid-change: the trials tested nothing"] = 1
+            bad += 1
         print(f"{kind:<9} {op:<10} {args.trials:>6} {counts.get('old', 0):>4} {counts.get('new', 0):>4} "
               f"{counts.get('killed mid-change', 0):>10}  {other or ''}", flush=True)
 
