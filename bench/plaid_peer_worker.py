@@ -10,6 +10,10 @@ Commands (one JSON object per line; one JSON answer per line, ``{"ok": false, "e
 * ``{"op": "search", "queries": PREFIX, "k": K}``: answers ``{"rankings": [[doc id, ...], ...]}``;
 * ``{"op": "latencies", "queries": PREFIX, "k": K, "threads": T, "warmup": W}``: one search call per query
   with T threads; answers ``{"seconds": [...]}``;
+* ``{"op": "add", "docs": PREFIX}``: add the packed vectors at PREFIX to the built index (PyLate PLAID's
+  ``add_documents`` on an existing index); answers ``{"seconds": add time}``, timed here like ``build``;
+* ``{"op": "remove", "ids": [doc id, ...]}``: remove documents (PyLate PLAID's ``remove_documents``); answers
+  ``{"seconds": remove time}``;
 * ``{"op": "configure", "settings": {...}}``: search with these settings from now on (``plaid_peers.SWEEPS``);
 * ``{"op": "threads", "threads": T}``, ``{"op": "bytes"}``, ``{"op": "quit"}``.
 
@@ -78,6 +82,21 @@ class PyLatePlaid(_Folder):
     def search(self, query_vectors, k):
         results = self.retriever.retrieve(queries_embeddings=_tensors(query_vectors), k=k)
         return [[str(r["id"]) for r in hits] for hits in results]
+
+    def add(self, doc_ids, doc_vectors):
+        """``add_documents`` on the built index (FastPlaid: ``fast_plaid.update``, which keeps the centroids but
+        adds new ones for outlying vectors once 100 or more documents are buffered, and re-creates an index of
+        at most 999 documents from scratch; Stanford: ColBERT's ``IndexUpdater``)."""
+        tensors = _tensors(doc_vectors)
+        start = time.perf_counter()
+        self.index.add_documents(documents_ids=list(doc_ids), documents_embeddings=tensors)
+        return time.perf_counter() - start
+
+    def remove(self, doc_ids):
+        """``remove_documents`` (FastPlaid: ``fast_plaid.delete`` plus renumbering PyLate's id mappings)."""
+        start = time.perf_counter()
+        self.index.remove_documents(list(doc_ids))
+        return time.perf_counter() - start
 
 
 class _ThreadedQueries:
@@ -198,6 +217,11 @@ def serve(name: str, workdir: str, out) -> None:
                 if op == "build":
                     ids, docs = load_packed(command["docs"])
                     answer = {"seconds": peer.build(ids, docs)}
+                elif op == "add":
+                    ids, docs = load_packed(command["docs"])
+                    answer = {"seconds": peer.add(ids, docs)}
+                elif op == "remove":
+                    answer = {"seconds": peer.remove([str(d) for d in command["ids"]])}
                 elif op == "search":
                     _, queries = load_packed(command["queries"])
                     answer = {"rankings": peer.search(queries, int(command["k"]))}

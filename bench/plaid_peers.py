@@ -94,6 +94,15 @@ class PeerIndex:
         """Bytes of every file the index wrote."""
         raise NotImplementedError
 
+    def add(self, doc_ids: Sequence[str], doc_vectors: Sequence[np.ndarray]) -> float:
+        """Add documents to the built index; returns the time of the add, measured where the index lives.
+        Only the PyLate PLAID peers implement it (``bench/bench_updates.py``)."""
+        raise NotImplementedError(f"{self.name} has no add here")
+
+    def remove(self, doc_ids: Sequence[str]) -> float:
+        """Remove documents from the index; returns the time taken, measured where the index lives."""
+        raise NotImplementedError(f"{self.name} has no remove here")
+
     def set_threads(self, threads: int) -> None:
         """Use ``threads`` threads for searching (default: torch's intra-op threads)."""
         import torch
@@ -315,6 +324,18 @@ class SubprocessPeer(PeerIndex):
         for suffix in (".vectors.npy", ".offsets.npy", ".ids.json"):
             Path(f"{prefix}{suffix}").unlink()
         return float(answer["seconds"])
+
+    def add(self, doc_ids, doc_vectors) -> float:
+        self._queries += 1
+        prefix = self._dir / f"added{self._queries}"
+        save_packed(prefix, list(doc_ids), list(doc_vectors))
+        answer = self._ask(op="add", docs=str(prefix))
+        for suffix in (".vectors.npy", ".offsets.npy", ".ids.json"):
+            Path(f"{prefix}{suffix}").unlink()
+        return float(answer["seconds"])
+
+    def remove(self, doc_ids) -> float:
+        return float(self._ask(op="remove", ids=[str(d) for d in doc_ids])["seconds"])
 
     def search(self, query_vectors, k):
         return self._ask(op="search", queries=self._send_queries(query_vectors), k=k)["rankings"]
