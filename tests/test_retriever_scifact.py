@@ -22,7 +22,7 @@ def overlap(a, b):
 @pytest.mark.xfail(reason="the issue's target is not met yet: PLAID's updated index (the added half compressed with the "
                           "first half's codec) recovered 0.873 of the rebuilt index's top 10 on 2026-12-06, against 0.95",
                    strict=False)
-@pytest.mark.parametrize("kind", ["plaid", "ivfpq"])  # flat: exact equality in test_retriever_updates.py
+@pytest.mark.parametrize("kind", ["plaid"])  # flat: exact equality in test_retriever_updates.py; IVFPQ not measured here yet
 def test_half_built_half_added_ranks_like_a_rebuild(kind, scifact_builtin, tmp_path):
     encoder, docs, queries, _ = scifact_builtin
     half = len(docs) // 2
