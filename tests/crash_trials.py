@@ -209,8 +209,9 @@ def _time_op_once(root: Path, kind: str, op: str, models: dict[str, str]) -> flo
     child.stdout.readline()
     start = time.monotonic()
     child.stdout.readline()
+    seconds = time.monotonic() - start  # before wait(): the child's interpreter exit lasts longer than most changes
     child.wait()
-    return max(0.05, time.monotonic() - start)
+    return max(0.05, seconds)
 
 
 def sweep(root: Path, models: dict[str, str], trials: int, kinds=KINDS, ops=OPS, seed: int = 0,
