@@ -368,13 +368,23 @@ def test_truncated_file_is_refused(built):
         PlaidIndex.open(built.path)
 
 
-def test_corrupt_file_is_caught_by_verify(built, monkeypatch):
-    monkeypatch.setattr("latelex.index.storage.SMALL_FILE_BYTES", 0)  # as if the codes were large (> 4 MiB)
+def test_corrupt_file_is_caught_on_open_or_at_first_read(built, monkeypatch):
+    monkeypatch.setattr("latelex.index.storage.SMALL_FILE_BYTES", 0)  # as if every array were large (> 4 MiB)
     path = built.path / "chunk-00000.codes.npy"
-    raw = bytearray(path.read_bytes())
+    original = path.read_bytes()
+    raw = bytearray(original)
     raw[-2] ^= 1  # low bit of the last code: still a valid centroid id
     path.write_bytes(bytes(raw))
-    PlaidIndex.open(built.path)  # sizes match: only the checksum tells
+    with pytest.raises(IndexFormatError, match="checksum"):  # the codes are read whole on open: hashed as read
+        PlaidIndex.open(built.path)
+    path.write_bytes(original)
+    path = built.path / "chunk-00000.residuals.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    damaged = PlaidIndex.open(built.path)  # the residuals are memory-mapped: sizes match, not hashed yet
+    with pytest.raises(IndexFormatError, match="checksum"):
+        damaged.decompressed(damaged.doc_ids[0])
     with pytest.raises(IndexFormatError, match="checksum"):
         PlaidIndex.open(built.path, verify=True)
 

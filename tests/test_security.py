@@ -1,7 +1,8 @@
 """A stranger's index or model folder is data, never instructions: manifests cannot name files outside their folder,
 a model manifest cannot make latelex import code, opening an index never reaches for the network, pickles are
-refused without running, and damage is one IndexFormatError (small arrays and the FAISS file on every open, large
-arrays with verify=True), never a traceback or silently different scores."""
+refused without running, and damage is one IndexFormatError (small arrays, arrays read whole and the FAISS file on
+every open, large memory-mapped arrays on their first search or with verify=True), never a traceback or silently
+different scores."""
 
 from __future__ import annotations
 
@@ -383,17 +384,72 @@ def test_byte_flips_in_a_small_array_are_caught_on_open(tmp_path, kind, array):
     assert "\n" not in str(info.value)
 
 
-def test_byte_flips_in_a_large_array_are_caught_by_verify_only(tmp_path):
-    """Vectors over SMALL_FILE_BYTES (4 MiB) are memory-mapped and not hashed on open, to keep opening fast: a
-    same-size flip there changes scores until ``verify=True`` (``--verify``) is asked for."""
+def test_byte_flips_in_a_large_array_are_caught_at_the_first_search(tmp_path):
+    """Vectors over SMALL_FILE_BYTES (4 MiB) are memory-mapped and not hashed on open, to keep opening fast: the
+    first search checks them before reading them (and ``verify=True``, ``--verify``, checks them on open)."""
     ids, docs = dense_docs(n=170, dim=128, tokens=(95, 105))
     index = FlatIndex.build(tmp_path / "idx", ids, docs)
     entry = index.manifest["arrays"]["vectors"]
     assert entry["bytes"] > storage.SMALL_FILE_BYTES
+    query = [torch.from_numpy(docs[0][:4])]
+    assert index.search(query, k=3)[0][0].doc_id == "d0"  # undamaged: the lazy check passes
     flip(index.path / entry["file"], [entry["bytes"] - 1])
-    FlatIndex.open(index.path)  # a large array: not hashed on open
+    damaged = FlatIndex.open(index.path)  # a large array: not hashed on open
+    for _ in range(2):  # the check is not used up by a failure
+        with pytest.raises(IndexFormatError, match="checksum") as info:
+            damaged.search(query, k=3)
+        assert "\n" not in str(info.value)
     with pytest.raises(IndexFormatError, match="checksum"):
         FlatIndex.open(index.path, verify=True)
+
+
+def _query_for(kind: str):
+    if kind == "bm25":
+        return ["cats number"]
+    if kind in ("sparse", "inverted"):
+        return SparseBatch.from_vectors([SparseVector(np.arange(VOCAB, dtype=np.int32), np.ones(VOCAB, np.float32))], VOCAB)
+    return [torch.from_numpy(dense_docs()[1][0])]
+
+
+@pytest.mark.parametrize("kind,array", [
+    ("flat", "vectors"), ("sparse", "values"), ("inverted", "seg-0/fwd_values"), ("bm25", "bm25s_data"),
+])
+def test_every_kind_checks_its_memory_mapped_arrays_before_the_first_search_reads_them(tmp_path, monkeypatch, kind,
+                                                                                      array):
+    monkeypatch.setattr(storage, "SMALL_FILE_BYTES", 16)  # every array counts as large
+    index = build(kind, tmp_path / "idx")
+    manifest = json.loads((index.path / MANIFEST).read_text())
+    name = array if array in manifest["arrays"] else next(n for n in manifest["arrays"] if n.endswith(array.split("/")[-1]))
+    entry = manifest["arrays"][name]
+    flip(index.path / entry["file"], [entry["bytes"] - 1])
+    damaged = opener(kind)(index.path)
+    search = damaged.search_text if kind == "bm25" else damaged.search
+    with pytest.raises(IndexFormatError, match="checksum"):
+        search(_query_for(kind), k=3)
+    with pytest.raises(IndexFormatError, match="checksum"):
+        opener(kind)(index.path, verify=True)
+
+
+def test_plaid_checks_each_chunk_of_residuals_on_the_first_search_that_decompresses_it(tmp_path, monkeypatch):
+    from latelex.index.plaid import PlaidConfig, PlaidIndex
+
+    monkeypatch.setattr(storage, "SMALL_FILE_BYTES", 16)
+    ids, docs = dense_docs(n=60, dim=16, tokens=(2, 10))
+    index = PlaidIndex.build(tmp_path / "idx", ids, docs, config=PlaidConfig(nbits=2, n_centroids=8, chunk_size=30))
+    entry = index.manifest["arrays"]["chunk-00001.residuals"]
+    flip(index.path / entry["file"], [entry["bytes"] - 1])
+    damaged = PlaidIndex.open(index.path)
+    query = [torch.from_numpy(docs[0])]
+    first, second = ids[:30], ids[30:]
+    assert damaged.search(query, k=3, subset=first)[0]  # chunk 0 only: intact, and chunk 1 is not read
+    with pytest.raises(IndexFormatError, match="chunk-00001.residuals.npy does not match its checksum"):
+        damaged.search(query, k=3, subset=second)
+    with pytest.raises(IndexFormatError, match="checksum"):
+        damaged.search(query, k=3)
+    with pytest.raises(IndexFormatError, match="checksum"):
+        damaged.decompressed(ids[40])
+    with pytest.raises(IndexFormatError, match="checksum"):
+        PlaidIndex.open(index.path, verify=True)
 
 
 def test_byte_flips_in_plaid_codes_are_caught_on_open(tmp_path):

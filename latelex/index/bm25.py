@@ -96,6 +96,7 @@ class BM25Config:
 
 
 class BM25Index:
+    _lazy: storage.LazyChecks | None = None
     """Lexical top-k search with BM25 over N texts. Build with :meth:`build`, reopen with :meth:`open`,
     query with :meth:`search_text` (texts) or :meth:`search_queries` (``{qid: text}``, returns a run).
 
@@ -199,7 +200,8 @@ class BM25Index:
             raise IndexFormatError(f"{path}/manifest.json lacks a valid config, counts or files ({exc}); "
                                    "rebuild the index") from None
         _check_bm25s_names(path, manifest)
-        arrays = {name: storage.load_array(path, manifest, name, verify=verify) for name in manifest["arrays"]}
+        lazy = storage.LazyChecks()  # the large arrays: checked at the first search
+        arrays = {name: storage.load_array(path, manifest, name, verify=verify, lazy=lazy) for name in manifest["arrays"]}
         for name in ("doc_ids_blob", "doc_ids_offsets", *_BM25S_ARRAYS):
             if name not in arrays:
                 raise IndexFormatError(f"{path}: manifest lists no array {name!r}; rebuild the index")
@@ -221,7 +223,9 @@ class BM25Index:
         indptr = model.scores["indptr"]
         if int(model.scores["num_docs"]) != n or int(indptr[-1]) != model.scores["data"].shape[0]:
             raise IndexFormatError(f"{path}: the bm25s arrays do not agree with the manifest's counts; rebuild the index")
-        return cls(path, manifest, config, model, ids_blob, ids_offsets)
+        index = cls(path, manifest, config, model, ids_blob, ids_offsets)
+        index._lazy = lazy
+        return index
 
     # ------------------------------------------------------------------ properties
 
@@ -276,6 +280,8 @@ class BM25Index:
         """(N,) float32 BM25 score of every document for one query text, in index order (0 where no term matches,
         plus the constant non-occurrence term for ``"bm25l"`` and ``"bm25+"``)."""
         ids = self._term_ids(self.tokenize([text])[0])
+        if self._lazy is not None:
+            self._lazy.ensure_all()
         if ids.size == 0:
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self._model.get_scores_from_ids(ids.tolist()), dtype=np.float32)
@@ -291,6 +297,8 @@ class BM25Index:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, not {k!r}")
         allowed = self._subset_mask(subset)
+        if self._lazy is not None:
+            self._lazy.ensure_all()
         ids = self.doc_ids
         data, indices, indptr = (self._model.scores[name] for name in ("data", "indices", "indptr"))
         results: list[list[Hit]] = []

@@ -38,7 +38,7 @@ from .token_vectors import (
     write_vectors,
 )
 from .commit import retry_open
-from .storage import read_manifest, staged_directory, write_manifest
+from .storage import LazyChecks, read_manifest, staged_directory, write_manifest
 
 KIND = "flat"
 FORMAT_VERSION = 1
@@ -98,8 +98,9 @@ class FlatIndex(StoredTokenVectors):
         manifest = read_manifest(directory, (KIND,), FORMAT_VERSION)
         if not isinstance(manifest.get("arrays"), dict) or not isinstance(manifest.get("counts"), dict):
             raise IndexFormatError(f"{directory}: the manifest lacks its arrays or counts; rebuild the index")
-        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify)
-        return cls(directory, manifest, vectors, offsets, doc_ids)
+        lazy = LazyChecks()
+        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify, lazy)
+        return cls(directory, manifest, vectors, offsets, doc_ids, lazy)
 
     # --- searching -----------------------------------------------------------------------------------
 
@@ -184,5 +185,5 @@ class FlatIndex(StoredTokenVectors):
     def __repr__(self) -> str:
         return (
             f"FlatIndex({str(self._path)!r}, documents={len(self)}, "
-            f"token_vectors={self._vectors.shape[0]}, dim={self.dim})"
+            f"token_vectors={self._stored_vectors.shape[0]}, dim={self.dim})"
         )

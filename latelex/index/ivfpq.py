@@ -59,7 +59,7 @@ from .token_vectors import (
     save_doc_arrays,
     write_vectors,
 )
-from .storage import read_checked, read_manifest, staged_directory, write_manifest
+from .storage import LazyChecks, read_checked, read_manifest, staged_directory, write_manifest
 
 KIND = "ivfpq"
 FORMAT_VERSION = 1
@@ -188,8 +188,8 @@ class IvfPqIndex(StoredTokenVectors):
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any], config: IvfPqConfig, faiss_index: Any,
-                 vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str]):
-        super().__init__(path, manifest, vectors, offsets, doc_ids)
+                 vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str], lazy: LazyChecks | None = None):
+        super().__init__(path, manifest, vectors, offsets, doc_ids, lazy)
         self._config = config
         self._faiss_index = faiss_index
 
@@ -301,7 +301,8 @@ class IvfPqIndex(StoredTokenVectors):
             raise broken(f"the manifest's configuration is invalid ({exc})") from None
         if config.partitions is None or config.m is None:
             raise broken("the manifest's configuration is not resolved")
-        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify)
+        lazy = LazyChecks()
+        vectors, offsets, doc_ids = load_token_vectors(directory, manifest, verify, lazy)
         dim = manifest.get("dim")
         similarity = manifest.get("similarity")
 
@@ -317,7 +318,7 @@ class IvfPqIndex(StoredTokenVectors):
             or faiss_index.metric_type != metric
         ):
             raise broken(f"{FAISS_FILE} does not match the manifest")
-        return cls(directory, manifest, config, faiss_index, vectors, offsets, doc_ids)
+        return cls(directory, manifest, config, faiss_index, vectors, offsets, doc_ids, lazy)
 
     @staticmethod
     def _read_faiss(directory: Path, manifest: dict[str, Any]) -> Any:
@@ -362,7 +363,7 @@ class IvfPqIndex(StoredTokenVectors):
         k = positive_int(k, "k")
         nprobe = self._config.nprobe if nprobe is None else positive_int(nprobe, "nprobe")
         depth = self._config.faiss_depth if faiss_depth is None else positive_int(faiss_depth, "faiss_depth")
-        depth = min(depth, len(self._vectors))
+        depth = min(depth, len(self._stored_vectors))
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
         matrices = [self._checked_query(q, i) for i, q in enumerate(queries)]
@@ -444,5 +445,5 @@ class IvfPqIndex(StoredTokenVectors):
                 "config": config_to_dict(self._config)}
 
     def __repr__(self) -> str:
-        return (f"IvfPqIndex({str(self._path)!r}, documents={len(self)}, token_vectors={self._vectors.shape[0]}, "
+        return (f"IvfPqIndex({str(self._path)!r}, documents={len(self)}, token_vectors={self._stored_vectors.shape[0]}, "
                 f"dim={self.dim}, partitions={self._config.partitions})")

@@ -36,6 +36,7 @@ _MAX_QUERY_BATCH = 256
 
 
 class SparseIndex:
+    _lazy: storage.LazyChecks | None = None
     """Exact top-k search over N sparse document vectors (a few thousand to about a million documents).
 
     Build with :meth:`build`, reopen with :meth:`open`, query with :meth:`search`. Scores are exact dot
@@ -114,8 +115,9 @@ class SparseIndex:
         """Open the index in ``path`` with its arrays memory-mapped; ``verify`` also checks every checksum."""
         path = Path(path).expanduser().resolve()
         manifest = storage.read_manifest(path, (KIND,), max_version=FORMAT_VERSION)
+        lazy = storage.LazyChecks()  # the large arrays: checked at the first search
         arrays = {
-            name: storage.load_array(path, manifest, name, verify=verify)
+            name: storage.load_array(path, manifest, name, verify=verify, lazy=lazy)
             for name in ("indptr", "indices", "values", "doc_ids_blob", "doc_ids_offsets")
         }
         try:
@@ -136,8 +138,10 @@ class SparseIndex:
         )
         if not consistent:
             raise IndexFormatError(f"{path}: the arrays do not agree with the manifest's counts; rebuild the index")
-        return cls(path, manifest, indptr, arrays["indices"], arrays["values"],
-                   arrays["doc_ids_blob"], arrays["doc_ids_offsets"])
+        index = cls(path, manifest, indptr, arrays["indices"], arrays["values"],
+                    arrays["doc_ids_blob"], arrays["doc_ids_offsets"])
+        index._lazy = lazy
+        return index
 
     # ------------------------------------------------------------------ properties
 
@@ -198,6 +202,8 @@ class SparseIndex:
         lower index position. Documents sharing no term with the query score 0 and fill the list after every
         matching document, like any other exact ranking. A query without any non-zero weight gets an empty list.
         """
+        if self._lazy is not None:
+            self._lazy.ensure_all()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, not {k!r}")
         check_sparse_batch(queries, what="query vectors")

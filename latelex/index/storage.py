@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -23,8 +24,10 @@ from ..fsio import file_sha256, replace_folder, staged_folder
 
 MANIFEST = "manifest.json"
 
-#: Arrays (and other files) up to this size have their SHA-256 checked every time an index opens; larger ones only
-#: with ``verify=True`` (``--verify``). Checking every small array of a 5,000-document PLAID index costs a few ms.
+#: Arrays (and other files) up to this size have their SHA-256 checked every time an index opens. Larger arrays read
+#: whole at open are hashed as they are read; larger memory-mapped ones are checked on their first read through a
+#: :class:`LazyChecks`, or all at once with ``verify=True`` (``--verify``). Checking every small array of a
+#: 5,000-document PLAID index costs a few ms.
 SMALL_FILE_BYTES = 4 << 20
 
 
@@ -237,11 +240,15 @@ def check_file(directory: str | os.PathLike, manifest: dict[str, Any], name: str
 
 
 def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool = True, verify: bool = False,
-               verify_small: bool = True) -> np.ndarray:
-    """Open array ``name`` of an index, memory-mapped by default, checking its size, shape and dtype, and its SHA-256
-    if ``verify`` or (``verify_small``, the default) if the file is small (at most :data:`SMALL_FILE_BYTES`): the
-    offsets, ids and codes that a flipped byte would turn into wrong answers or crashes are checked on every open,
-    while the large vector and residual arrays are checked by ``verify`` (``--verify``)."""
+               verify_small: bool = True, lazy: "LazyChecks | None" = None) -> np.ndarray:
+    """Open array ``name`` of an index, memory-mapped by default, checking its size, shape and dtype, and its SHA-256:
+
+    - with ``verify`` (``--verify``), always;
+    - with ``verify_small`` (the default), when the file is small (at most :data:`SMALL_FILE_BYTES`) or read whole
+      (``mmap=False``: its bytes are hashed as they are read), so the offsets, ids and codes that a flipped byte
+      would turn into wrong answers or crashes are checked on every open;
+    - a large memory-mapped array is left to ``lazy``, which checks it on its first read (:meth:`LazyChecks.ensure`);
+      without ``lazy``, only ``verify`` checks it."""
     directory = Path(directory)
     entry = _entry(directory, manifest, name, array=True)
     path = inside(directory, entry["file"])
@@ -251,7 +258,9 @@ def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool 
         size = -1
     if size != entry["bytes"]:
         raise IndexFormatError(f"{path} is missing or truncated; rebuild the index")
-    checked = verify or (verify_small and size <= SMALL_FILE_BYTES)
+    checked = verify or (verify_small and (size <= SMALL_FILE_BYTES or not mmap))
+    if not checked and verify_small and lazy is not None:
+        lazy.add(name, path, entry["sha256"])
     try:
         if checked and not mmap:  # read once: hash the bytes, then parse them
             with open(path, "rb") as f:
@@ -273,6 +282,53 @@ def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool 
     if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
         raise IndexFormatError(f"{path} does not match the manifest; rebuild the index")
     return array
+
+
+class LazyChecks:
+    """The SHA-256 checks of an open index's large memory-mapped arrays, each done once, on the array's first read.
+
+    An engine registers its arrays through :func:`load_array` (``lazy=``) and calls :meth:`ensure` with the names
+    a search is about to read (PLAID: the residuals of each chunk it decompresses; the other kinds: their arrays
+    at their first search). Opening stays cheap whatever the index's size, and a damaged array is reported as a
+    one-line :class:`IndexFormatError` before any of its bytes are used. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[Path, str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, path: Path, sha256: str) -> None:
+        """Check file ``path`` (array ``name``) against ``sha256`` on its first :meth:`ensure`."""
+        with self._lock:
+            self._pending[name] = (path, sha256)
+
+    @property
+    def pending(self) -> list[str]:
+        """The names not checked yet."""
+        with self._lock:
+            return sorted(self._pending)
+
+    def ensure(self, *names: str) -> None:
+        """Check each of ``names`` not checked yet (names never registered are ignored)."""
+        for name in names:
+            if name not in self._pending:  # the common case, without the lock
+                continue
+            with self._lock:
+                found = self._pending.get(name)
+                if found is None:
+                    continue
+                path, expected = found
+                try:
+                    actual = file_sha256(path)
+                except OSError as exc:
+                    raise IndexFormatError(f"{path} cannot be read ({exc.strerror}); rebuild the index") from None
+                if actual != expected:
+                    raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
+                del self._pending[name]
+
+    def ensure_all(self) -> None:
+        """Check every registered array not checked yet."""
+        self.ensure(*self.pending)
 
 
 def verify_index(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:

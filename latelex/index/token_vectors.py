@@ -24,7 +24,7 @@ from ..fsio import file_sha256
 from ..scoring.maxsim import SIMILARITIES
 from .ids import check_doc_ids as check_ids
 from .ids import subset_positions
-from .storage import decode_strings, encode_strings, load_array, save_array
+from .storage import LazyChecks, decode_strings, encode_strings, load_array, save_array
 
 #: Token vectors are stored as little-endian float16.
 VECTOR_DTYPE = np.dtype("<f2")
@@ -211,10 +211,12 @@ def save_doc_arrays(directory: Path, ids: list[str], offsets: np.ndarray, vector
     }
 
 
-def load_token_vectors(directory: Path, manifest: dict[str, Any], verify: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_token_vectors(directory: Path, manifest: dict[str, Any], verify: bool,
+                       lazy: LazyChecks | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The memory-mapped vectors, the offsets and the document ids of an index written with :func:`save_doc_arrays`,
-    checked against the manifest (whose ``arrays`` and ``counts`` must already be known to be dicts)."""
-    vectors = load_array(directory, manifest, "vectors", mmap=True, verify=verify)
+    checked against the manifest (whose ``arrays`` and ``counts`` must already be known to be dicts). ``lazy``:
+    where a large vector file's checksum is left for its first read (see :class:`StoredTokenVectors`)."""
+    vectors = load_array(directory, manifest, "vectors", mmap=True, verify=verify, lazy=lazy)
     offsets = np.array(load_array(directory, manifest, "offsets", mmap=False, verify=verify))
     blob = load_array(directory, manifest, "doc_ids_bytes", mmap=False, verify=verify)
     id_offsets = load_array(directory, manifest, "doc_ids_offsets", mmap=False, verify=verify)
@@ -274,18 +276,29 @@ class DescribedIndex:
 class StoredTokenVectors(DescribedIndex):
     """Base of indexes that keep every token vector (float16 (T, dim) ``_vectors``, (N + 1,) ``_offsets``).
 
-    The constructor only stores what an ``open`` read; subclasses with more to keep extend it.
+    The constructor only stores what an ``open`` read; subclasses with more to keep extend it. ``lazy``: the
+    checksum of a large vector file still to be checked; the first read of ``_vectors`` checks it
+    (``_stored_vectors`` gives the array unchecked, for its shape).
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str]
+        self, path: Path, manifest: dict[str, Any], vectors: np.ndarray, offsets: np.ndarray, doc_ids: list[str],
+        lazy: LazyChecks | None = None,
     ):
         self._path = path
         self._manifest = manifest
-        self._vectors = vectors
+        self._stored_vectors = vectors
+        self._lazy = lazy
         self._offsets = offsets
         self._doc_ids = doc_ids
         self._positions: dict[str, int] | None = None
+
+    @property
+    def _vectors(self) -> np.ndarray:
+        """The (T, dim) float16 vectors, checked against their checksum on the first read."""
+        if self._lazy is not None:
+            self._lazy.ensure("vectors")
+        return self._stored_vectors
 
     def _checked_query(self, query: Any, i: int) -> np.ndarray:
         """Query ``i`` as a float32 (Lq, dim) array, after checking its shape, dimension and values."""
@@ -324,7 +337,7 @@ class StoredTokenVectors(DescribedIndex):
     def _sizes(self) -> dict[str, Any]:
         """Counts and sizes every kind reports: documents, token vectors, dim, bytes on disk (all files)."""
         total = sum(f.stat().st_size for f in self._path.rglob("*") if f.is_file())
-        tokens = int(self._vectors.shape[0])
+        tokens = int(self._stored_vectors.shape[0])
         return {
             "path": str(self._path),
             "documents": len(self),

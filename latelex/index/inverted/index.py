@@ -113,6 +113,7 @@ _DEPTH = 4096
 
 
 class InvertedIndex:
+    _lazy: storage.LazyChecks | None = None
     """Top-k search over learned sparse document vectors through an inverted index.
 
     Build with :meth:`build` (or :meth:`build_from_chunks`), reopen with :meth:`open`, query with :meth:`search`;
@@ -221,9 +222,11 @@ class InvertedIndex:
             raise IndexFormatError(f"{path}/manifest.json lacks vocab_size, segments or config; rebuild the index") \
                 from None
         segments, base = [], 0
+        lazy = storage.LazyChecks()  # the large arrays: checked at the first search
         for meta in metas:
             names = _SEGMENT_ARRAYS + (_IMPACT_ARRAYS if int(meta.get("impact_ordered", 0)) > 0 else ())
-            arrays = {n: storage.load_array(path, manifest, f"{meta['name']}/{n}", verify=verify) for n in names}
+            arrays = {n: storage.load_array(path, manifest, f"{meta['name']}/{n}", verify=verify, lazy=lazy)
+                      for n in names}
             _check_segment(path, meta, arrays, vocab)
             segments.append(_Segment(meta, arrays, base, decode_table(meta["impacts"], float(meta["scale"]))))
             base += int(meta["documents"])
@@ -233,7 +236,9 @@ class InvertedIndex:
             if stored.ndim != 1 or stored.shape[0] > base:
                 raise IndexFormatError(f"{path}: the tombstone array does not fit the segments; rebuild the index")
             tombstones[: stored.shape[0]] = stored
-        return cls(path, manifest, segments, tombstones)
+        index = cls(path, manifest, segments, tombstones)
+        index._lazy = lazy
+        return index
 
     # ------------------------------------------------------------------ properties
 
@@ -387,6 +392,8 @@ class InvertedIndex:
         if algorithm not in ("maxscore", "taat"):
             raise InputError(f"algorithm must be 'maxscore' or 'taat', not {algorithm!r}")
         _check_queries(queries, self.vocab_size)
+        if self._lazy is not None:
+            self._lazy.ensure_all()
         if not (isinstance(threshold_factor, (int, float)) and threshold_factor >= 1.0):
             raise InputError(f"threshold_factor must be a number >= 1 (1 = exact), not {threshold_factor!r}")
         if threads is not None:

@@ -23,7 +23,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from ...config import config_from_dict
 from ...errors import ConfigError, IndexFormatError, InputError
 from ...types import Hit
 from ..commit import commit_manifest, locked_change, remove_unnamed, retry_open
-from ..storage import MANIFEST, decode_strings, load_array, read_manifest, verify_index
+from ..storage import MANIFEST, LazyChecks, decode_strings, load_array, read_manifest, verify_index
 from ..token_vectors import DescribedIndex, check_new_ids, check_same_encoder, positive_int, subset_positions
 from . import build as _build
 from .codec import ResidualCodec
@@ -108,8 +108,10 @@ class PlaidIndex(DescribedIndex):
         if verify:
             verify_index(directory, manifest)
 
+        lazy = LazyChecks()  # each chunk's residuals are checked on the first search that decompresses them
+
         def load(name: str, mmap: bool = False) -> np.ndarray:
-            return load_array(directory, manifest, name, mmap=mmap)
+            return load_array(directory, manifest, name, mmap=mmap, lazy=lazy)
 
         centroids = np.asarray(load("centroids"), dtype=np.float32)
         cutoffs = np.asarray(load("bucket_cutoffs"))
@@ -190,6 +192,7 @@ class PlaidIndex(DescribedIndex):
             scales=np.concatenate(scales_parts) if scales_parts else np.zeros(0, np.uint8),
             centroid_scales=np.ones(n_centroids, dtype=np.float32),
             centroid_norm=float(np.linalg.norm(centroids, axis=1).max()) if n_centroids else 1.0,
+            check_part=_residual_check(lazy, [f"{c['name']}.residuals" for c in chunks]),
         )
         if int8_matmul_is_fast():
             codes, data.centroid_scales = quantize_rows(centroids)
@@ -487,6 +490,15 @@ class _Decompressed:
 
         vectors, _ = gather_vectors(self._index._data, self._positions[i : i + 1])
         return vectors
+
+
+def _residual_check(lazy: LazyChecks, names: list[str]) -> Callable[[int], None]:
+    """``check(c)``: verify chunk ``c``'s residuals against their checksum, once, before they are first read."""
+
+    def check(c: int) -> None:
+        lazy.ensure(names[c])
+
+    return check
 
 
 def _merge_inverted_lists(offsets_parts: list[np.ndarray], docs_parts: list[np.ndarray], n_centroids: int) -> tuple[np.ndarray, np.ndarray]:

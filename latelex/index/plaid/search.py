@@ -22,6 +22,7 @@ count or batch composition.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numba
 import numpy as np
@@ -344,6 +345,7 @@ class SearchData:
     centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
     centroid_norm: float  # largest centroid norm
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids where int8 products are fast
+    check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 
 def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +358,7 @@ def gather_vectors(data: SearchData, docs: np.ndarray) -> tuple[np.ndarray, np.n
     packed = np.empty((rows.shape[0], width), dtype=np.uint8)
     chunk_of = np.searchsorted(data.part_starts, rows, side="right") - 1
     for c in np.unique(chunk_of):
+        data.check_part(int(c))
         sel = chunk_of == c
         packed[sel] = data.residual_parts[c][rows[sel] - data.part_starts[c]]
     out = np.empty((rows.shape[0], data.centroids_np.shape[1]), dtype=np.float32)
@@ -445,6 +448,7 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
     for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
         c = int(doc_chunk[a])
+        data.check_part(c)
         exact[a:b] = exact_interaction(rows, row_of, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
                                        data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE)
     best = order_by_score(exact, candidates, k)
