@@ -243,8 +243,8 @@ class PlaidIndex(DescribedIndex):
         if isinstance(queries, (torch.Tensor, np.ndarray)):
             raise InputError("queries must be a sequence of (tokens, dim) matrices, one per query, not one tensor")
         matrices = [self._query_matrix(q, i) for i, q in enumerate(queries)]
-        if len(self) == 0:
-            raise InputError(f"{self._path} holds no documents (all were deleted); add documents before searching")
+        if len(self) == 0:  # every document deleted: no hits, as every other kind answers
+            return [[] for _ in matrices]
         allowed = np.ones(len(self._stored_ids), dtype=np.bool_)
         allowed[self._deleted] = False
         if subset is not None:
