@@ -295,7 +295,7 @@ def main() -> None:
                                                                  show_progress=False))
         ours_fresh = {q: [h.doc_id for h in row] for q, row in zip(qids, index2.search(qvecs, k=10))}
         ours_overlap = overlap(ours_updated, ours_fresh)
-        del index, index2
+        index = index2 = None  # let the engines close their memory maps
 
         peers: dict[str, dict | str] = {}
         entries = [] if args.no_peers else available_peers(work, PLAID_PEERS)
