@@ -4,9 +4,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
-"$PY" -m pytest -q -m "not data"
+"$PY" -m pytest -q -m "not data" --durations=10
 fast=$?
-"$PY" -m pytest -q -m data
+"$PY" -m pytest -q -m data --durations=10
 data=$?
 # pytest exits 5 when it collected no test: not a failure for the data run on a machine without ../shared
 [ "$data" -eq 5 ] && data=0
