@@ -265,3 +265,23 @@ def test_engine_flags_follow_the_registry(collection, tiny_bert, tmp_path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["search", str(idx), "--query", "cancer", "--nprobe", "4"])
     assert exc.value.code == 2 and _error(capsys).endswith(f"--nprobe applies to ivfpq indexes; {idx} is a flat index")
+
+
+def test_info_advises_compaction_once_a_plaid_collection_outgrows_its_codec(collection, tiny_bert, tmp_path, capsys):
+    root, *_ = collection
+    idx = tmp_path / "idx"
+    assert main(["-q", "index", str(idx), "--model", str(tiny_bert), "--kind", "plaid",
+                 "--collection", str(root / "docs.jsonl")]) == 0
+    rng = random.Random(5)
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"id": f"m{i}", "text": " ".join(rng.choice(WORDS) for _ in range(25))}) + "\n"
+                            for i in range(200)))
+    assert main(["-q", "add", str(idx), "--collection", str(more)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(idx)]) == 0
+    advice = [line for line in capsys.readouterr().out.splitlines() if line.startswith("advice:")]
+    assert len(advice) == 1 and f"latelex compact {idx}" in advice[0]
+    assert main(["-q", "compact", str(idx)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(idx)]) == 0
+    assert "advice:" not in capsys.readouterr().out

@@ -268,6 +268,23 @@ def test_drift_shows_when_added_documents_come_from_elsewhere(built):
     assert built.info()["drift"] > 1.5
 
 
+def test_info_tells_when_the_collection_has_outgrown_its_codec(tmp_path):
+    from latelex.index.plaid.config import colbert_n_centroids
+
+    ids, docs = make_docs(60, seed=5)
+    index = PlaidIndex.build(tmp_path / "grow", ids, docs, config=PlaidConfig(nbits=2), encoder=TINY)
+    trained = index.info()["n_centroids"]
+    assert index.info()["fresh_n_centroids"] <= trained  # as built: sized for itself
+    more_ids, more = make_docs(400, seed=6, prefix="more")
+    index.add(more_ids, more, encoder=TINY)
+    info = index.info()
+    assert info["n_centroids"] == trained  # an add keeps the codec ...
+    assert info["fresh_n_centroids"] == colbert_n_centroids(info["token_vectors"]) > trained  # ... a rebuild would grow it
+    index.rebuild()
+    assert index.info()["n_centroids"] == index.info()["fresh_n_centroids"]
+    assert PlaidIndex.build(tmp_path / "fixed", ids, docs, config=CONFIG, encoder=TINY).info()["fresh_n_centroids"] == 32
+
+
 def test_an_emptied_index_gives_no_hits_as_every_kind_does(built, corpus):
     built.delete(corpus[0])
     assert built.search(make_queries(2)) == [[], []]

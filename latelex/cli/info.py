@@ -34,4 +34,8 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(value, dict):
                 value = json.dumps(value)
             print(f"{key:<28} {value}")
+        if info.get("fresh_n_centroids", 0) > info.get("n_centroids", float("inf")):
+            print(f"advice: the collection has outgrown its PLAID codec ({info['n_centroids']} centroids; a fresh build "
+                  f"would train {info['fresh_n_centroids']}); `latelex compact {args.index}` restores a fresh build's "
+                  "quality")
     return 0
