@@ -290,7 +290,8 @@ class LazyChecks:
     An engine registers its arrays through :func:`load_array` (``lazy=``) and calls :meth:`ensure` with the names
     a search is about to read (PLAID: the residuals of each chunk it decompresses; the other kinds: their arrays
     at their first search). Opening stays cheap whatever the index's size, and a damaged array is reported as a
-    one-line :class:`IndexFormatError` before any of its bytes are used. Thread-safe.
+    one-line :class:`IndexFormatError` before a search uses its contents (opening reads only a few of its values,
+    for consistency checks). Thread-safe.
     """
 
     def __init__(self) -> None:
