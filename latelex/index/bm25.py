@@ -96,12 +96,14 @@ class BM25Config:
 
 
 class BM25Index:
-    _lazy: storage.LazyChecks | None = None
     """Lexical top-k search with BM25 over N texts. Build with :meth:`build`, reopen with :meth:`open`,
     query with :meth:`search_text` (texts) or :meth:`search_queries` (``{qid: text}``, returns a run).
 
     The constructor only stores fields; :meth:`open` loads them.
     """
+
+    #: checksums of large memory-mapped arrays still to check, set by open() and checked at the first search
+    _lazy: storage.LazyChecks | None = None
 
     def __init__(self, path: Path, manifest: dict[str, Any], config: BM25Config, model: Any,
                  ids_blob: np.ndarray, ids_offsets: np.ndarray) -> None:

@@ -36,12 +36,14 @@ _MAX_QUERY_BATCH = 256
 
 
 class SparseIndex:
-    _lazy: storage.LazyChecks | None = None
     """Exact top-k search over N sparse document vectors (a few thousand to about a million documents).
 
     Build with :meth:`build`, reopen with :meth:`open`, query with :meth:`search`. Scores are exact dot
     products between query and document vectors; nothing is pruned.
     """
+
+    #: checksums of large memory-mapped arrays still to check, set by open() and checked at the first search
+    _lazy: storage.LazyChecks | None = None
 
     def __init__(self, path: Path, manifest: dict[str, Any], indptr: np.ndarray, indices: np.ndarray,
                  values: np.ndarray, ids_blob: np.ndarray, ids_offsets: np.ndarray):

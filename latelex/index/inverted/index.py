@@ -113,13 +113,15 @@ _DEPTH = 4096
 
 
 class InvertedIndex:
-    _lazy: storage.LazyChecks | None = None
     """Top-k search over learned sparse document vectors through an inverted index.
 
     Build with :meth:`build` (or :meth:`build_from_chunks`), reopen with :meth:`open`, query with :meth:`search`;
     :meth:`add` and :meth:`delete` change it in place, crash-safely. ``mode="exact"`` returns exactly the top k of
     the dot products of the unquantised vectors; ``mode="approximate"`` trades recall for speed.
     """
+
+    #: checksums of large memory-mapped arrays still to check, set by open() and checked at the first search
+    _lazy: storage.LazyChecks | None = None
 
     def __init__(self, path: Path, manifest: dict[str, Any], segments: list[_Segment], tombstones: np.ndarray):
         self.path = path

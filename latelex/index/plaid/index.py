@@ -471,7 +471,8 @@ class PlaidIndex(DescribedIndex):
             "encoder": self.encoder,
             "config": dict(self._manifest["config"]),
             "drift": drift,
-            "fresh_n_centroids": self._manifest["config"].get("n_centroids") or colbert_n_centroids(int(counts["token_vectors"])),
+            "fresh_n_centroids": (self._manifest["config"].get("n_centroids")
+                                  or colbert_n_centroids(int(counts["token_vectors"]))),
         }
 
     def __repr__(self) -> str:
