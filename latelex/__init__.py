@@ -26,6 +26,8 @@ _EXPORTS = {
     "FlatIndex": "latelex.index.flat",
     "SparseIndex": "latelex.index.sparse",
     "Retriever": "latelex.search.retriever",
+    "Explanation": "latelex.search.explain",
+    "Contribution": "latelex.search.explain",
     "rerank": "latelex.search.rerank",
     "evaluate": "latelex.evaluate",
 }

@@ -307,7 +307,7 @@ def test_every_verb_module_registers_its_verb_and_help_imports_no_torch():
 
     names = [verb.__name__.rsplit(".", 1)[1] for verb in VERBS]
     assert names == ["index", "search", "add", "delete", "compact", "rerank", "evaluate", "info", "fuse", "train",
-                     "mine"]
+                     "mine", "serve"]
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(subparsers.choices) == names
     for name, verb in zip(names, VERBS):

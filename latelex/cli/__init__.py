@@ -11,6 +11,7 @@
     latelex info     DIR                              describe an index
     latelex train    OUT --model M --triples F ...    train ColBERT or SPLADE from triples
     latelex mine     --queries Q --qrels R ...        mine hard negatives into n-way training files
+    latelex serve    DIR [NAME=DIR ...] [--port P]    serve indexes over HTTP, with a search page
 
 Library errors print one line and exit with status 1; nothing is left half-written.
 
@@ -28,11 +29,11 @@ import sys
 import warnings
 from typing import Sequence
 
-from . import add, compact, delete, evaluate, fuse, index, info, mine, rerank, search, train
+from . import add, compact, delete, evaluate, fuse, index, info, mine, rerank, search, serve, train
 from .common import EXAMPLES, UsageError, show_warning
 
 #: The verbs, in the order ``latelex --help`` lists them.
-VERBS = (index, search, add, delete, compact, rerank, evaluate, info, fuse, train, mine)
+VERBS = (index, search, add, delete, compact, rerank, evaluate, info, fuse, train, mine, serve)
 
 __all__ = ["VERBS", "build_parser", "main"]
 

@@ -26,6 +26,7 @@ queries.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -330,7 +331,66 @@ class BM25Index:
         pairs = query_pairs(queries)
         return dict(zip([q for q, _ in pairs], self.search_text([t for _, t in pairs], k=k, subset=subset)))
 
+    def term_contributions(self, text: str, doc_id: str) -> list[tuple[str, float]]:
+        """How each term of the query ``text`` adds to the BM25 score of document ``doc_id``: ``(term, contribution)``
+        pairs in the order the terms first occur in the query, for the terms the document contains.
+
+        A term repeated in the query counts once per repeat (as :meth:`search_text` scores it), so its contribution
+        is that many times its stored weight. For ``"bm25l"`` and ``"bm25+"`` every query term of the index's
+        vocabulary also adds its constant non-occurrence score, so a term the document lacks is listed too. The
+        contributions sum to ``scores(text)`` at the document (to float32 rounding).
+
+        Raises:
+            InputError: ``text`` is blank or ``doc_id`` is not in the index.
+        """
+        terms = self.tokenize([text])[0]
+        position = self._position(doc_id)
+        if self._lazy is not None:
+            self._lazy.ensure_all()
+        vocab = self._model.vocab_dict
+        data, indices, indptr = (self._model.scores[name] for name in ("data", "indices", "indptr"))
+        nonoccurrence = self._model.nonoccurrence_array
+        counts: dict[str, int] = {}
+        for term in terms:
+            if term and term in vocab:
+                counts[term] = counts.get(term, 0) + 1
+        out = []
+        for term, count in counts.items():
+            t = vocab[term]
+            start, stop = int(indptr[t]), int(indptr[t + 1])
+            hits = np.flatnonzero(np.asarray(indices[start:stop]) == position)
+            weight = float(data[start + int(hits[0])]) if hits.size else 0.0
+            if nonoccurrence is not None:
+                weight += float(nonoccurrence[t])
+            if hits.size or weight != 0.0:
+                out.append((term, count * weight))
+        return out
+
+    def term_spans(self, text: str) -> dict[str, list[tuple[int, int]]]:
+        """Where each term of ``text`` occurs in it: ``{term: [(start, end), ...]}``, the character spans of the words
+        this index's tokenisation turns into that term (the same split, lower-casing, stopwords and stemming as
+        documents and queries; stopwords have no term)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, not {type(text).__name__}")
+        words = list(re.finditer(_token_pattern(), text))
+        if not words:
+            return {}
+        out: dict[str, list[tuple[int, int]]] = {}
+        for match, terms in zip(words, self.tokenize([m.group() for m in words])):
+            for term in terms:
+                if term:
+                    out.setdefault(term, []).append((match.start(), match.end()))
+        return out
+
     # ------------------------------------------------------------------ helpers
+
+    def _position(self, doc_id: str) -> int:
+        if self._positions is None:
+            self._positions = {d: i for i, d in enumerate(self.doc_ids)}
+        position = self._positions.get(doc_id) if isinstance(doc_id, str) else None
+        if position is None:
+            raise InputError(f"no document {doc_id!r} in {self.path}")
+        return position
 
     def _term_ids(self, terms: list[str]) -> np.ndarray:
         vocab = self._model.vocab_dict
@@ -375,6 +435,13 @@ def _import_bm25s():
     # bm25s sets its own logger to DEBUG, which prints "Building index ..." lines through any handler (even under -q)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
+
+
+def _token_pattern() -> str:
+    """The word pattern ``bm25s.tokenize`` splits texts with (its default, which :class:`BM25Index` uses)."""
+    import inspect
+
+    return inspect.signature(_import_bm25s().tokenize).parameters["token_pattern"].default
 
 
 def _bm25s_version(bm25s: Any) -> str:

@@ -46,6 +46,27 @@ def encode_queries(encoder: Any, texts: Sequence[str], *, batch_size: int, show_
     return encoder.encode_queries(list(texts), batch_size=batch_size, show_progress=show_progress)
 
 
+def encoded_count(encoded: Any) -> int:
+    """How many queries an :func:`encode_queries` result holds."""
+    return len(encoded)
+
+
+def split_encoded(encoded: Any, sizes: Sequence[int]) -> list[Any]:
+    """An :func:`encode_queries` result cut into consecutive parts of ``sizes`` queries, each of the same form."""
+    from ..types import SparseBatch
+
+    if sum(sizes) != len(encoded):
+        raise InputError(f"cannot split {len(encoded)} encoded queries into parts of {list(sizes)}")
+    parts, start = [], 0
+    for size in sizes:
+        if isinstance(encoded, SparseBatch):
+            parts.append(SparseBatch.from_vectors([encoded[i] for i in range(start, start + size)], encoded.vocab_size))
+        else:
+            parts.append(list(encoded[start:start + size]))
+        start += size
+    return parts
+
+
 def build_engine(spec: KindSpec, path: Path, doc_ids: Sequence[str], items: Any, *, encoder: Any, config: Any,
                  show_progress: bool | None) -> Any:
     """Build an engine of ``spec`` at ``path`` (which must not exist) from ``items`` (see :func:`encode_documents`)."""

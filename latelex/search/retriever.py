@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..config import config_from_dict, config_to_dict
 from ..errors import DuplicateIdError, IndexFormatError, InputError, LatelexError
@@ -49,6 +49,9 @@ from ..types import Document, Hit, Run
 from . import engines
 from .docstore import DB_FILE, DocStore
 from .documents import as_documents
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +333,7 @@ class Retriever:
         passages: bool = False,
         batch_size: int = 64,
         show_progress: bool | None = None,
+        encoded: Any = None,
         **engine_options: Any,
     ) -> Any:
         """The top ``k`` documents for one query (a string: returns ``list[Hit]``) or each of many (a list of
@@ -341,7 +345,8 @@ class Retriever:
         by its best passage, with the passage's ``passage`` number and character ``span``; ``passages=True``
         returns passages instead (several per document). ``engine_options`` go to the engine's own search (for
         PLAID ``ncells``, ``ndocs``, ``centroid_score_threshold``; ``mode`` for the inverted index); an option
-        the index's kind does not take is an error.
+        the index's kind does not take is an error. ``encoded``: the queries already encoded by
+        :meth:`encode_queries` (the server encodes many requests' queries in one batch); ``None`` encodes them here.
         """
         single = isinstance(queries, str)
         texts = [queries] if single else list(queries)
@@ -363,10 +368,20 @@ class Retriever:
         if allowed is not None and not allowed:
             found: list[list[Hit]] = [[] for _ in texts]
         else:
-            encoded = engines.encode_queries(self.encoder, texts, batch_size=batch_size, show_progress=show_progress)
+            if encoded is None:
+                encoded = self.encode_queries(texts, batch_size=batch_size, show_progress=show_progress)
+            elif engines.encoded_count(encoded) != len(texts):
+                raise InputError(f"encoded holds {engines.encoded_count(encoded)} queries for {len(texts)} texts")
             found = self._search_state(state, encoded, texts, k, allowed, passages, engine_options)
         found = self._decorate(state, found, with_text)
         return found[0] if single else found
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None) -> Any:
+        """``texts`` encoded as :meth:`search` takes them in ``encoded``: a list of (Lq, dim) tensors (ColBERT), a
+        SparseBatch (SPLADE), or the texts themselves (BM25). Split a batch with :func:`engines.split_encoded`."""
+        if self.encoder is None and self.spec.family != "text":
+            raise LatelexError(f"{self.path} was opened without its encoder (load_encoder=False); reopen it to search")
+        return engines.encode_queries(self.encoder, list(texts), batch_size=batch_size, show_progress=show_progress)
 
     def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
                        where: Any = None, subset: Sequence[str] | None = None, batch_size: int = 64,
@@ -377,6 +392,31 @@ class Retriever:
         hits = self.search([t for _, t in pairs], k=k, where=where, subset=subset, with_text=False,
                            batch_size=batch_size, show_progress=show_progress, **engine_options)
         return dict(zip([q for q, _ in pairs], hits))
+
+    def explain(self, query: str, doc_id: str) -> Explanation:
+        """Why ``doc_id`` scores what it does for ``query``: an :class:`~latelex.search.explain.Explanation` whose
+        ``contributions`` (one per query token for ColBERT, in query order; one per shared term for SPLADE and BM25,
+        largest first) sum to its ``score`` and point at character spans of the document text.
+
+        The score is computed afresh from the stored text: ColBERT, the exact MaxSim of the query (as search encodes
+        it, [MASK] augmentation included) against the re-encoded document, which is the flat index's score up to its
+        float16 storage and differs slightly from a PLAID or IVFPQ hit's compressed score; SPLADE, the dot product of
+        the two sparse vectors (the sparse and inverted indexes' score); BM25, the index's own score. For a chunked
+        index the best passage is explained (``passage``, ``passage_span``), with spans in the whole text.
+
+        Raises:
+            InputError: an empty query, a ``doc_id`` not in the index, an index built without texts
+                (``store_text=False``), or a retriever opened without its encoder.
+        """
+        from .explain import explain
+
+        return explain(self, query, doc_id)
+
+    def explain_many(self, query: str, doc_ids: Sequence[str]) -> list[Explanation]:
+        """:meth:`explain` for each of ``doc_ids``, in order."""
+        if isinstance(doc_ids, str):
+            raise InputError("doc_ids must be a list of document ids, not a single string")
+        return [self.explain(query, doc_id) for doc_id in doc_ids]
 
     def _allowed(self, state: _State, where: Any, subset: Sequence[str] | None) -> set[str] | None:
         """Engine ids a search may return (None: every live one)."""

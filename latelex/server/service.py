@@ -1,0 +1,123 @@
+"""What the HTTP app serves, without HTTP: the open retrievers, their shared encoders and the query batcher.
+
+:class:`Service` is the one object behind every endpoint. It opens each index once, loads each distinct model once
+(indexes built with the same encoder share it), and encodes concurrent searches' queries together
+(:mod:`latelex.server.batching`). Writes go through each index's :class:`~latelex.search.retriever.Retriever`, whose
+writer lock makes them one at a time while searches keep reading the last committed generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError, LatelexError
+from .batching import QueryBatcher
+from .config import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Service", "UnknownIndexError", "index_names"]
+
+
+class UnknownIndexError(InputError):
+    """A request named an index the server does not serve (HTTP 404)."""
+
+
+def index_names(specs: Sequence[str]) -> dict[str, str]:
+    """``{name: path}`` from ``PATH`` or ``NAME=PATH`` items (a bare path is served under its directory name)."""
+    out: dict[str, str] = {}
+    for item in specs:
+        name, sep, path = item.partition("=")
+        if not sep:
+            path, name = item, Path(item).expanduser().resolve().name
+        if not name or not path:
+            raise InputError(f"cannot read index {item!r}; give PATH or NAME=PATH")
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise InputError(f"index name {name!r} may hold letters, digits, '-', '_' and '.' only; "
+                             f"name it with NAME=PATH")
+        if name in out:
+            raise InputError(f"two indexes are named {name!r}; name them apart with NAME=PATH")
+        out[name] = path
+    return out
+
+
+class Service:
+    """The retrievers a server answers for. Build with :meth:`open`; :meth:`close` when done."""
+
+    def __init__(self, config: ServerConfig, retrievers: dict[str, Any], model: Any = None) -> None:
+        self.config = config
+        self.retrievers = retrievers
+        self.model = model
+        self.batcher = QueryBatcher(wait_ms=config.batch_wait_ms, max_queries=config.batch_queries)
+
+    @classmethod
+    def open(cls, config: ServerConfig) -> "Service":
+        """Open every index of ``config`` (one load per distinct model) and the extra ``model`` if any; a missing
+        or damaged index is a one-line error here, before the server listens."""
+        from ..encoders import encoder_from_spec
+        from ..search.retriever import Retriever
+
+        encoders: dict[str, Any] = {}
+        retrievers: dict[str, Any] = {}
+        for name, path in config.indexes.items():
+            spec = Retriever.inspect(path).get("encoder")
+            encoder = None
+            if spec is not None:
+                key = json.dumps(spec, sort_keys=True)
+                if key not in encoders:
+                    encoders[key] = encoder_from_spec(spec, device=config.device)
+                encoder = encoders[key]
+            retrievers[name] = Retriever.open(path, encoder=encoder)
+        model = None
+        if config.model is not None:
+            from ..encoders.colbert import ColBERT
+
+            model = ColBERT.from_pretrained(config.model, device=config.device)
+        return cls(config, retrievers, model)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    def close(self) -> None:
+        self.batcher.close()
+        for retriever in self.retrievers.values():
+            retriever.close()
+
+    # ------------------------------------------------------------------ lookups
+
+    def retriever(self, name: str) -> Any:
+        try:
+            return self.retrievers[name]
+        except KeyError:
+            served = ", ".join(sorted(self.retrievers)) or "none"
+            raise UnknownIndexError(f"no index named {name!r} (served: {served})") from None
+
+    def encoder_for(self, index: str | None, *, colbert: bool) -> Any:
+        """The model ``/rerank`` (``colbert``) or ``/encode`` uses: the named index's encoder, else the server's
+        ``model``, else the first served index's ColBERT encoder."""
+        if index is not None:
+            encoder = self.retriever(index).encoder
+            if encoder is None or (colbert and encoder.spec()["family"] != "colbert"):
+                raise InputError(f"index {index!r} has no {'ColBERT ' if colbert else ''}encoder; name another")
+            return encoder
+        if self.model is not None:
+            return self.model
+        for retriever in self.retrievers.values():
+            if retriever.encoder is not None and retriever.encoder.spec()["family"] == "colbert":
+                return retriever.encoder
+        raise LatelexError("this server has no ColBERT model: serve a ColBERT index or start it with --model")
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, name: str, texts: list[str], **options: Any) -> list[list[Any]]:
+        """Search index ``name`` for every text; queries are encoded in a batch shared with concurrent requests."""
+        from ..search import engines
+
+        retriever = self.retriever(name)
+        if retriever.encoder is None:
+            return retriever.search(texts, **options)
+        encoded = self.batcher.encode(id(retriever.encoder), texts, retriever.encode_queries, engines.split_encoded)
+        return retriever.search(texts, encoded=encoded, **options)
