@@ -29,6 +29,7 @@ _EXPORTS = {
     "Explanation": "latelex.search.explain",
     "Contribution": "latelex.search.explain",
     "rerank": "latelex.search.rerank",
+    "Client": "latelex.client",
     "evaluate": "latelex.evaluate",
 }
 #: Exports that are modules themselves (a subpackage's attribute would be shadowed by the subpackage once imported).

@@ -46,3 +46,7 @@ class IndexFormatError(LatelexError):
 
 class ConfigError(LatelexError):
     """An invalid or unknown configuration value."""
+
+
+class AuthError(LatelexError):
+    """A latelex server refused the request's API key: none was given (HTTP 401) or it is wrong (403)."""

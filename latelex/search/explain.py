@@ -99,6 +99,19 @@ class Explanation:
             "passage_span": None if self.passage_span is None else list(self.passage_span),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Explanation":
+        """The inverse of :meth:`to_dict` (lists back to tuples); what :class:`latelex.client.Client` returns."""
+        contributions = tuple(
+            Contribution(c["query_token"], int(c["query_position"]), c.get("doc_token"), c.get("doc_position"),
+                         tuple((int(a), int(b)) for a, b in c.get("spans") or ()), float(c["score"]),
+                         c.get("query_weight"), c.get("doc_weight"))
+            for c in data["contributions"])
+        span = data.get("passage_span")
+        return cls(data["doc_id"], data["query"], data["family"], float(data["score"]), contributions,
+                   data.get("text"), passage=data.get("passage"),
+                   passage_span=None if span is None else (int(span[0]), int(span[1])))
+
 
 def explain(retriever: Any, query: str, doc_id: str) -> Explanation:
     """Explain ``doc_id``'s score for ``query`` in ``retriever`` (see :meth:`Retriever.explain`).
