@@ -48,5 +48,30 @@ def test_python_block_runs(number, tmp_path):
     code = code.replace('"../shared/datasets/scifact"', repr(str(small_scifact(tmp_path / "scifact"))))
     code = code.replace('"../shared/models/', '"' + str(shared_path("models")) + "/")
     assert "../shared" not in code, "a README block names a ../shared path this test does not shrink"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    if SERVER_URL in code:  # a client block: build the index it names with the README's own block, then serve it
+        served = _serve_the_notes_index(tmp_path)
+        try:
+            code = code.replace(SERVER_URL, f"http://127.0.0.1:{served.port}")
+            done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=900)
+        finally:
+            served.kill()
+            served.wait()
+    else:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+SERVER_URL = "http://127.0.0.1:8000"
+
+
+def _serve_the_notes_index(tmp_path: Path):
+    from server_helpers import free_port, start_cli_server
+
+    builder = next(b for b in BLOCKS if 'Retriever.build("runs/notes"' in b)
+    built = subprocess.run([sys.executable, "-c", builder], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    port = free_port()
+    child = start_cli_server([f"notes={tmp_path / 'runs' / 'notes'}", "-q"], port)
+    child.port = port
+    return child
