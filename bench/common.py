@@ -12,7 +12,7 @@ SHARED = Path(os.environ.get("LATELEX_SHARED", Path(__file__).resolve().parents[
 
 def machine() -> str:
     """One line naming the CPU, its core count, the Python and the torch version, and the precision of PLAID's
-    candidate-stage centroid scores on this CPU."""
+    candidate-stage centroid scores on this CPU at torch's current thread count, with the measurement behind it."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -24,9 +24,10 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    from latelex.index.plaid.search import int8_matmul_is_fast
+    from latelex.index.plaid.cpu_paths import centroid_path
 
-    scores = f"PLAID centroid scores {'int8' if int8_matmul_is_fast() else 'float32'} ({torch.backends.cpu.get_cpu_capability()})"
+    decision = centroid_path(16384, 128)  # a typical index's shape, at this thread count (measured, or cached)
+    scores = f"PLAID centroid scores {decision.path} ({decision.reason})"
     return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
             f"Python {platform.python_version()}; {scores}")
 

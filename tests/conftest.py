@@ -9,6 +9,16 @@ from tiny_models import build_bert
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_user_cache(tmp_path_factory):
+    """latelex's user cache (PLAID's measured centroid-score paths, ``cpu-paths.json``) in a temporary folder for
+    the session, never the user's own."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LATELEX_CACHE", str(tmp_path_factory.mktemp("latelex-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """Folder of a tiny random BertModel with its tokenizer."""

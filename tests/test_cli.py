@@ -74,6 +74,7 @@ def test_plaid_through_the_cli_agrees_with_exact(corpus, colbert_model, tmp_path
     assert main(["info", str(idx), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["kind"] == "plaid" and info["documents"] == 60 and info["bytes_per_token_vector"] > 0
+    assert info["centroid_scores"] == "float32" and "16 centroids" in info["centroid_scores_reason"]  # too few for int8
     out = tmp_path / "run.trec"
     assert main(["-q", "search", str(idx), "--queries", str(root / "queries.tsv"), "-k", "10", "--output", str(out),
                  "--ncells", "16", "--centroid-score-threshold", "-10", "--ndocs", "60"]) == 0

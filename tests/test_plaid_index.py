@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -13,7 +12,7 @@ import torch
 from latelex.errors import DuplicateIdError, IndexFormatError, InputError
 from latelex.index.plaid import PlaidConfig, PlaidIndex
 from latelex.index.plaid import build as plaid_build
-from latelex.index.plaid.search import PAD_TOKENS, quantize_rows
+from latelex.index.plaid.search import PAD_TOKENS
 from latelex.index.storage import MANIFEST
 
 DIM = 16
@@ -109,12 +108,11 @@ def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, di
 
 
 @pytest.mark.parametrize("int8", [False, True], ids=["float32 centroid scores", "int8 centroid scores"])
-def test_both_centroid_score_precisions_return_float32_maxsim(built, int8):
-    # On x86 CPUs candidates are ranked on int8 centroid scores; the exact stage must still add residuals to
-    # float32 ones. Both paths are forced here, whatever this CPU has.
-    centroids = built._data.centroids
-    i8, scales = quantize_rows(centroids.numpy()) if int8 else (None, np.ones(centroids.shape[0], np.float32))
-    built._data = dataclasses.replace(built._data, centroids_i8=None if i8 is None else torch.from_numpy(i8), centroid_scales=scales)
+def test_both_centroid_score_precisions_return_float32_maxsim(built, int8, monkeypatch):
+    # Where int8 products measure faster, candidates are ranked on int8 centroid scores; the exact stage must
+    # still add residuals to float32 ones. Both paths are forced here, whatever this CPU has.
+    monkeypatch.setenv("LATELEX_PLAID_CENTROIDS", "int8" if int8 else "float32")
+    assert (built._search_data().centroids_i8 is not None) == int8
     _, docs = make_docs(12, seed=11)
     rows = np.concatenate(docs)
     queries = make_queries() + [torch.from_numpy(rows[:n].copy()) for n in (1, PAD_TOKENS + 1)]

@@ -18,6 +18,7 @@ crash at any point leaves a readable index (files no manifest names are removed 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -37,7 +38,8 @@ from ..token_vectors import DescribedIndex, check_new_ids, check_same_encoder, p
 from . import build as _build
 from .codec import ResidualCodec
 from .config import SEARCH_PRESETS, PlaidConfig, colbert_n_centroids, search_settings
-from .search import SearchData, byte_weight_table, int8_matmul_is_fast, quantize_rows, search_one
+from .cpu_paths import centroid_path
+from .search import SearchData, byte_weight_table, quantize_rows, search_one
 
 KIND = _build.KIND
 FORMAT_VERSION = _build.FORMAT_VERSION
@@ -56,6 +58,7 @@ class PlaidIndex(DescribedIndex):
         self._stored_ids = doc_ids
         self._deleted = deleted
         self._positions: dict[str, int] | None = None
+        self._data_int8: SearchData | None = None  # ``data`` with int8 centroids, made at the first int8 search
 
     # --- building and opening ------------------------------------------------------------------------
 
@@ -194,9 +197,6 @@ class PlaidIndex(DescribedIndex):
             centroid_norm=float(np.linalg.norm(centroids, axis=1).max()) if n_centroids else 1.0,
             check_part=_residual_check(lazy, [f"{c['name']}.residuals" for c in chunks]),
         )
-        if int8_matmul_is_fast():
-            codes, data.centroid_scales = quantize_rows(centroids)
-            data.centroids_i8 = torch.from_numpy(codes)
         return cls(directory, manifest, codec, data, ids, deleted)
 
     # --- searching -----------------------------------------------------------------------------------
@@ -262,9 +262,10 @@ class PlaidIndex(DescribedIndex):
         # narrow them: a subset no larger than ndocs, or no more documents than the preset wants as candidates.
         small = n_allowed <= max(need, chosen.min_candidates) or (subset is not None and n_allowed <= chosen.ndocs)
         direct = np.flatnonzero(allowed) if small else None
+        data = self._search_data()
 
         def run(Q: torch.Tensor) -> list[Hit]:
-            docs, scores = search_one(self._data, Q, k, ncells, float(chosen.centroid_score_threshold), chosen.ndocs,
+            docs, scores = search_one(data, Q, k, ncells, float(chosen.centroid_score_threshold), chosen.ndocs,
                                       allowed, direct, need, chosen.min_candidates, chosen.max_ncells)
             return [Hit(self._stored_ids[d], float(s)) for d, s in zip(docs.tolist(), scores.tolist())]
 
@@ -272,6 +273,17 @@ class PlaidIndex(DescribedIndex):
             return [run(Q) for Q in matrices]
         with ThreadPoolExecutor(max_workers=min(threads, len(matrices))) as pool:
             return list(pool.map(run, matrices))
+
+    def _search_data(self) -> SearchData:
+        """What searches read: the float32 centroids, or with them int8 row-quantised ones where
+        :func:`~.cpu_paths.centroid_path` picks int8 products (measured at the first search in a process)."""
+        centroids = self._data.centroids_np
+        if centroid_path(centroids.shape[0], centroids.shape[1]).path == "float32":
+            return self._data
+        if self._data_int8 is None:
+            codes, scales = quantize_rows(centroids)
+            self._data_int8 = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales)
+        return self._data_int8
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
         if isinstance(query, torch.Tensor):
@@ -441,6 +453,9 @@ class PlaidIndex(DescribedIndex):
         or the configured count). Above ``n_centroids``, the collection has outgrown its codec: every vector is
         quantised more coarsely than a fresh build would (on SciFact, half built and half added recovers 0.885 of
         the exact top 10 against a fresh build's 0.917), and a rebuild (``Retriever.compact()``) restores it.
+        ``centroid_scores``: ``"int8"`` or ``"float32"``, the product the candidate stage scores centroids with on
+        this CPU (:mod:`.cpu_paths`), with ``centroid_scores_reason``; None (and the reason says so) until the
+        first search measures it, when no earlier process on this machine cached the decision. Never measures.
         """
         total = sum(f.stat().st_size for f in self._path.iterdir() if f.is_file())
         counts = self._manifest["counts"]
@@ -454,6 +469,8 @@ class PlaidIndex(DescribedIndex):
         added = [c for c in chunks if c.get("added")]
         base = mean_mse(built)
         drift = mean_mse(added) / base if added and base > 0 else 1.0
+        n_centroids = int(self._manifest["n_centroids"])
+        decision = centroid_path(n_centroids, self.dim, measure=False)
         return {
             "kind": KIND,
             "path": str(self._path),
@@ -464,7 +481,7 @@ class PlaidIndex(DescribedIndex):
             "dim": self.dim,
             "similarity": "cosine",
             "nbits": int(self._manifest["nbits"]),
-            "n_centroids": int(self._manifest["n_centroids"]),
+            "n_centroids": n_centroids,
             "chunks": len(chunks),
             "bytes_on_disk": total,
             "bytes_per_token_vector": total / stored if stored else 0.0,
@@ -473,6 +490,9 @@ class PlaidIndex(DescribedIndex):
             "drift": drift,
             "fresh_n_centroids": (self._manifest["config"].get("n_centroids")
                                   or colbert_n_centroids(int(counts["token_vectors"]))),
+            "centroid_scores": decision.path if decision else None,
+            "centroid_scores_reason": (decision.reason if decision else
+                                       "decided at first search (int8 and float32 products timed on this CPU)"),
         }
 
     def __repr__(self) -> str:

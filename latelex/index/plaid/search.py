@@ -3,10 +3,10 @@
 For a query Q (Lq, dim) and centroids C (n_centroids, dim):
 
 1. *candidates*: S = C Q^T (n_centroids, Lq); the ``ncells`` best centroids of each query token; the union of
-   their inverted lists (documents with a token vector assigned to one of them). On x86 CPUs (AVX2 or
-   AVX-512) S is an 8-bit integer product of centroids and query tokens quantised row by row (a fifth of the
-   float32 time here), as it only ranks candidates; the rows the exact stage reads are recomputed in float32
-   first, so final scores are float32 MaxSim;
+   their inverted lists (documents with a token vector assigned to one of them). Where it measures faster
+   (:mod:`.cpu_paths`; a fifth of the float32 time with AVX-512 VNNI, several times slower on some AVX2 CPUs)
+   S is an 8-bit integer product of centroids and query tokens quantised row by row, as it only ranks
+   candidates; the rows the exact stage reads are recomputed in float32 first, so final scores are float32 MaxSim;
 2. *pruned centroid interaction*: each candidate scores sum_q max over its token vectors of S[code, q],
    counting only token vectors whose centroid scores at least ``centroid_score_threshold`` for some query
    token; the best ``ndocs`` go on. These passes read S as int16, in units of each query token's largest
@@ -232,16 +232,6 @@ def pad_query(Q: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def int8_matmul_is_fast() -> bool:
-    """Whether this CPU multiplies int8 matrices with vector dot-product instructions (x86 with AVX2 or
-    AVX-512, through oneDNN): 2.7x (AVX2) to 6x (AVX-512 VNNI) faster than float32 for the centroid scores
-    here. Elsewhere float32 is used."""
-    try:
-        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(codes (n, dim) int8, scales (n,) float32)`` with ``x`` (n, dim) float32 ~ codes * scales[:, None]:
     each row scaled so that its largest magnitude is 127 (an all-zero row gets scale 1). In numpy, because a
@@ -344,7 +334,7 @@ class SearchData:
     scales: np.ndarray  # (T,) uint8 unit-length scale bytes of all stored token vectors (empty: no rescaling)
     centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
     centroid_norm: float  # largest centroid norm
-    centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids where int8 products are fast
+    centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids: the int8 path (.cpu_paths)
     check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 

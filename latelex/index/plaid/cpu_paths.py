@@ -1,0 +1,281 @@
+"""Which product PLAID's candidate stage scores centroids with on this CPU: int8 or float32, by measurement.
+
+``torch._int_mm`` is several times faster than a float32 ``torch.mm`` on CPUs with AVX-512 VNNI, and several
+times *slower* on others that torch's capability string cannot tell apart (an AVX2-only AMD EPYC Zen 3 took 25 ms
+for the int8 product of 16,384 x 128 centroids by a 16-token query against 1.3 ms in float32). So the path is
+chosen by a short micro-benchmark at the first search (:func:`centroid_path`): the int8 and float32 products of
+(rows, dim) centroids by :data:`QUERY_ROWS` query tokens, warmed up, best of a few repeats (under 100 ms),
+at torch's current thread count. int8 must be :data:`MARGIN` times faster to be chosen.
+
+Decisions are cached in the process (by shape bucket and thread count) and in ``cpu-paths.json`` in the user's
+cache directory (:func:`cache_dir`), keyed also by CPU model, the CPU flags that matter, torch's and latelex's
+versions; a corrupt or unwritable cache file is ignored (the path is measured again). The environment variable
+``LATELEX_PLAID_CENTROIDS=int8|float32|auto`` (default auto) forces a path.
+
+Nothing here runs on import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ...errors import ConfigError
+
+#: The environment variable that forces a path, and its values.
+ENV_VAR = "LATELEX_PLAID_CENTROIDS"
+CHOICES = ("int8", "float32", "auto")
+
+#: How many times faster the int8 product must be to be chosen (it also costs a float32 rescoring of the few
+#: centroids the exact stage reads, and a query quantisation).
+MARGIN = 1.2
+
+#: Centroid rows measured: the index's count rounded up to a power of two, at most MAX_ROWS (on an AVX-512 VNNI
+#: EPYC, one thread, int8 was 4.1x faster at 8,192 rows and 4.3-4.8x at 16,384: the ratio, which decides, has
+#: settled). Below MIN_ROWS the product takes tens of microseconds either way and float32 is used unmeasured.
+MAX_ROWS = 8192
+MIN_ROWS = 1024
+
+#: Query tokens in the measured product (ColBERT's query length).
+QUERY_ROWS = 32
+
+#: Timing: WARMUP untimed calls of each product (more while under WARMUP_S seconds: the first calls at a new
+#: thread count start the thread pool), then up to REPEATS timed pairs, stopping once BUDGET_S seconds have gone
+#: on them and MIN_REPEATS are done (or, on a machine so busy that a pair takes tens of milliseconds, LIMIT_S
+#: after the start); the best of each is kept. About 25 ms where both products take a millisecond, 70 ms where
+#: int8 is as slow as on AVX2-only EPYCs (13 ms at 8192 rows), at most LIMIT_S plus one pair.
+WARMUP = 2
+WARMUP_S = 0.005
+REPEATS = 20
+MIN_REPEATS = 3
+BUDGET_S = 0.02
+LIMIT_S = 0.07
+
+CACHE_FILE = "cpu-paths.json"
+_CACHE_FORMAT = 1
+_MAX_ENTRIES = 256
+
+#: CPU flags (x86 /proc/cpuinfo "flags", Arm "Features") that decide int8 product speed.
+RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+@dataclass(frozen=True)
+class CentroidPath:
+    """The product PLAID scores centroids with: ``path`` ``"int8"`` or ``"float32"``, why (``reason``, one line),
+    and the measured best times in milliseconds (None when nothing was measured)."""
+
+    path: str
+    reason: str
+    int8_ms: float | None = None
+    float32_ms: float | None = None
+
+
+_lock = threading.Lock()
+_decisions: dict[tuple[int, int, int], CentroidPath] = {}
+
+
+def override() -> str:
+    """``LATELEX_PLAID_CENTROIDS`` lower-cased (``"auto"`` when unset or empty); ConfigError for another value."""
+    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ConfigError(f"{ENV_VAR} must be one of {', '.join(CHOICES)}, not {os.environ[ENV_VAR]!r}")
+    return value
+
+
+def cache_dir() -> Path:
+    """``$LATELEX_CACHE``, else ``$XDG_CACHE_HOME/latelex``, else ``~/.cache/latelex`` (not created here)."""
+    if os.environ.get("LATELEX_CACHE"):
+        return Path(os.environ["LATELEX_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "latelex"
+    return Path.home() / ".cache" / "latelex"
+
+
+@lru_cache(maxsize=1)
+def cpu_identity() -> tuple[str, tuple[str, ...]]:
+    """``(model name, relevant flags present)`` from /proc/cpuinfo (the platform's processor name elsewhere)."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return model, tuple(f for f in RELEVANT_FLAGS if f in flags)
+
+
+def time_products(rows: int, dim: int) -> tuple[float, float]:
+    """Best milliseconds of ``torch._int_mm`` on int8 (rows, dim) x (dim, QUERY_ROWS) and of ``torch.mm`` on the
+    float32 product of the same shape, at torch's current thread count. Raises whatever ``torch._int_mm`` raises."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, dim, generator=gen)
+    q = torch.randn(QUERY_ROWS, dim, generator=gen)
+    a8 = torch.randint(-127, 128, (rows, dim), dtype=torch.int8, generator=gen)
+    q8 = torch.randint(-127, 128, (QUERY_ROWS, dim), dtype=torch.int8, generator=gen)
+    clock = time.perf_counter
+    start = clock()
+    deadline = start + WARMUP_S
+    for r in range(REPEATS):
+        torch._int_mm(a8, q8.T)
+        torch.mm(a, q.T)
+        if r + 1 >= WARMUP and clock() > deadline:
+            break
+    best_i8 = best_f32 = math.inf
+    deadline = clock() + BUDGET_S
+    for r in range(REPEATS):  # interleaved, so that a burst of noise hits both
+        t0 = clock()
+        torch._int_mm(a8, q8.T)
+        t1 = clock()
+        torch.mm(a, q.T)
+        t2 = clock()
+        best_i8, best_f32 = min(best_i8, t1 - t0), min(best_f32, t2 - t1)
+        if t2 > deadline and (r + 1 >= MIN_REPEATS or t2 - start > LIMIT_S):
+            break
+    return best_i8 * 1e3, best_f32 * 1e3
+
+
+def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> CentroidPath | None:
+    """The product to score ``n_centroids`` (C, dim) centroids with at torch's current thread count.
+
+    Forced by ``LATELEX_PLAID_CENTROIDS`` if set; otherwise from the process cache, then the disk cache, then
+    (``measure=True``) measured and stored in both. With ``measure=False`` and nothing cached, None: the path
+    is decided at the first search. ConfigError for an invalid override, or ``int8`` forced where
+    ``torch._int_mm`` does not work.
+    """
+    forced = override()
+    if forced == "float32":
+        return CentroidPath("float32", f"forced by {ENV_VAR}=float32")
+    if forced == "int8":
+        problem = _int_mm_problem()
+        if problem:
+            raise ConfigError(f"{ENV_VAR}=int8, but {problem} in torch {torch.__version__}; set it to float32 or auto")
+        return CentroidPath("int8", f"forced by {ENV_VAR}=int8")
+    if n_centroids < MIN_ROWS:
+        return CentroidPath("float32", f"{n_centroids} centroids: too few for int8 products to pay (float32 below {MIN_ROWS})")
+    rows = min(MAX_ROWS, 1 << (int(n_centroids) - 1).bit_length())
+    threads = torch.get_num_threads()
+    key = (rows, int(dim), threads)
+    with _lock:  # one measurement at a time: concurrent ones would disturb each other
+        found = _decisions.get(key) or _read_disk(key)
+        if found is None and measure:
+            found = _measure(rows, int(dim), threads)
+            if found.int8_ms is not None:
+                _write_disk(key, found)
+        if found is not None:
+            _decisions[key] = found
+        return found
+
+
+def clear_process_cache() -> None:
+    """Forget this process's decisions (the disk cache stays); the next :func:`centroid_path` reads it again."""
+    with _lock:
+        _decisions.clear()
+
+
+def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
+    problem = _int_mm_problem()
+    if problem:
+        return CentroidPath("float32", problem)
+    try:
+        i8, f32 = time_products(rows, dim)
+    except Exception as exc:  # any failure of the int8 kernel means float32
+        return CentroidPath("float32", f"torch._int_mm failed: {_one_line(exc)}")
+    model, flags = cpu_identity()
+    chosen = "int8" if i8 * MARGIN <= f32 else "float32"
+    reason = (f"measured: int8 {i8:.2f} ms, float32 {f32:.2f} ms for {rows}x{dim} centroids x {QUERY_ROWS} query tokens "
+              f"on {model} ({', '.join(flags) or 'no int8 dot-product flags'}), {threads} thread{'s' * (threads != 1)}")
+    if chosen == "float32" and i8 < f32:
+        reason += f"; int8 must be {MARGIN}x faster"
+    return CentroidPath(chosen, reason, round(i8, 4), round(f32, 4))
+
+
+@lru_cache(maxsize=1)
+def _int_mm_problem() -> str:
+    """Empty when ``torch._int_mm`` works on CPU tensors, else why not."""
+    if not hasattr(torch, "_int_mm"):
+        return "torch._int_mm unavailable"
+    try:
+        a = torch.ones(16, 16, dtype=torch.int8)
+        if int(torch._int_mm(a, a[:8].T)[0, 0]) != 16:
+            return "torch._int_mm gives wrong results"
+    except Exception as exc:
+        return f"torch._int_mm failed: {_one_line(exc)}"
+    return ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _disk_key(key: tuple[int, int, int]) -> str:
+    from ... import __version__
+
+    rows, dim, threads = key
+    model, flags = cpu_identity()
+    return (f"{model} | {' '.join(flags)} | torch {torch.__version__} | latelex {__version__} | {rows}x{dim} | "
+            f"{threads} threads")
+
+
+def _read_entries(file: Path) -> dict:
+    """The entries of a cache file; empty when it is absent, unreadable or not a cache of this format."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+
+
+def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
+    file = cache_dir() / CACHE_FILE
+    entry = _read_entries(file).get(_disk_key(key))
+    if not isinstance(entry, dict):
+        return None
+    path, reason, i8, f32 = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms"))
+    timings_ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for t in (i8, f32))
+    if path not in ("int8", "float32") or not isinstance(reason, str) or not timings_ok:
+        return None
+    return CentroidPath(path, f"{reason} (cached in {file})", float(i8), float(f32))
+
+
+def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
+    """Add ``decision`` to the cache file, replaced atomically; any failure is ignored."""
+    directory = cache_dir()
+    file = directory / CACHE_FILE
+    try:
+        entries = _read_entries(file)
+        entries.pop(_disk_key(key), None)
+        entries[_disk_key(key)] = {"path": decision.path, "reason": decision.reason, "int8_ms": decision.int8_ms,
+                                   "float32_ms": decision.float32_ms}
+        entries = dict(list(entries.items())[-_MAX_ENTRIES:])  # the newest, should hardware keep changing
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cpu-paths-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": _CACHE_FORMAT, "entries": entries}, f, indent=1)
+            os.replace(tmp, file)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except (OSError, TypeError, ValueError):
+        pass
