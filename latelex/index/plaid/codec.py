@@ -13,6 +13,9 @@ first byte: (n, dim * nbits / 8) uint8.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +56,31 @@ def _centroid_index(centroids: np.ndarray, exact: bool):
         index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     finally:
         faiss.omp_set_num_threads(threads)
+    return index
+
+
+#: The centroid search structures of the codecs used lately in this process, by a digest of their centroids:
+#: building one takes about a second for 16k centroids, which every add to a reopened index would otherwise pay.
+_INDEX_CACHE: "OrderedDict[bytes, object]" = OrderedDict()
+_INDEX_CACHE_SIZE = 4
+_INDEX_CACHE_LOCK = threading.Lock()
+
+
+def _cached_centroid_index(centroids: np.ndarray):
+    """:func:`_centroid_index` (approximate above EXACT_UP_TO) of ``centroids``, built once per process. The graph is
+    built single-threaded, so a cached one is the one a fresh build would make: assignments do not depend on it."""
+    data = np.ascontiguousarray(centroids, dtype=np.float32)
+    key = hashlib.blake2b(data.tobytes(), digest_size=16).digest() + repr(data.shape).encode()
+    with _INDEX_CACHE_LOCK:
+        index = _INDEX_CACHE.get(key)
+        if index is not None:
+            _INDEX_CACHE.move_to_end(key)
+            return index
+    index = _centroid_index(data, exact=False)
+    with _INDEX_CACHE_LOCK:
+        _INDEX_CACHE[key] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
     return index
 
 
@@ -223,10 +251,11 @@ class ResidualCodec:
         return self.dim * self.nbits // 8
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
-        """(n,) int64 nearest centroid of each of ``vectors`` (n, dim); the centroid search structure is cached."""
+        """(n,) int64 nearest centroid of each of ``vectors`` (n, dim); the centroid search structure is cached
+        (per process, by the centroids' bytes, so every reopening of an index for an add reuses it)."""
         index = self.__dict__.get("_index")
         if index is None:
-            index = _centroid_index(self.centroids, exact=False)
+            index = _cached_centroid_index(self.centroids)
             object.__setattr__(self, "_index", index)
         out = np.empty(vectors.shape[0], dtype=np.int64)
         for a in range(0, vectors.shape[0], 65536):
