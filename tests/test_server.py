@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -222,6 +223,16 @@ def test_add_get_upsert_delete(built, tmp_path):
         assert (deleted["deleted"], deleted["not_found"], deleted["documents"]) == (2, ["ghost"], 24)
         assert_error(client.get("/indexes/flat/documents/d0"), 404, "d0")
         assert_error(client.get("/indexes/flat/documents/..%2F..%2Fetc%2Fpasswd"), 404)
+        odd = ["x' OR '1'='1", "../../outside", "d1; DROP TABLE documents; --", "%s%n", "é/ü?#&"]
+        assert client.post("/indexes/flat/documents", json={"documents": [
+            {"id": d, "text": "odd id", "metadata": {"tag": d}} for d in odd]}).json()["added"] == len(odd)
+        for d in odd:  # ids and filter values are data: stored and found as given, nothing else touched
+            got = client.get("/indexes/flat/documents/" + quote(d, safe="")).json()
+            assert got["id"] == d and got["metadata"] == {"tag": d}
+            hits = client.post("/indexes/flat/search", json={"query": "odd id", "k": 40, "where": {"tag": d}}).json()
+            assert [h["id"] for h in hits["hits"]] == [d]
+        assert client.request("DELETE", "/indexes/flat/documents", json={"ids": odd}).json()["deleted"] == len(odd)
+        assert not (tmp_path / "outside").exists()
     reopened = Retriever.open(paths["flat"])
     assert len(reopened) == 24 and "d0" not in reopened and reopened.document("notes/a b.txt") == docs[0]["text"]
 
