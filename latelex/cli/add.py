@@ -9,9 +9,9 @@ from .common import add_collection_options, add_verb, open_retriever, plural, re
 
 def register(subparsers) -> None:
     p = add_verb(subparsers, "add", "add documents to an index",
-                 "Encode the documents of a collection and add them to an index, with the encoder, kind and chunking "
-                 "it was built with. An id already in the index is an error unless --upsert replaces it. Atomic: "
-                 "an interrupted add leaves the index as it was.")
+                 "Encode the documents of a collection and add them to an index, with the encoder, kind, chunking "
+                 "and token pooling (--pool-factor) it was built with. An id already in the index is an error unless "
+                 "--upsert replaces it. Atomic: an interrupted add leaves the index as it was.")
     p.add_argument("index", metavar="INDEX", help="an index built by `latelex index`")
     add_collection_options(p)
     p.add_argument("--upsert", action="store_true", help="replace documents whose id is already in the index")

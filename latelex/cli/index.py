@@ -43,6 +43,11 @@ def register(subparsers) -> None:
     for name, (option, kinds) in registry.all_build_options().items():
         g.add_argument(option.cli_flag, dest=_DEST.format(name), type=option.type, choices=option.choices,
                        metavar=None if option.choices else metavar(option), help=option.help.replace("%", "%%"))
+    p.add_argument("--pool-factor", type=int, default=1, metavar="N",
+                   help=f"token pooling ({' and '.join(registry.pooling_kinds())} only): cluster each document's "
+                        f"(passage's) similar token vectors and keep ceil(L/N) of its L vectors, their means; 2 stores "
+                        f"about half the vectors at a small cost in quality; later adds use the same factor "
+                        f"(default 1: no pooling)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at DIR")
     p.add_argument("--no-store-text", action="store_true", help="do not keep document texts in the index")
     add_chunking_options(p)
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     kind = resolve_kind(args)
     config = engine_config(args, kind)
     chunks = chunking(args)
+    pool = pool_factor(args, kind)
     textual = registry.kind(kind).family == "text"
     if textual and args.model is not None:
         raise usage(f"--model does not apply to --kind {kind} (it needs no model)")
@@ -68,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
     retriever = Retriever.build(
         args.index, encoder, documents, kind=kind, overwrite=args.overwrite, store_text=not args.no_store_text,
         batch_size=args.batch_size, show_progress=not args.quiet, engine_config=config, chunking=chunks,
-        metadata=metadata,
+        metadata=metadata, pool_factor=pool,
     )
     info = retriever.info()
     what = f"{kind}, no model" if textual else kind
     passages = f", {info['passages']} passages" if info.get("passages") is not None else ""
-    print(f"indexed {info.get('documents', len(retriever))} documents{passages} into {retriever.path} ({what})")
+    pooled = f", pool factor {pool}" if pool > 1 else ""
+    print(f"indexed {info.get('documents', len(retriever))} documents{passages} into {retriever.path} ({what}{pooled})")
     return 0
 
 
@@ -84,6 +91,17 @@ def resolve_kind(args: argparse.Namespace) -> str:
     from ..encoders import detect_family
 
     return registry.default_kind(args.family or detect_family(args.model or DEFAULT_MODEL))
+
+
+def pool_factor(args: argparse.Namespace, kind: str) -> int:
+    """``--pool-factor``, checked against the kind before any work (a usage error for a kind that does not pool)."""
+    factor = args.pool_factor
+    if factor < 1:
+        raise usage(f"--pool-factor must be at least 1 (1: no pooling), not {factor}")
+    kinds = registry.pooling_kinds()
+    if factor > 1 and kind not in kinds:
+        raise usage(f"--pool-factor applies to --kind {' or '.join(kinds)}, not {kind}")
+    return factor
 
 
 def engine_config(args: argparse.Namespace, kind: str):

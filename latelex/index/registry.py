@@ -62,6 +62,8 @@ class KindSpec:
     segment_kind: str | None = None
     exact: bool = True
     default: bool = False
+    #: whether documents can be token-pooled at indexing (``pool_factor``; :mod:`latelex.scoring.pooling`)
+    pooling: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def engine(self) -> Any:
@@ -95,11 +97,11 @@ KINDS: dict[str, KindSpec] = {
     spec.name: spec
     for spec in (
         KindSpec(
-            "flat", "colbert", "latelex.index.flat:FlatIndex", default=True, updates="segments",
+            "flat", "colbert", "latelex.index.flat:FlatIndex", default=True, updates="segments", pooling=True,
             description="fp16 token vectors, memory-mapped; exact MaxSim over packed documents (the reference; up to about 100k documents)",
         ),
         KindSpec(
-            "plaid", "colbert", "latelex.index.plaid:PlaidIndex", updates="native", exact=False,
+            "plaid", "colbert", "latelex.index.plaid:PlaidIndex", updates="native", exact=False, pooling=True,
             config_ref="latelex.index.plaid.config:PlaidConfig",
             description=("ColBERTv2 residual compression (centroid + 1/2/4-bit residual with Lloyd-Max buckets and a one-byte "
                          "unit-length scale, ~39 bytes per 128-dim vector at 2 bits), PLAID centroid pruning with search "
@@ -167,6 +169,11 @@ def default_kind(family: str) -> str:
     if not found:
         raise InputError(f"no index kind serves the {family!r} family; use one of {', '.join(FAMILIES)}")
     return found[0].name
+
+
+def pooling_kinds() -> tuple[str, ...]:
+    """The kinds whose documents can be token-pooled at indexing (``pool_factor`` above 1)."""
+    return tuple(s.name for s in KINDS.values() if s.pooling)
 
 
 def all_search_options() -> dict[str, tuple[Option, list[str]]]:

@@ -33,6 +33,19 @@ def encode_documents(encoder: Any, texts: Sequence[str], *, batch_size: int, bar
     return encoder.encode_documents(list(texts), batch_size=batch_size, show_progress=False, on_batch=on_batch)
 
 
+def pool_documents(encoder: Any, items: Any, pool_factor: int) -> list:
+    """ColBERT document matrices (an :func:`encode_documents` result) token-pooled by ``pool_factor``
+    (:mod:`latelex.scoring.pooling`), re-normalised when the encoder normalises its vectors."""
+    if encoder_family(encoder) != "colbert":
+        raise InputError(f"token pooling applies to ColBERT token vectors, not to a {encoder_family(encoder)} index")
+    import torch
+
+    from ..scoring.pooling import pool_documents as pool
+
+    normalize = bool(getattr(getattr(encoder, "config", None), "normalize", True))
+    return pool([torch.as_tensor(m) for m in items], pool_factor, normalize=normalize)
+
+
 def _empty_sparse(encoder: Any) -> Any:
     from ..types import SparseBatch
 

@@ -5,7 +5,8 @@
   token, its :class:`Contribution` is its best similarity with any kept document token (MaxSim), with that token's
   character span in the text; the contributions sum to the exact MaxSim of the re-encoded text, its vectors taken
   at the float16 precision token-vector indexes store (so the score is the flat index's; a PLAID hit's score,
-  computed from compressed vectors, differs slightly).
+  computed from compressed vectors, differs slightly). An index built with token pooling (``pool_factor`` above 1)
+  stores cluster means, not these vectors: its scores differ more, and the explanation is the unpooled document's.
 * **SPLADE** (sparse, inverted): one contribution per vocabulary term the query and document vectors share,
   ``query weight * document weight``, with the spans of the document's word-pieces equal to that term (none for an
   expansion term the text lacks).

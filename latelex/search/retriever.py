@@ -144,6 +144,7 @@ class Retriever:
         engine_config: Any = None,
         chunking: Any = None,
         metadata: Mapping[str, dict] | None = None,
+        pool_factor: int = 1,
     ) -> "Retriever":
         """Encode ``collection`` and build an index of ``kind`` at ``path``; returns the open retriever.
 
@@ -154,8 +155,12 @@ class Retriever:
         ``IvfPqConfig``, ``InvertedConfig``, ``BM25Config``). ``chunking``: a
         :class:`~latelex.search.chunking.ChunkingConfig` (or ``(tokens, overlap)``) that splits documents into
         overlapping passages of the encoder's tokens; search returns documents (best passage) with the passage's
-        character span. Nothing is written at ``path`` unless the whole build succeeds; an existing index there is
-        replaced (atomically, for a retriever of this format) only with ``overwrite``.
+        character span. ``pool_factor``: token pooling of the documents (flat and PLAID only;
+        :mod:`latelex.scoring.pooling`): each document (or passage) keeps ``min(L, ceil(L / pool_factor))`` of its L
+        vectors, the means of clusters of similar tokens; 2 stores about half the vectors. Recorded in the manifest:
+        every later add, upsert and compact pools with the same factor; queries are never pooled. Nothing is
+        written at ``path`` unless the whole build succeeds; an existing index there is replaced (atomically, for a
+        retriever of this format) only with ``overwrite``.
         """
         docs = as_documents(collection, metadata)
         if not docs:
@@ -167,12 +172,14 @@ class Retriever:
             what = "no encoder" if family == "text" else f"a {family} encoder"
             raise InputError(f"{what} cannot build a {kind!r} index; use one of {', '.join(INDEX_KINDS[family])}")
         chunk_config = _chunking(chunking, encoder)
+        pool_factor = _pool_factor(pool_factor, spec)
         if spec.family == "text" and not store_text:
             raise InputError("a bm25 index keeps its texts (they are what it indexes); drop store_text=False")
         final = Path(path).expanduser().resolve()
         if final.exists() and overwrite and _is_current_retriever(final):
             retriever = cls(final, encoder, DocStore.open(final / DB_FILE), _open_state(final))
-            retriever._replace_all(docs, encoder, spec, engine_config, chunk_config, store_text, batch_size, show_progress)
+            retriever._replace_all(docs, encoder, spec, engine_config, chunk_config, store_text, batch_size,
+                                   show_progress, pool_factor)
             return retriever
         # A PLAID build stages its chunks inside: a build that died resumes where it stopped (same documents)
         with storage.staged_directory(final, overwrite=overwrite, resumable=spec.updates == "native") as tmp:
@@ -183,11 +190,11 @@ class Retriever:
             store = DocStore.open(tmp / DB_FILE, create=True)
             try:
                 plan = _Plan(tmp / _generation_dir(generation), generation, spec, encoder, engine_config, chunk_config,
-                             store_text, batch_size, show_progress)
+                             store_text, batch_size, show_progress, pool_factor)
                 entry = plan.build_segment(0, docs)
                 store.stage(generation, plan.rows(docs), (), plan.field_types({}, docs))
                 _write_retriever_manifest(tmp, generation, None if encoder is None else encoder.spec(), spec, [entry],
-                                          engine_config, chunk_config, store_text)
+                                          engine_config, chunk_config, store_text, pool_factor)
             finally:
                 store.close()
         return cls.open(final, encoder=encoder)
@@ -283,6 +290,11 @@ class Retriever:
         from .chunking import ChunkingConfig
 
         return ChunkingConfig(int(data["tokens"]), int(data["overlap"]))
+
+    @property
+    def pool_factor(self) -> int:
+        """The token pooling factor documents are indexed with (1: none); see :meth:`build`."""
+        return _pool_factor_of(self._state.manifest)
 
     def __len__(self) -> int:
         state = self._current()
@@ -553,7 +565,7 @@ class Retriever:
             gdir.mkdir()
             config = _engine_config_of(manifest, spec)
             plan = _Plan(gdir, generation, spec, self.encoder, config, self.chunking, self.has_texts, batch_size,
-                         show_progress)
+                         show_progress, _pool_factor_of(manifest))
             if self.has_texts:
                 docs = [Document(d, t, m) for d, t, m in self.store.iter_live(state.generation)]
                 if not docs:
@@ -610,7 +622,7 @@ class Retriever:
             _remove_tree(gdir)
             gdir.mkdir()
             plan = _Plan(gdir, generation, spec, self.encoder, _engine_config_of(manifest, spec), self.chunking,
-                         self.has_texts, batch_size, show_progress)
+                         self.has_texts, batch_size, show_progress, _pool_factor_of(manifest))
             chunked = plan.chunking is not None
             removed_engine_ids = [
                 eid for d in removed for eid in ([_passage_id(d, n) for n in range(existing[d][3])] if chunked else [d])
@@ -649,7 +661,8 @@ class Retriever:
             return ChangeResult(len(new), len(gone), not_found, len(replaced))
 
     def _replace_all(self, docs: list[Document], encoder: Any, spec: registry.KindSpec, engine_config: Any,
-                     chunk_config: Any, store_text: bool, batch_size: int, show_progress: bool | None) -> None:
+                     chunk_config: Any, store_text: bool, batch_size: int, show_progress: bool | None,
+                     pool_factor: int) -> None:
         """``build(..., overwrite=True)`` over an existing retriever: one commit that replaces every document and
         engine, so a crash leaves the old index or the new one."""
         with self._write_lock, WriterLock(self.path):
@@ -659,14 +672,14 @@ class Retriever:
             _remove_tree(gdir)
             gdir.mkdir()
             plan = _Plan(gdir, generation, spec, encoder, engine_config, chunk_config, store_text, batch_size,
-                         show_progress)
+                         show_progress, pool_factor)
             entry = plan.build_segment(0, docs)
             self.store.stage(generation, plan.rows(docs), self.store.live_ids(state.generation),
                              plan.field_types({}, docs))
             fsync_dir(gdir)
             self.encoder = encoder
             self._commit(state, generation, [entry], encoder=encoder, spec=spec, engine_config=engine_config,
-                         chunk_config=chunk_config, store_text=store_text)
+                         chunk_config=chunk_config, store_text=store_text, pool_factor=pool_factor)
 
     def _check_encoder(self, manifest: dict[str, Any]) -> None:
         stored = manifest.get("encoder")
@@ -688,7 +701,7 @@ class Retriever:
 
     def _commit(self, state: _State, generation: int, segments: list[dict[str, Any]], *, encoder: Any = _SAME,
                 spec: registry.KindSpec | None = None, engine_config: Any = _SAME, chunk_config: Any = _SAME,
-                store_text: bool | None = None) -> None:
+                store_text: bool | None = None, pool_factor: int | None = None) -> None:
         manifest = state.manifest
         _write_retriever_manifest(
             self.path, generation,
@@ -698,6 +711,7 @@ class Retriever:
             manifest.get("engine_config") if engine_config is _SAME else engine_config,
             manifest.get("chunking") if chunk_config is _SAME else chunk_config,
             manifest.get("store_text", True) if store_text is None else store_text,
+            _pool_factor_of(manifest) if pool_factor is None else pool_factor,
         )
         # Committed. Readers of the previous generation keep it until the next commit.
         self._state = _open_state(self.path)
@@ -709,10 +723,11 @@ class Retriever:
 
 
 class _Plan:
-    """How the engines of one new generation are written: kind, encoder, configuration, chunking."""
+    """How the engines of one new generation are written: kind, encoder, configuration, chunking, token pooling."""
 
     def __init__(self, gdir: Path, generation: int, spec: registry.KindSpec, encoder: Any, engine_config: Any,
-                 chunking: Any, store_text: bool, batch_size: int, show_progress: bool | None) -> None:
+                 chunking: Any, store_text: bool, batch_size: int, show_progress: bool | None,
+                 pool_factor: int = 1) -> None:
         self.gdir = gdir
         self.generation = generation
         self.spec = spec
@@ -722,6 +737,7 @@ class _Plan:
         self.store_text = store_text
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.pool_factor = pool_factor
         self._spans: dict[str, list[tuple[int, int]]] = {}
 
     def units(self, docs: list[Document]) -> tuple[list[str], list[str]]:
@@ -741,12 +757,16 @@ class _Plan:
         return ids, texts
 
     def encode(self, docs: list[Document]) -> tuple[list[str], Any]:
+        """Engine ids and what the engine indexes for them: every build, add, upsert and compact encodes here, so
+        this is where documents (passages, with chunking) are token-pooled."""
         ids, texts = self.units(docs)
         from ..encoders.batching import progress
 
         what = "Indexing texts" if self.encoder is None else "Encoding documents"
         with progress(len(texts), what, self.show_progress) as bar:
             items = engines.encode_documents(self.encoder, texts, batch_size=self.batch_size, bar=bar)
+        if self.pool_factor > 1:
+            items = engines.pool_documents(self.encoder, items, self.pool_factor)
         return ids, items
 
     def build_segment(self, number: int, docs: list[Document], kind: str | None = None) -> dict[str, Any]:
@@ -842,6 +862,26 @@ def _segment_entry(gdir: Path, target: Path, kind: str, stored: int, tombstones:
     return entry
 
 
+def _pool_factor(pool_factor: Any, spec: registry.KindSpec) -> int:
+    """The checked ``pool_factor`` of a build of ``spec`` (above 1 only for the kinds that pool)."""
+    from ..scoring.pooling import check_pool_factor
+
+    factor = check_pool_factor(pool_factor)
+    if factor > 1 and not spec.pooling:
+        kinds = registry.pooling_kinds()
+        raise InputError(f"token pooling (pool_factor={factor}) applies to kinds {' and '.join(kinds)}, not "
+                         f"{spec.name}; build a {' or '.join(kinds)} index or leave pool_factor at 1")
+    return factor
+
+
+def _pool_factor_of(manifest: dict[str, Any]) -> int:
+    """The pooling factor a retriever manifest records (1 for indexes written before pooling existed)."""
+    try:
+        return max(1, int(manifest.get("pool_factor") or 1))
+    except (TypeError, ValueError):
+        raise IndexFormatError("the manifest's pool_factor is not an integer; rebuild the index") from None
+
+
 def _engine_config_of(manifest: dict[str, Any], spec: registry.KindSpec) -> Any:
     data = manifest.get("engine_config")
     cls = spec.config_class()
@@ -850,7 +890,7 @@ def _engine_config_of(manifest: dict[str, Any], spec: registry.KindSpec) -> Any:
 
 def _write_retriever_manifest(directory: Path, generation: int, encoder: dict | None, spec: registry.KindSpec,
                               segments: list[dict[str, Any]], engine_config: Any, chunk_config: Any,
-                              store_text: bool) -> dict[str, Any]:
+                              store_text: bool, pool_factor: int = 1) -> dict[str, Any]:
     if engine_config is not None and not isinstance(engine_config, dict):
         engine_config = config_to_dict(engine_config)
     if chunk_config is not None and not isinstance(chunk_config, dict):
@@ -862,6 +902,7 @@ def _write_retriever_manifest(directory: Path, generation: int, encoder: dict | 
         generation=generation,
         engine_config=engine_config,
         chunking=chunk_config,
+        pool_factor=int(pool_factor),
         store_text=store_text,
         documents=DB_FILE,
         counts={"documents": sum(int(s["documents"]) for s in segments) if not chunk_config else None},
@@ -955,6 +996,11 @@ def _describe(path: Path, state: _State, store: DocStore) -> dict[str, Any]:
     out["tombstones"] = sum(len(s.tombstones) for s in state.segments)
     if len(state.segments) > 1:
         out["segment_documents"] = [s.live_count for s in state.segments]
+        vectors = [s.engine.info().get("token_vectors") for s in state.segments]
+        if all(v is not None for v in vectors):
+            out["segment_token_vectors"] = vectors
+    if registry.kind(out["kind"]).pooling:
+        out["pool_factor"] = _pool_factor_of(manifest)
     if manifest.get("chunking"):
         out["chunking"] = manifest["chunking"]
         out["passages"] = sum(s.live_count for s in state.segments)
