@@ -5,6 +5,12 @@ all-MiniLM-L6-v2, batch size and thread count, each in a fresh process so that e
 sentence-transformers is measured twice: returning token embeddings (the same work as ColBERT encoding)
 and returning its default pooled sentence embeddings.
 
+latelex is measured on each backend: torch, onnx (float32) and onnx with int8 weights. The ONNX graphs are
+exported (and verified) by a separate process first, so the measured processes load them from the cache, as every
+load after the first does; "load s" is the time to a ready encoder. sentence-transformers' own ONNX backend
+(``backend="onnx"``, and int8 through ``export_dynamic_quantized_onnx_model``) is measured when it is installed
+(it needs ``optimum[onnxruntime]``); otherwise its rows say why not.
+
     python bench/bench_encode.py                 # whole corpus (5,183 documents)
     python bench/bench_encode.py --limit 1000    # a quicker run
 """
@@ -13,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,34 +31,95 @@ from common import SHARED, machine, peak_rss_mb, print_table, scifact_texts  # n
 
 MODEL = SHARED / "models" / "all-MiniLM-L6-v2"
 
+#: latelex rows: system name -> (backend, quantize).
+LATELEX = {"latelex": ("torch", None), "latelex-onnx": ("onnx", None), "latelex-onnx-int8": ("onnx", "int8")}
+#: sentence-transformers rows: system name -> (output value, backend, int8).
+ST = {"st-tokens": ("token_embeddings", "torch", False), "st-pooled": ("sentence_embedding", "torch", False),
+      "st-onnx": ("sentence_embedding", "onnx", False), "st-onnx-int8": ("sentence_embedding", "onnx", True)}
+LABELS = {
+    "latelex": "latelex ColBERT.encode_documents (torch)",
+    "latelex-onnx": "latelex ColBERT.encode_documents (onnx fp32)",
+    "latelex-onnx-int8": "latelex ColBERT.encode_documents (onnx int8)",
+    "st-tokens": "sentence-transformers encode (token_embeddings)",
+    "st-pooled": "sentence-transformers encode (pooled)",
+    "st-onnx": "sentence-transformers encode (pooled, backend=onnx)",
+    "st-onnx-int8": "sentence-transformers encode (pooled, onnx int8)",
+}
 
-def worker(system: str, limit: int | None, batch_size: int, threads: int, max_length: int) -> dict:
+
+class Unavailable(Exception):
+    """A row that cannot be measured in this environment (the message says why)."""
+
+
+def st_onnx_model(max_length: int, int8: bool, work: Path):
+    """sentence-transformers' ONNX backend on the model (a copy in ``work``, as it writes its ONNX files beside the
+    model), int8-quantised with its own helper when ``int8``."""
+    import shutil
+
+    import importlib
+
+    try:
+        importlib.import_module("optimum.onnxruntime")
+    except ImportError as exc:
+        raise Unavailable(f"needs optimum[onnxruntime], not installed here ({exc}); optimum-onnx requires "
+                          f"transformers<4.58 and latelex needs transformers>=5") from None
+    from sentence_transformers import SentenceTransformer
+
+    folder = work / "st-model"
+    if not folder.exists():
+        shutil.copytree(MODEL, folder)
+    model = SentenceTransformer(str(folder), device="cpu", backend="onnx")
+    if int8:
+        from sentence_transformers import export_dynamic_quantized_onnx_model
+
+        export_dynamic_quantized_onnx_model(model, "avx2", str(folder))
+        model = SentenceTransformer(str(folder), device="cpu", backend="onnx",
+                                    model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"})
+    model.max_seq_length = max_length
+    return model
+
+
+def load_latelex(system: str, max_length: int):
+    from latelex.encoders.colbert import ColBERT
+
+    backend, quantize = LATELEX[system]
+    return ColBERT.from_pretrained(MODEL, doc_maxlen=max_length, query_maxlen=64, backend=backend, quantize=quantize)
+
+
+def worker(system: str, limit: int | None, batch_size: int, threads: int, max_length: int, work: Path) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     texts = scifact_texts(limit)
-    if system == "latelex":
-        from latelex.encoders.colbert import ColBERT
-
-        model = ColBERT.from_pretrained(MODEL, doc_maxlen=max_length, query_maxlen=64)
+    started = time.perf_counter()
+    if system in LATELEX:
+        model = load_latelex(system, max_length)
+        load = time.perf_counter() - started
         model.encode_documents(texts[:batch_size], batch_size=batch_size, show_progress=False)  # warm-up
         start = time.perf_counter()
         out = model.encode_documents(texts, batch_size=batch_size, show_progress=False)
         seconds = time.perf_counter() - start
         tokens = sum(int(x.shape[0]) for x in out)
     else:
-        from sentence_transformers import SentenceTransformer
+        output_value, backend, int8 = ST[system]
+        if backend == "onnx":
+            try:
+                model = st_onnx_model(max_length, int8, work)
+            except Unavailable as exc:
+                return {"system": system, "unavailable": str(exc)}
+        else:
+            from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(MODEL), device="cpu")
-        model.max_seq_length = max_length
-        output_value = "token_embeddings" if system == "st-tokens" else "sentence_embedding"
+            model = SentenceTransformer(str(MODEL), device="cpu")
+            model.max_seq_length = max_length
+        load = time.perf_counter() - started
         model.encode(texts[:batch_size], batch_size=batch_size, output_value=output_value)
         start = time.perf_counter()
         out = model.encode(texts, batch_size=batch_size, output_value=output_value, show_progress_bar=False)
         seconds = time.perf_counter() - start
         tokens = sum(int(x.shape[0]) for x in out) if system == "st-tokens" else len(out)
     return {"system": system, "docs": len(texts), "seconds": seconds, "docs_per_s": len(texts) / seconds,
-            "peak_rss_mb": peak_rss_mb(), "vectors": tokens}
+            "peak_rss_mb": peak_rss_mb(), "vectors": tokens, "load_s": load}
 
 
 def main() -> None:
@@ -59,32 +128,59 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--systems", nargs="+", choices=list(LABELS), default=list(LABELS),
+                        help="rows to measure (default: all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.limit, args.batch_size, args.threads, args.max_length)))
+    if args.prepare:  # export (and verify) a latelex ONNX graph into the cache, outside the measured process
+        import torch
+
+        torch.set_num_threads(args.threads)
+        load_latelex(args.prepare, args.max_length)
         return
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.limit, args.batch_size, args.threads, args.max_length,
+                                Path(args.work))))
+        return
+    if "latelex" not in args.systems:
+        args.systems.insert(0, "latelex")  # the reference of the ratios
     results = {}
-    for system in ("latelex", "st-tokens", "st-pooled"):
-        cmd = [sys.executable, __file__, "--worker", system, "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads), "--max-length", str(args.max_length)]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"{system} failed:\n{proc.stderr[-2000:]}")
-        results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="bench-encode-") as work:
+        # latelex's ONNX graphs of a read-only model folder go to the user cache: here, a private one
+        env = {**os.environ, "LATELEX_CACHE": os.environ.get("LATELEX_CACHE") or str(Path(work) / "cache")}
+        for system in args.systems:
+            common = ["--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                      "--max-length", str(args.max_length), "--work", work]
+            if args.limit:
+                common += ["--limit", str(args.limit)]
+            if LATELEX.get(system, ("torch",))[0] == "onnx":
+                proc = subprocess.run([sys.executable, __file__, "--prepare", system, *common], capture_output=True,
+                                      text=True, env=env)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{system} (export) failed:\n{proc.stderr[-2000:]}")
+            proc = subprocess.run([sys.executable, __file__, "--worker", system, *common], capture_output=True,
+                                  text=True, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"{system} failed:\n{proc.stderr[-2000:]}")
+            results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
     ours = results["latelex"]
-    rows = []
-    labels = {"latelex": "latelex ColBERT.encode_documents", "st-tokens": "sentence-transformers encode (token_embeddings)",
-              "st-pooled": "sentence-transformers encode (pooled)"}
+    rows, notes = [], []
     for system, r in results.items():
-        rows.append([labels[system], f"{r['docs']}", f"{r['seconds']:.1f}", f"{r['docs_per_s']:.1f}",
-                     f"{ours['docs_per_s'] / r['docs_per_s']:.2f}x", f"{r['peak_rss_mb']:.0f}",
-                     f"{r['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x"])
+        if "unavailable" in r:
+            rows.append([LABELS[system]] + ["-"] * 7)
+            notes.append(f"{LABELS[system]}: not measured: {r['unavailable']}")
+            continue
+        rows.append([LABELS[system], f"{r['docs']}", f"{r['load_s']:.1f}", f"{r['seconds']:.1f}",
+                     f"{r['docs_per_s']:.1f}", f"{ours['docs_per_s'] / r['docs_per_s']:.2f}x",
+                     f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x"])
     print(f"all-MiniLM-L6-v2 on SciFact, max {args.max_length} tokens, batch {args.batch_size}, {args.threads} threads")
     print(f"machine: {machine()}")
-    print_table(["system", "docs", "seconds", "docs/s", "latelex speed-up", "peak RSS MiB", "RSS vs latelex"], rows)
+    print_table(["system", "docs", "load s", "seconds", "docs/s", "latelex (torch) speed-up", "peak RSS MiB",
+                 "RSS vs latelex"], rows)
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,60 @@ class SpladeConfig:
             raise ConfigError("memory_budget_mb must be at least 1")
 
 
+#: Inference backends an encoder can run its forward pass on.
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+#: Quantisations the ONNX backend offers (int8: dynamic quantisation of the weight matrices).
+QUANTIZATIONS: tuple[str, ...] = ("int8",)
+#: Keys of an encoder spec that say how it runs, not what it computes: indexes ignore them when they compare encoders.
+RUNTIME_SPEC_KEYS: tuple[str, ...] = ("backend", "quantize")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which runtime computes an encoder's forward pass.
+
+    ``backend``: ``"torch"`` (the transformers model itself) or ``"onnx"`` (an exported graph run by onnxruntime,
+    verified against torch when it is exported). ``quantize``: ``None``, or ``"int8"`` (onnx only) for weights
+    quantised to int8 (faster, within a looser tolerance). Tokenisation and everything after the forward pass are
+    the same code for both backends.
+    """
+
+    backend: Literal["torch", "onnx"] = "torch"
+    quantize: Literal["int8"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {self.backend!r}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise ConfigError(f"quantize must be None or 'int8', not {self.quantize!r}")
+        if self.quantize is not None and self.backend != "onnx":
+            raise ConfigError(f"quantize={self.quantize!r} needs backend='onnx'; pass backend='onnx' or drop quantize")
+
+    def spec_fields(self) -> dict[str, Any]:
+        """What an encoder spec records about the backend: nothing for torch (so that specs from before backends
+        existed stay equal), ``backend`` and ``quantize`` for onnx."""
+        if self.backend == "torch":
+            return {}
+        return {"backend": self.backend, "quantize": self.quantize}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "BackendConfig":
+        """The backend an encoder spec records (torch when it records none)."""
+        return cls(spec.get("backend") or "torch", spec.get("quantize"))
+
+
+def same_encoder(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two encoder specs describe the same model and settings, whatever backend runs them: vectors from
+    one may be mixed with vectors from the other (the backends agree within their verified tolerance)."""
+    if a is None or b is None:
+        return a is b
+    return _identity(a) == _identity(b)
+
+
+def _identity(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}
+
+
 C = TypeVar("C")
 
 
@@ -113,7 +167,12 @@ def config_replace(config: C, **changes: Any) -> C:
 
 
 __all__ = [
+    "BACKENDS",
+    "BackendConfig",
     "PUNCTUATION",
+    "QUANTIZATIONS",
+    "RUNTIME_SPEC_KEYS",
+    "same_encoder",
     "ColBERTConfig",
     "SpladeConfig",
     "config_to_dict",

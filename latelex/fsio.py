@@ -29,6 +29,16 @@ def atomic_write(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[I
         raise
 
 
+def user_cache_dir() -> Path:
+    """latelex's per-user cache folder: ``$LATELEX_CACHE``, else ``$XDG_CACHE_HOME/latelex``, else
+    ``~/.cache/latelex`` (not created here)."""
+    if os.environ.get("LATELEX_CACHE"):
+        return Path(os.environ["LATELEX_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "latelex"
+    return Path.home() / ".cache" / "latelex"
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in 8 MiB pieces (raises OSError as ``open`` does)."""
     import hashlib

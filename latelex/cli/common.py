@@ -75,6 +75,18 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--query-model", help="SPLADE: a separate query encoder (efficient SPLADE)")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    add_backend_options(g)
+
+
+def add_backend_options(p, *, recorded: bool = False) -> None:
+    """``--backend`` and ``--quantize``; ``recorded``: their default is what the index records (search)."""
+    default = "the backend the index was built with" if recorded else "torch"
+    p.add_argument("--backend", choices=["torch", "onnx"],
+                   help=f"what runs the model: torch, or an ONNX graph with onnxruntime (exported, checked against "
+                        f"torch and cached on first use; needs latelex[onnx]) (default: {default})")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="with the onnx backend: int8 weights (faster on CPU, within a looser tolerance of torch); "
+                        "implies --backend onnx")
 
 
 # ---------------------------------------------------------------------- helpers for the handlers
@@ -106,11 +118,22 @@ def encoder_overrides(args: argparse.Namespace, family: str) -> dict[str, Any]:
     return out
 
 
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``backend`` and ``quantize`` keyword arguments from ``--backend`` / ``--quantize`` (empty when neither was
+    given); ``--quantize`` alone means the onnx backend."""
+    backend, quantize = getattr(args, "backend", None), getattr(args, "quantize", None)
+    if backend is None and quantize is None:
+        return {}
+    if quantize is not None and backend == "torch":
+        raise usage(f"--quantize {quantize} needs --backend onnx")
+    return {"backend": backend or "onnx", "quantize": quantize}
+
+
 def load_encoder(args: argparse.Namespace):
     from ..encoders import detect_family, load_encoder as load
 
     family = args.family or detect_family(args.model)
-    return load(args.model, family, device=args.device, **encoder_overrides(args, family))
+    return load(args.model, family, device=args.device, **encoder_overrides(args, family), **backend_options(args))
 
 
 def write_run(path: str, run, fmt: str) -> None:
@@ -189,16 +212,41 @@ class LegacyBM25:
         return self.index.search_queries(queries, k=k, subset=subset)
 
 
-def open_searcher(path: str, device: Any, allow_network: bool = False):
+def open_searcher(path: str, device: Any, allow_network: bool = False, backend: dict[str, Any] | None = None):
     """What ``search`` and ``mine`` search: the Retriever at ``path`` (any kind, BM25 included), or an older plain
-    BM25 index wrapped in :class:`LegacyBM25`."""
+    BM25 index wrapped in :class:`LegacyBM25`. ``backend``: :func:`backend_options` to run the index's encoder
+    on instead of the backend the index records."""
     if is_legacy_bm25_index(path):
         from ..index.bm25 import BM25Index
 
+        if backend:
+            raise usage(f"{path} is a BM25 index, which runs no model; drop --backend and --quantize")
         return LegacyBM25(BM25Index.open(path))
     from ..search.retriever import Retriever
 
-    return Retriever.open(path, device=device, allow_network=allow_network)
+    encoder = None
+    if backend:
+        encoder = _encoder_on_backend(path, device, allow_network, backend)
+    return Retriever.open(path, encoder=encoder, device=device, allow_network=allow_network)
+
+
+def _encoder_on_backend(path: str, device: Any, allow_network: bool, backend: dict[str, Any]):
+    """The encoder the index at ``path`` records, rebuilt on another backend (vectors of one model agree across
+    backends, so an index built with torch is searched with onnx and back)."""
+    from ..config import RUNTIME_SPEC_KEYS, BackendConfig
+    from ..encoders import encoder_from_spec
+    from ..index.storage import MANIFEST
+
+    try:
+        manifest = json.loads((Path(path).expanduser() / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the Retriever's own checks say what is wrong with the folder
+    spec = manifest.get("encoder") if isinstance(manifest, dict) else None
+    if not isinstance(spec, dict):
+        raise usage(f"{path} was built without a model (BM25); drop --backend and --quantize")
+    runtime = BackendConfig(backend["backend"], backend["quantize"])
+    spec = {**{k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}, **runtime.spec_fields()}
+    return encoder_from_spec(spec, device=device, allow_network=allow_network)
 
 
 def open_retriever(path: str, device: Any = None, load_encoder: bool = True):

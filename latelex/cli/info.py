@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         info = {"path": str(Path(args.index).expanduser().resolve()), **BM25Index.open(args.index, verify=args.verify).info()}
     else:
         info = Retriever.inspect(args.index, verify=args.verify)
+    encoder = info.get("encoder")
+    if isinstance(encoder, dict):  # which backend ran the model that built the index (torch when none is recorded)
+        backend = encoder.get("backend") or "torch"
+        info["encoder_backend"] = backend + (f" ({encoder['quantize']})" if encoder.get("quantize") else "")
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -14,8 +14,8 @@ import json
 import sys
 
 from ..index import registry
-from .common import (add_evaluation_options, add_verb, load_qrels, maybe_evaluate, metavar, open_searcher, usage,
-                     write_run)
+from .common import (add_backend_options, add_evaluation_options, add_verb, backend_options, load_qrels, maybe_evaluate,
+                     metavar, open_searcher, usage, write_run)
 
 #: Metadata fields printed per hit (the rest are counted).
 SHOWN_FIELDS = 3
@@ -54,6 +54,7 @@ def register(subparsers) -> None:
                    help="let the index's model be downloaded from the Hub when it is not on this machine (default: "
                         "local files only)")
     p.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")
+    add_backend_options(p, recorded=True)
     add_evaluation_options(p)
     p.set_defaults(func=run)
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain and not args.query:
         raise usage("--explain explains the hits of --query searches; use --query TEXT or drop --explain")
     qrels = load_qrels(args)  # a bad qrels file is reported before anything is searched or written
-    searcher = open_searcher(args.index, args.device, allow_network=args.allow_network)
+    searcher = open_searcher(args.index, args.device, allow_network=args.allow_network, backend=backend_options(args))
     if args.explain and not hasattr(searcher, "explain"):
         raise usage(f"{args.index} is a BM25 index from an older latelex, which cannot explain scores; rebuild it with "
                     f"`latelex index DIR --kind bm25 --collection C`")

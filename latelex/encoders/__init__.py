@@ -2,6 +2,11 @@
 
 :func:`load_encoder` picks the family from the model folder when the caller does not say;
 :func:`encoder_from_spec` rebuilds an encoder from the description stored in an index manifest.
+
+Every encoder runs its forward pass on a backend: ``"torch"`` (default) or ``"onnx"`` (``backend="onnx"``, optionally
+``quantize="int8"``): an exported graph run by onnxruntime, verified against torch and cached
+(:mod:`.onnx_backend`, :mod:`.onnx_cache`). A spec records the onnx backend; indexes do not count it when they
+compare encoders, so an index built on one backend is searched on the other.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def detect_family(name_or_path: str | os.PathLike) -> Family:
 
 
 def load_encoder(name_or_path: str | os.PathLike, family: Family | None = None, *, device: Any = None, **overrides: Any):
-    """A :class:`ColBERT` or :class:`Splade` encoder for ``name_or_path`` (family detected when not given)."""
+    """A :class:`ColBERT` or :class:`Splade` encoder for ``name_or_path`` (family detected when not given);
+    ``overrides`` go to its ``from_pretrained`` (config fields, ``backend``, ``quantize``, ...)."""
     family = family or detect_family(name_or_path)
     if family == "colbert":
         from .colbert import ColBERT

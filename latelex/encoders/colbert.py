@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from ..config import ColBERTConfig, config_from_dict, config_replace, config_to_dict
+from ..config import BackendConfig, ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
 from ..fsio import staged_folder
 from .batching import BatchCallback, batch_progress, batches_by_length
@@ -48,6 +48,7 @@ class ColBERT:
         checkpoint_format: str,
         device: torch.device,
         projection_init: dict[str, Any] | None = None,
+        runtime: BackendConfig | None = None,
     ) -> None:
         self.backbone = backbone
         self.tokenizer = tokenizer
@@ -57,7 +58,9 @@ class ColBERT:
         self.checkpoint_format = checkpoint_format
         self.device = device
         self.projection_init = projection_init
+        self.runtime = runtime or BackendConfig()
         self.lora: Any = None
+        self._graph: Any = None  # the OnnxGraph that replaces the torch forward pass (backend "onnx")
 
     # ------------------------------------------------------------------ loading
 
@@ -69,6 +72,9 @@ class ColBERT:
         config: ColBERTConfig | None = None,
         device: str | torch.device | None = None,
         revision: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        onnx_dir: str | os.PathLike | None = None,
         **overrides: Any,
     ) -> "ColBERT":
         """Load a ColBERT checkpoint (latelex, Stanford or PyLate format) or a plain transformers encoder.
@@ -76,7 +82,13 @@ class ColBERT:
         Settings come from the checkpoint (lengths, markers, similarity, query augmentation); ``config``
         replaces them wholesale and ``overrides`` (ColBERTConfig field names) replace single ones. A plain
         encoder has no projection: its vectors are the normalised hidden states, ``dim`` = hidden size.
+
+        ``backend="onnx"`` runs the backbone and projection as an ONNX graph with onnxruntime (exported, verified
+        against torch and cached on first use; see :mod:`latelex.encoders.onnx_backend`), on the CPU unless
+        ``device`` names a GPU that onnxruntime can use; ``quantize="int8"`` quantises its weights. ``onnx_dir``:
+        where to cache the graph (default: ``onnx/`` in a writable local model folder, else the user cache).
         """
+        runtime = _runtime(backend, quantize)
         model_dir = resolve_model_dir(name_or_path, revision=revision)
         checkpoint = read_checkpoint(model_dir)
         if config is None:
@@ -106,10 +118,13 @@ class ColBERT:
             projection = torch.nn.Linear(hidden, stored_dim, bias=False)
             with torch.no_grad():
                 projection.weight.copy_(checkpoint.projection)
-        source = str(model_dir) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+        local = Path(name_or_path).expanduser().exists()
+        source = str(model_dir) if local else str(name_or_path)
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
-                    device=pick_device(device))
+                    device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device), runtime=runtime)
         model._check_tokens()
+        if runtime.backend == "onnx":
+            return model._use_onnx(model_dir, local, device, onnx_dir)
         return model.to(model.device)
 
     @classmethod
@@ -122,12 +137,17 @@ class ColBERT:
         config: ColBERTConfig | None = None,
         device: str | torch.device | None = None,
         revision: str | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        onnx_dir: str | os.PathLike | None = None,
         **overrides: Any,
     ) -> "ColBERT":
         """A new ColBERT head on any transformers encoder: a bias-free projection to ``dim``, initialised from ``seed``.
 
-        This is the starting point for training, and a fixed random projection for engine tests.
+        This is the starting point for training, and a fixed random projection for engine tests. ``backend``,
+        ``quantize`` and ``onnx_dir`` are as for :meth:`from_pretrained`.
         """
+        runtime = _runtime(backend, quantize)
         model_dir = resolve_model_dir(name_or_path, revision=revision)
         config = config_replace(config or ColBERTConfig(), dim=dim, **overrides)
         backbone = load_transformer(model_dir)
@@ -137,32 +157,56 @@ class ColBERT:
         with torch.no_grad():
             bound = 1.0 / backbone.config.hidden_size**0.5
             projection.weight.copy_(torch.empty_like(projection.weight).uniform_(-bound, bound, generator=generator))
-        source = str(model_dir) if Path(name_or_path).expanduser().exists() else str(name_or_path)
+        local = Path(name_or_path).expanduser().exists()
+        source = str(model_dir) if local else str(name_or_path)
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format="new",
-                    device=pick_device(device), projection_init={"init": "uniform", "seed": seed})
+                    device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device),
+                    projection_init={"init": "uniform", "seed": seed}, runtime=runtime)
         model._check_tokens()
+        if runtime.backend == "onnx":
+            return model._use_onnx(model_dir, local, device, onnx_dir)
         return model.to(model.device)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], device: str | torch.device | None = None) -> "ColBERT":
-        """Rebuild the encoder described by :meth:`spec` (as stored in an index manifest)."""
+        """Rebuild the encoder described by :meth:`spec` (as stored in an index manifest), on the backend it
+        records (torch when it records none)."""
         if spec.get("family") != "colbert":
             raise ModelError(f"encoder spec is for {spec.get('family')!r}, not ColBERT")
         config = config_from_dict(ColBERTConfig, spec["config"])
+        runtime = BackendConfig.from_spec(spec)
+        options = dict(config=config, device=device, backend=runtime.backend, quantize=runtime.quantize)
         init = spec.get("projection_init")
         if init is not None:
-            return cls.from_backbone(spec["model"], dim=config.dim or 128, seed=int(init["seed"]), config=config, device=device)
-        return cls.from_pretrained(spec["model"], config=config, device=device)
+            return cls.from_backbone(spec["model"], dim=config.dim or 128, seed=int(init["seed"]), **options)
+        return cls.from_pretrained(spec["model"], **options)
 
     def spec(self) -> dict[str, Any]:
-        """A JSON-ready description that :meth:`from_spec` turns back into this encoder."""
+        """A JSON-ready description that :meth:`from_spec` turns back into this encoder. The onnx backend adds
+        ``backend`` and ``quantize``, which indexes record but do not count when they compare encoders."""
         out: dict[str, Any] = {"family": "colbert", "model": self.source, "config": config_to_dict(self.config)}
         if self.projection_init is not None:
             out["projection_init"] = dict(self.projection_init)
+        out.update(self.runtime.spec_fields())
         return out
 
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the forward pass."""
+        return self.runtime.backend
+
+    @property
+    def quantize(self) -> str | None:
+        """``"int8"`` for an int8-quantised ONNX graph, else None."""
+        return self.runtime.quantize
+
     def to(self, device: str | torch.device) -> "ColBERT":
-        """Move the model to ``device`` (returns self)."""
+        """Move the model to ``device`` (returns self). An onnx-backed encoder stays where it was loaded."""
+        if self._graph is not None:
+            if torch.device(device) == self.device:
+                return self
+            raise ModelError(f"an encoder on the onnx backend stays where it was loaded; load it again with "
+                             f"device={str(device)!r}")
         self.device = torch.device(device)
         self.backbone.to(self.device)
         if self.projection is not None:
@@ -208,8 +252,60 @@ class ColBERT:
             f"ColBERT(model={self.source!r}, format={self.checkpoint_format}, {head}, query_maxlen={c.query_maxlen}, "
             f"doc_maxlen={c.doc_maxlen}, markers=({c.query_marker!r}, {c.doc_marker!r}), "
             f"query_augmentation={c.query_augmentation}, attend_to_mask_tokens={c.attend_to_mask_tokens}, "
-            f"similarity={c.similarity}, skiplist={len(c.skiplist)} tokens)"
+            f"similarity={c.similarity}, skiplist={len(c.skiplist)} tokens{self._backend_repr()})"
         )
+
+    def _backend_repr(self) -> str:
+        if self.backend == "torch":
+            return ""
+        return f", backend={self.backend!r}" + (f", quantize={self.quantize!r}" if self.quantize else "")
+
+    # ------------------------------------------------------------------ onnx backend
+
+    def _use_onnx(self, model_dir: Path, local: bool, device: Any, onnx_dir: Any) -> "ColBERT":
+        """Run the forward pass as a (cached, verified) ONNX graph from now on, and free the torch weights."""
+        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights
+        from .onnx_cache import cache_folder, weights_digest
+
+        where = onnx_device(device)
+        self.backbone.float()
+        modules = [("backbone", self.backbone)]
+        if self.projection is not None:
+            self.projection.float()
+            modules.append(("projection", self.projection))
+        example = self._collate(self._token_ids(["late interaction", "a longer example text, to pad"], query=False),
+                                query=False)
+        stem = "latelex-colbert"
+        if self.projection_init is not None:
+            stem += f"-seed{int(self.projection_init['seed'])}"
+        stem += f"-{self.quantize or 'fp32'}"
+        parts = {"family": "colbert", "weights": weights_digest(modules), "inputs": list(example),
+                 "backbone_config": self.backbone.config.to_json_string(use_diff=False),
+                 "projection": None if self.projection is None else list(self.projection.weight.shape)}
+        request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
+                               cache_folder(model_dir, local, onnx_dir), stem, parts, self.source)
+        self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
+        release_weights(self.backbone, self.projection)
+        return self
+
+    def _verify_onnx(self, graph: Any):
+        """Compare ``graph``'s final token vectors (normalised, masked) with torch's on the verification texts,
+        in batches of 3 (so that batches of several lengths and a batch of one are run)."""
+        from .onnx_backend import VERIFICATION_DOCUMENTS, VERIFICATION_QUERIES, compare
+
+        def encode() -> list[torch.Tensor]:
+            return (self._encode(VERIFICATION_QUERIES, query=True, batch_size=3, show_progress=False)
+                    + self._encode(VERIFICATION_DOCUMENTS, query=False, batch_size=3, show_progress=False))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation notices about the fixed texts
+            reference = encode()
+            self._graph = graph
+            try:
+                candidate = encode()
+            finally:
+                self._graph = None
+        return compare(reference, candidate, self.quantize)
 
     # ------------------------------------------------------------------ adapters
 
@@ -219,6 +315,8 @@ class ColBERT:
         adapters and projection with ``save(path, base=...)``."""
         from .lora import LoRAConfig, add_lora
 
+        if self._graph is not None:
+            _refuse_on_onnx("take adapters")
         lora = lora or LoRAConfig()
         names = add_lora(self.backbone, lora, seed=seed)
         self.lora = lora
@@ -240,6 +338,8 @@ class ColBERT:
 
         from .lora import adapter_state_dict, has_lora, merged_state_dict
 
+        if self._graph is not None:
+            _refuse_on_onnx("be saved")
         final = Path(path).expanduser().resolve()
         if final.exists() and not overwrite:
             raise ModelError(f"{final} already exists; pass overwrite=True or choose another folder")
@@ -363,11 +463,13 @@ class ColBERT:
         return self._encode(texts, query=False, batch_size=batch_size, show_progress=show_progress, on_batch=on_batch)
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, L, dim) normalised (per config) token vectors of a tokenised batch, with gradients if enabled."""
-        kwargs = {k: v.to(self.device) for k, v in batch.items() if k in self._forward_args()}
-        hidden = self.backbone(**kwargs).last_hidden_state
-        if self.projection is not None:
-            hidden = self.projection(hidden.to(self.projection.weight.dtype))
+        """(B, L, dim) normalised (per config) token vectors of a tokenised batch, with gradients if enabled (on
+        the torch backend; the onnx backend computes the same vectors without gradients)."""
+        if self._graph is not None:
+            hidden = self._graph.run(batch)
+        else:
+            kwargs = {k: v.to(self.device) for k, v in batch.items() if k in self._forward_args()}
+            hidden = _project(self.backbone, self.projection, kwargs)
         if self.config.normalize:
             hidden = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
         return hidden
@@ -437,6 +539,46 @@ class ColBERT:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
+
+
+class _TokenVectors(torch.nn.Module):
+    """The torch forward pass that the ONNX graph replaces: token ids (B, L) to unnormalised vectors (B, L, dim)."""
+
+    def __init__(self, backbone: torch.nn.Module, projection: torch.nn.Linear | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return _project(self.backbone, self.projection, kwargs)
+
+
+def _project(backbone: torch.nn.Module, projection: torch.nn.Linear | None,
+             kwargs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Backbone hidden states (B, L, hidden), projected to (B, L, dim) when there is a projection."""
+    hidden = backbone(**kwargs).last_hidden_state
+    if projection is not None:
+        hidden = projection(hidden.to(projection.weight.dtype))
+    return hidden
+
+
+def _runtime(backend: str, quantize: str | None) -> BackendConfig:
+    """The checked backend settings; for onnx, also that onnxruntime is installed (before any model is loaded)."""
+    runtime = BackendConfig(backend, quantize)
+    if runtime.backend == "onnx":
+        from .onnx_backend import require_onnxruntime
+
+        require_onnxruntime()
+    return runtime
+
+
+def _refuse_on_onnx(what: str) -> None:
+    raise ModelError(f"this encoder runs on the onnx backend and holds no torch weights, so it cannot {what}; load it "
+                     f"with backend='torch' for that")
 
 
 def _lora_config(settings: dict[str, Any] | None, model_dir: Path):

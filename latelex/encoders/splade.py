@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import SpladeConfig, config_from_dict, config_replace, config_to_dict
+from ..config import BackendConfig, SpladeConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
 from ..fsio import staged_folder
 from ..types import SparseBatch, SparseVector
@@ -70,7 +70,8 @@ class Splade:
     Build it with :meth:`from_pretrained` (or :meth:`from_spec`); the constructor only stores its fields.
     ``model`` encodes documents, and queries too unless a separate ``query_model`` is given (Efficient SPLADE).
     ``activation`` is ``"relu"`` (log(1 + relu(x)), every SPLADE) or ``"log1p_relu"`` (log(1 + log(1 + relu(x))),
-    OpenSearch's variant, read from sentence-transformers checkpoints).
+    OpenSearch's variant, read from sentence-transformers checkpoints). ``runtime``: the backend that runs the
+    forward pass (torch unless :meth:`from_pretrained` was asked for onnx).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Splade:
         query_name: str | None = None,
         activation: str = "relu",
         device: torch.device | None = None,
+        runtime: BackendConfig | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -95,6 +97,8 @@ class Splade:
         self.query_name = query_name
         self.activation = activation
         self.device = device if device is not None else torch.device("cpu")
+        self.runtime = runtime or BackendConfig()
+        self._graphs: dict[str, Any] = {}  # "document" / "query": the OnnxGraph that replaces that model (onnx)
 
     # ------------------------------------------------------------------ loading
 
@@ -106,6 +110,9 @@ class Splade:
         query_model: str | os.PathLike | None = None,
         config: SpladeConfig | None = None,
         device: str | torch.device | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        onnx_dir: str | os.PathLike | None = None,
         **overrides: Any,
     ) -> "Splade":
         """Load a SPLADE encoder from a local folder or a Hugging Face Hub name.
@@ -115,9 +122,19 @@ class Splade:
         sentence-transformers and latelex folders) over :class:`SpladeConfig`'s defaults. ``overrides`` are
         :class:`SpladeConfig` fields applied last (``doc_top_k=200``); an unknown name raises ConfigError.
         ``device``: where the model runs (default: CUDA when available, else CPU).
+        ``backend="onnx"``: run the MLM head, activation and pooling as an ONNX graph with onnxruntime (exported,
+        verified against torch and cached on first use; see :mod:`latelex.encoders.onnx_backend`), on the CPU
+        unless ``device`` names a GPU onnxruntime can use; ``quantize="int8"`` quantises its weights;
+        ``onnx_dir``: where to cache the graphs (default: ``onnx/`` in a writable local model folder, else the
+        user cache).
         """
         if config is not None and not isinstance(config, SpladeConfig):
             raise ConfigError(f"config must be a SpladeConfig, not {type(config).__name__}")
+        runtime = BackendConfig(backend, quantize)
+        if runtime.backend == "onnx":
+            from .onnx_backend import require_onnxruntime
+
+            require_onnxruntime()
         directory = resolve_model_dir(name_or_path)
         layout = _read_layout(directory)
         settings = config_replace(config or layout.config or SpladeConfig(), **overrides)
@@ -155,20 +172,32 @@ class Splade:
             name=_spec_name(name_or_path, directory),
             query_name=q_name,
             activation=layout.activation,
+            runtime=runtime,
         )
+        if runtime.backend == "onnx":
+            local = Path(name_or_path).expanduser().exists()
+            return encoder._use_onnx(directory, local, device, onnx_dir)
         return encoder.to(pick_device(device))
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], *, device: str | torch.device | None = None) -> "Splade":
-        """Reopen the encoder described by :meth:`spec` (as stored in an index manifest)."""
+        """Reopen the encoder described by :meth:`spec` (as stored in an index manifest), on the backend it
+        records (torch when it records none)."""
         if not isinstance(spec, dict) or spec.get("family") != "splade" or "model" not in spec:
             family = spec.get("family") if isinstance(spec, dict) else None
             raise ModelError(f"not a SPLADE encoder spec (family {family!r}); pass the dict Splade.spec() returned")
         config = config_from_dict(SpladeConfig, dict(spec.get("config") or {}))
-        return cls.from_pretrained(spec["model"], query_model=spec.get("query_model"), config=config, device=device)
+        runtime = BackendConfig.from_spec(spec)
+        return cls.from_pretrained(spec["model"], query_model=spec.get("query_model"), config=config, device=device,
+                                   backend=runtime.backend, quantize=runtime.quantize)
 
     def to(self, device: str | torch.device) -> "Splade":
-        """Move the model(s) to ``device``; returns self."""
+        """Move the model(s) to ``device``; returns self. An onnx-backed encoder stays where it was loaded."""
+        if self._graphs:
+            if torch.device(device) == self.device:
+                return self
+            raise ModelError(f"an encoder on the onnx backend stays where it was loaded; load it again with "
+                             f"device={str(device)!r}")
         self.device = torch.device(device)
         self.model.to(self.device)
         if self.query_model is not None:
@@ -183,22 +212,38 @@ class Splade:
         return _output_size(self.model)
 
     def spec(self) -> dict[str, Any]:
-        """A JSON-ready description that :meth:`from_spec` reopens: family, model, query model, config."""
+        """A JSON-ready description that :meth:`from_spec` reopens: family, model, query model, config (and, on
+        the onnx backend, ``backend`` and ``quantize``, which indexes record but do not count when they compare
+        encoders)."""
         return {
             "family": "splade",
             "model": self.name,
             "query_model": self.query_name,
             "config": config_to_dict(self.config),
+            **self.runtime.spec_fields(),
         }
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the forward pass."""
+        return self.runtime.backend
+
+    @property
+    def quantize(self) -> str | None:
+        """``"int8"`` for int8-quantised ONNX graphs, else None."""
+        return self.runtime.quantize
 
     def __repr__(self) -> str:
         c = self.config
         query = ""
         if self.query_model is not None:
             query = f", query_model={self.query_name or 'bundled'!r}"
+        backend = "" if self.backend == "torch" else f", backend={self.backend!r}"
+        if self.quantize:
+            backend += f", quantize={self.quantize!r}"
         return (
             f"Splade(model={self.name!r}{query}, pooling={c.pooling!r}, query_maxlen={c.query_maxlen}, "
-            f"doc_maxlen={c.doc_maxlen}, vocab_size={self.vocab_size}, device={str(self.device)!r})"
+            f"doc_maxlen={c.doc_maxlen}, vocab_size={self.vocab_size}, device={str(self.device)!r}{backend})"
         )
 
     def explain(self, vector: SparseVector, top: int | None = None) -> list[tuple[str, float]]:
@@ -300,24 +345,61 @@ class Splade:
         """Pooled SPLADE weights (B, V) float32 of token ids (B, L) with attention mask (B, L).
 
         The only (B, L, V) tensors are the logits and their float32 copy (the same tensor on CPU); the caller
-        sizes B so that B * L * V * 4 bytes stays within the memory budget.
+        sizes B so that B * L * V * 4 bytes stays within the memory budget. On the onnx backend the model's
+        graph computes the same pooled weights.
         """
-        logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, L, V)
-        if self.config.pooling == "max":
-            # log1p(relu(.)) is monotone, so max-pool the logits first and transform only (B, V): two passes over
-            # the (B, L, V) tensor instead of five. Padding becomes -inf, which relu turns into 0.
-            pooled = logits.float().masked_fill_(~mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
-            return self._activate(pooled)
-        weights = self._activate(logits.float())
-        weights.mul_(mask.unsqueeze(-1).to(weights.dtype))  # padding -> 0
-        return weights.sum(dim=1)
+        graph = self._graphs.get("query" if model is self.query_model else "document")
+        if graph is not None:
+            return graph.run({"input_ids": input_ids, "attention_mask": mask})
+        return _pool_weights(model, input_ids, mask, self.config.pooling, self.activation)
 
-    def _activate(self, x: torch.Tensor) -> torch.Tensor:
-        """log(1 + relu(x)) in place (twice for the ``log1p_relu`` activation); -inf maps to 0."""
-        x.relu_().log1p_()
-        if self.activation == "log1p_relu":
-            x.log1p_()
-        return x
+    # ------------------------------------------------------------------ onnx backend
+
+    def _use_onnx(self, directory: Path, local: bool, device: Any, onnx_dir: Any) -> "Splade":
+        """Run each model's forward pass, activation and pooling as a (cached, verified) ONNX graph from now on,
+        and free the torch weights."""
+        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights
+        from .onnx_cache import cache_folder, weights_digest
+
+        where = onnx_device(device)
+        self.device = torch.device("cpu")
+        folder = cache_folder(directory, local, onnx_dir)
+        parts = [("document", self.model, self.tokenizer)]
+        if self.query_model is not None:
+            parts.append(("query", self.query_model, self.query_tokenizer))
+        for part, model, tokenizer in parts:
+            model.float()
+            rows = _tokenize(tokenizer, ["learned sparse", "a longer example text, to pad"], 512, False)[0]
+            input_ids, mask = _pad(rows, int(tokenizer.pad_token_id), self.device)
+            example = {"input_ids": input_ids, "attention_mask": mask}
+            stem = f"latelex-splade-{part}-{self.config.pooling}-{self.activation}-{self.quantize or 'fp32'}"
+            key = {"family": "splade", "part": part, "weights": weights_digest([(part, model)]),
+                   "model_config": model.config.to_json_string(use_diff=False), "inputs": list(example),
+                   "pooling": self.config.pooling, "activation": self.activation}
+            module = _PooledWeights(model, self.config.pooling, self.activation)
+            request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory))
+            self._graphs[part] = load_graph(
+                request, self.quantize, where,
+                lambda graph, model=model, tokenizer=tokenizer: self._verify_onnx(graph, model, tokenizer))
+        release_weights(self.model, self.query_model)
+        return self
+
+    def _verify_onnx(self, graph: Any, model: torch.nn.Module, tokenizer: Any):
+        """Compare ``graph``'s pooled weights (B, V) with torch's on the verification queries and documents, in
+        batches of 3 (so that batches of several lengths and a batch of one are run). Sparsification (threshold,
+        top-k) is the same code after either backend."""
+        from .onnx_backend import VERIFICATION_DOCUMENTS, VERIFICATION_QUERIES, compare
+
+        texts = list(VERIFICATION_QUERIES) + list(VERIFICATION_DOCUMENTS)
+        limit = min(self.config.doc_maxlen, _length_limit(model, tokenizer))
+        rows = _tokenize(tokenizer, texts, limit, False)[0]
+        reference, candidate = [], []
+        with torch.inference_mode():
+            for start in range(0, len(rows), 3):
+                input_ids, mask = _pad(rows[start : start + 3], int(tokenizer.pad_token_id), self.device)
+                reference.append(_pool_weights(model, input_ids, mask, self.config.pooling, self.activation))
+                candidate.append(graph.run({"input_ids": input_ids, "attention_mask": mask}))
+        return compare(reference, candidate, self.quantize)
 
     # ------------------------------------------------------------------ saving
 
@@ -328,6 +410,9 @@ class Splade:
         Returns the absolute path. :meth:`from_pretrained` reads the folder back to identical vectors; it is
         also a plain transformers ``*ForMaskedLM`` folder.
         """
+        if self._graphs:
+            raise ModelError("this encoder runs on the onnx backend and holds no torch weights, so it cannot be saved; "
+                             "load it with backend='torch' for that")
         final = Path(path).expanduser().resolve()
         if final.exists() and not overwrite:
             raise InputError(f"{final} already exists; pass overwrite=True or choose another path")
@@ -350,6 +435,45 @@ class Splade:
                 f.flush()
                 os.fsync(f.fileno())
         return final
+
+
+# ---------------------------------------------------------------------- the forward pass
+
+
+def _pool_weights(model: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, pooling: str,
+                  activation: str) -> torch.Tensor:
+    """Pooled SPLADE weights (B, V) float32 of token ids (B, L) with attention mask (B, L): the forward pass that
+    both backends run (the onnx backend as an exported graph of this function)."""
+    logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, L, V)
+    if pooling == "max":
+        # log1p(relu(.)) is monotone, so max-pool the logits first and transform only (B, V): two passes over
+        # the (B, L, V) tensor instead of five. Padding becomes -inf, which relu turns into 0.
+        pooled = logits.float().masked_fill_(~mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
+        return _activate(pooled, activation)
+    weights = _activate(logits.float(), activation)
+    weights.mul_(mask.unsqueeze(-1).to(weights.dtype))  # padding -> 0
+    return weights.sum(dim=1)
+
+
+def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """log(1 + relu(x)) in place (twice for the ``log1p_relu`` activation); -inf maps to 0."""
+    x.relu_().log1p_()
+    if activation == "log1p_relu":
+        x.log1p_()
+    return x
+
+
+class _PooledWeights(torch.nn.Module):
+    """:func:`_pool_weights` of one model as a module, for export: (B, L) token ids and mask to (B, V) weights."""
+
+    def __init__(self, model: torch.nn.Module, pooling: str, activation: str) -> None:
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        self.activation = activation
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return _pool_weights(self.model, input_ids, attention_mask, self.pooling, self.activation)
 
 
 # ---------------------------------------------------------------------- checkpoint layouts

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..config import same_encoder
 from ..errors import DuplicateIdError, IndexFormatError, InputError
 from ..fsio import file_sha256
 from ..scoring.maxsim import SIMILARITIES
@@ -131,13 +132,14 @@ def check_encoder(encoder: Any) -> dict | None:
 
 def check_same_encoder(recorded: dict | None, given: Any, path: Any) -> None:
     """Refuse vectors for an index built by another encoder: ``given`` (the spec of the encoder that made the new
-    vectors) must equal the ``recorded`` spec; an index that records an encoder needs ``given``."""
+    vectors) must equal the ``recorded`` spec, except for the backend that ran it (torch or onnx, see
+    :func:`latelex.config.same_encoder`); an index that records an encoder needs ``given``."""
     if recorded is None:
         return
     if given is None:
         raise InputError(f"{path} was built with {recorded.get('model', 'an encoder')}; pass encoder=<that encoder's "
                          f"spec()> with new vectors, so that another model's vectors cannot be mixed in")
-    if check_encoder(given) != recorded:
+    if not same_encoder(check_encoder(given), recorded):  # the backend that ran the model does not count
         raise InputError(f"these vectors come from a different encoder than {path} was built with; "
                          "encode them with the index's encoder or rebuild the index")
 

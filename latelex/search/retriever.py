@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from ..config import config_from_dict, config_to_dict
+from ..config import config_from_dict, config_to_dict, same_encoder
 from ..errors import DuplicateIdError, IndexFormatError, InputError, LatelexError
 from ..index import registry, storage
 from ..index.commit import WriterLock, commit_manifest, fsync_dir, link_tree
@@ -683,7 +683,7 @@ class Retriever:
 
     def _check_encoder(self, manifest: dict[str, Any]) -> None:
         stored = manifest.get("encoder")
-        if self.encoder is not None and stored is not None and self.encoder.spec() != stored:
+        if self.encoder is not None and stored is not None and not same_encoder(self.encoder.spec(), stored):
             raise InputError(f"{self.path} was built with another encoder ({stored.get('model')}) than the one given "
                              f"({self.encoder.spec().get('model')}); open it without encoder= to add documents")
 

@@ -171,6 +171,9 @@ class Trainer:
         """
         if not isinstance(config, cls.config_type):
             raise ConfigError(f"{cls.__name__} takes a {cls.config_type.__name__}, not {type(config).__name__}")
+        if getattr(encoder, "backend", "torch") != "torch":
+            raise ConfigError(f"training needs the torch backend, not {encoder.backend!r}; load the encoder with "
+                              f"backend='torch'")
         if not isinstance(data, TrainingData):
             raise InputError(f"data must be a TrainingData, not {type(data).__name__}")
         if data.nway != config.nway:

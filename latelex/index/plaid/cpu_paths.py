@@ -94,11 +94,9 @@ def override() -> str:
 
 def cache_dir() -> Path:
     """``$LATELEX_CACHE``, else ``$XDG_CACHE_HOME/latelex``, else ``~/.cache/latelex`` (not created here)."""
-    if os.environ.get("LATELEX_CACHE"):
-        return Path(os.environ["LATELEX_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "latelex"
-    return Path.home() / ".cache" / "latelex"
+    from ...fsio import user_cache_dir
+
+    return user_cache_dir()
 
 
 @lru_cache(maxsize=1)
