@@ -198,6 +198,20 @@ def test_explain_endpoint_and_search_explanations_are_the_library_s(server, buil
     local.close()
 
 
+def test_the_server_can_run_the_models_on_onnx(built, models):
+    pytest.importorskip("onnxruntime")
+    from latelex.config import BackendConfig
+
+    colbert, _ = models
+    config = ServerConfig(indexes={"flat": str(built["flat"])}, backend=BackendConfig("onnx"))
+    with running_server(config) as (url, service):
+        assert service.retrievers["flat"].encoder.backend == "onnx"
+        got = httpx.post(f"{url}/indexes/flat/search", json={"query": "cancer risk study", "k": 5}).json()["hits"]
+    want = Retriever.open(built["flat"], encoder=colbert).search("cancer risk study", k=5)
+    assert [h["id"] for h in got] == [h.doc_id for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h.score for h in want], abs=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 

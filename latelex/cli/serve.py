@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_verb, usage
+from .common import add_backend_options, add_verb, backend_options, usage
 
 API_KEY_ENV = "LATELEX_API_KEY"
 
@@ -31,10 +31,12 @@ def register(subparsers) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0,
                    help="how long a query waits to be encoded with concurrent ones (default: 2 ms; 0: no batching wait)")
     p.add_argument("--device", help="torch device for the models (default: cpu, or cuda when available)")
+    add_backend_options(p, recorded=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import BackendConfig
     from ..server import Limits, ServerConfig, serve
     from ..server.service import index_names
 
@@ -56,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
             raise usage(f"--{name.replace('_', '-')} must be at least 1")
     limits = Limits(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch=args.max_batch,
                     max_documents=args.max_documents, max_k=args.max_k, max_concurrent=args.max_concurrent)
+    runtime = backend_options(args)
     config = ServerConfig(indexes=index_names(args.indexes), model=args.model, api_key=key,
                           protect_search=args.protect_search, limits=limits, batch_wait_ms=args.batch_wait_ms,
-                          device=args.device)
+                          device=args.device, backend=BackendConfig(**runtime) if runtime else None)
     serve(config, host=args.host, port=args.port, log_level="warning" if getattr(args, "quiet", False) else "info")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Limits", "ServerConfig"]
 
@@ -38,7 +39,8 @@ class ServerConfig:
     set, write endpoints (and, with ``protect_search``, every endpoint but ``/health`` and the page) require it as
     ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. ``batch_wait_ms`` / ``batch_queries``: concurrent
     searches are encoded together, the first query waiting at most ``batch_wait_ms`` for others, up to
-    ``batch_queries`` queries a batch.
+    ``batch_queries`` queries a batch. ``backend``: a :class:`~latelex.config.BackendConfig` to run every index's
+    model on (e.g. onnx with int8 weights) instead of the backend each index records.
     """
 
     indexes: dict[str, str] = field(default_factory=dict)
@@ -49,3 +51,4 @@ class ServerConfig:
     batch_wait_ms: float = 2.0
     batch_queries: int = 32
     device: str | None = None
+    backend: Any = None

@@ -57,6 +57,7 @@ class Service:
     def open(cls, config: ServerConfig) -> "Service":
         """Open every index of ``config`` (one load per distinct model) and the extra ``model`` if any; a missing
         or damaged index is a one-line error here, before the server listens."""
+        from ..config import RUNTIME_SPEC_KEYS
         from ..encoders import encoder_from_spec
         from ..search.retriever import Retriever
 
@@ -65,6 +66,8 @@ class Service:
         for name, path in config.indexes.items():
             spec = Retriever.inspect(path).get("encoder")
             encoder = None
+            if spec is not None and config.backend is not None:
+                spec = {**{k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}, **config.backend.spec_fields()}
             if spec is not None:
                 key = json.dumps(spec, sort_keys=True)
                 if key not in encoders:
@@ -75,7 +78,9 @@ class Service:
         if config.model is not None:
             from ..encoders.colbert import ColBERT
 
-            model = ColBERT.from_pretrained(config.model, device=config.device)
+            runtime = {} if config.backend is None else {"backend": config.backend.backend,
+                                                         "quantize": config.backend.quantize}
+            model = ColBERT.from_pretrained(config.model, device=config.device, **runtime)
         return cls(config, retrievers, model)
 
     def start(self) -> None:
