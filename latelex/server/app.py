@@ -356,7 +356,7 @@ def create_app(service: Service) -> FastAPI:
                                      f"{limits.max_documents}")
         retriever = service.retriever(name)
         docs = [Document(d.id, d.text, d.metadata) for d in body.documents]
-        result = retriever.upsert(docs) if body.upsert else retriever.add(docs)
+        result = service.write(name, "upsert" if body.upsert else "add", docs=docs)
         return _change(result, retriever)
 
     @app.delete("/indexes/{name}/documents", response_model=ChangeOut, dependencies=[Depends(write_access)])
@@ -365,7 +365,7 @@ def create_app(service: Service) -> FastAPI:
         if len(body.ids) > limits.max_documents:
             raise HTTPException(422, f"{len(body.ids)} ids in one request; the limit is {limits.max_documents}")
         retriever = service.retriever(name)
-        return _change(retriever.delete(body.ids), retriever)
+        return _change(service.write(name, "delete", ids=body.ids), retriever)
 
     @app.get("/indexes/{name}/documents/{doc_id:path}", response_model=DocumentOut,
              dependencies=[Depends(read_access)])

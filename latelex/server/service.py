@@ -2,8 +2,8 @@
 
 :class:`Service` is the one object behind every endpoint. It opens each index once, loads each distinct model once
 (indexes built with the same encoder share it), and encodes concurrent searches' queries together
-(:mod:`latelex.server.batching`). Writes go through each index's :class:`~latelex.search.retriever.Retriever`, whose
-writer lock makes them one at a time while searches keep reading the last committed generation.
+(:mod:`latelex.server.batching`). Writes go through one writer thread per index, which commits the adds that arrive
+together in one commit (:mod:`latelex.server.writes`), while searches keep reading the last committed generation.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..errors import InputError, LatelexError
 from .batching import QueryBatcher
 from .config import ServerConfig
+from .writes import GroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Service:
         self.retrievers = retrievers
         self.model = model
         self.batcher = QueryBatcher(wait_ms=config.batch_wait_ms, max_queries=config.batch_queries)
+        self.writers = {name: GroupWriter(r, max_documents=config.limits.max_documents)
+                        for name, r in retrievers.items()}
 
     @classmethod
     def open(cls, config: ServerConfig) -> "Service":
@@ -85,9 +88,13 @@ class Service:
 
     def start(self) -> None:
         self.batcher.start()
+        for writer in self.writers.values():
+            writer.start()
 
     def close(self) -> None:
         self.batcher.close()
+        for writer in self.writers.values():
+            writer.close()
         for retriever in self.retrievers.values():
             retriever.close()
 
@@ -114,6 +121,12 @@ class Service:
             if retriever.encoder is not None and retriever.encoder.spec()["family"] == "colbert":
                 return retriever.encoder
         raise LatelexError("this server has no ColBERT model: serve a ColBERT index or start it with --model")
+
+    def write(self, name: str, op: str, *, docs: list | None = None, ids: list | None = None) -> Any:
+        """Add, upsert (``docs``) or delete (``ids``) through the index's group-commit writer; returns the request's
+        own ChangeResult once its commit is durable."""
+        self.retriever(name)
+        return self.writers[name].submit(op, docs=docs, ids=ids)
 
     # ------------------------------------------------------------------ search
 
