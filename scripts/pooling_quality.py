@@ -61,6 +61,8 @@ def main() -> int:
                                                   "those with a relevant document among them)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="encoder backend (default torch)")
+    parser.add_argument("--quantize", choices=("int8",), help="with --backend onnx: int8 weights")
     parser.add_argument("--work", type=Path, help="where to build the indexes (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
@@ -88,7 +90,8 @@ def main() -> int:
         queries = {q: t for q, t in queries.items() if q in qrels}
         if not qrels:
             raise SystemExit(f"no test query has a relevant document among the first {args.limit}; raise --limit")
-    encoder = CachingEncoder(ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device=args.device))
+    encoder = CachingEncoder(ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device=args.device, backend=args.backend,
+                                                     quantize=args.quantize))
 
     started = time.perf_counter()
     vectors = encoder.encode_documents([d.text for d in docs], batch_size=args.batch_size, show_progress=True)
