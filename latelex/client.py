@@ -203,14 +203,10 @@ class Client:
 
     def delete(self, doc_ids: Iterable[str]) -> "ChangeResult":
         """Delete documents by id; ids not in the index are counted in ``not_found`` (not an error)."""
+        from .search.documents import as_ids
         from .search.retriever import ChangeResult
 
-        if isinstance(doc_ids, str):
-            raise InputError("doc_ids must be a list of document ids, not a single string")
-        ids = list(dict.fromkeys(doc_ids))
-        for i, d in enumerate(ids):
-            if not isinstance(d, str):
-                raise InputError(f"document id at position {i} is a {type(d).__name__}, not a string")
+        ids = as_ids(doc_ids)
         total = ChangeResult()
         for chunk in _chunks(ids, self.max_documents):
             total = _sum(total, self._request("DELETE", self._path("documents"), {"ids": chunk}))

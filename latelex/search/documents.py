@@ -58,3 +58,15 @@ def as_documents(items: Iterable[Any], metadata: Mapping[str, dict] | None = Non
             doc = Document(doc.id, doc.text, {**(doc.metadata or {}), **(extra or {})})
         docs.append(doc)
     return docs
+
+
+def as_ids(doc_ids: Iterable[Any]) -> list[str]:
+    """``doc_ids`` as a list of distinct id strings, in order (what ``delete`` takes); a single string or a
+    non-string id is an :class:`InputError`."""
+    if isinstance(doc_ids, str):
+        raise InputError("doc_ids must be a list of document ids, not a single string")
+    ids = list(dict.fromkeys(doc_ids))
+    for i, d in enumerate(ids):
+        if not isinstance(d, str):
+            raise InputError(f"document id at position {i} is a {type(d).__name__}, not a string")
+    return ids

@@ -48,7 +48,7 @@ from ..index.ids import query_pairs
 from ..types import Document, Hit, Run
 from . import engines
 from .docstore import DB_FILE, DocStore
-from .documents import as_documents
+from .documents import as_documents, as_ids
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -541,12 +541,7 @@ class Retriever:
 
     def delete(self, doc_ids: Iterable[str]) -> ChangeResult:
         """Delete documents by id; ids not in the index are counted in ``not_found`` (not an error). Atomic."""
-        if isinstance(doc_ids, str):
-            raise InputError("doc_ids must be a list of document ids, not a single string")
-        ids = list(dict.fromkeys(doc_ids))
-        for i, d in enumerate(ids):
-            if not isinstance(d, str):
-                raise InputError(f"document id at position {i} is a {type(d).__name__}, not a string")
+        ids = as_ids(doc_ids)
         return self._change([], ids, replace=False)
 
     def compact(self, *, batch_size: int = 32, show_progress: bool | None = None) -> "Retriever":

@@ -289,6 +289,13 @@ def create_app(service: Service) -> FastAPI:
                 raise HTTPException(422, f"query {i} has {len(text)} characters; the limit is "
                                          f"{limits.max_query_chars}")
 
+    def _check_texts(texts: list[str], counted: str, each: str) -> None:
+        if len(texts) > limits.max_batch:
+            raise HTTPException(422, f"{len(texts)} {counted}; the limit is {limits.max_batch}")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InputError(f"{each} {i} is empty")
+
     def _check_k(k: int | None) -> None:
         if k is not None and k > limits.max_k:
             raise HTTPException(422, f"k={k} is over the limit of {limits.max_k}")
@@ -383,11 +390,7 @@ def create_app(service: Service) -> FastAPI:
 
         _check_queries([body.query])
         _check_k(body.k)
-        if len(body.documents) > limits.max_batch:
-            raise HTTPException(422, f"{len(body.documents)} documents to re-rank; the limit is {limits.max_batch}")
-        for i, text in enumerate(body.documents):
-            if not text.strip():
-                raise InputError(f"document {i} is empty")
+        _check_texts(body.documents, "documents to re-rank", "document")
         encoder = service.encoder_for(body.index, colbert=True)
         ids = [str(i) for i in range(len(body.documents))]
         run = rerank_run(encoder, {"q": body.query}, {"q": ids}, dict(zip(ids, body.documents)), k=body.k,
@@ -398,11 +401,7 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/encode", response_model=EncodeResponse, dependencies=[Depends(read_access)])
     def encode(body: EncodeRequest) -> dict[str, Any]:
         """Token vectors (ColBERT) or sparse vectors (SPLADE) of texts, for clients that store them elsewhere."""
-        if len(body.texts) > limits.max_batch:
-            raise HTTPException(422, f"{len(body.texts)} texts in one request; the limit is {limits.max_batch}")
-        for i, text in enumerate(body.texts):
-            if not text.strip():
-                raise InputError(f"text {i} is empty")
+        _check_texts(body.texts, "texts in one request", "text")
         encoder = service.encoder_for(body.index, colbert=False)
         run = encoder.encode_queries if body.input == "query" else encoder.encode_documents
         encoded = run(body.texts, show_progress=False)
