@@ -88,3 +88,20 @@ def scifact_builtin():
     data = BeirDataset(scifact, split="test")
     encoder = CachingEncoder(ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu"))
     return encoder, list(read_collection_documents(scifact)), dict(data.queries()), data.qrels()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster for the session: a head started by ``ray.init`` with 4 logical CPUs (on 2 cores:
+    enough slots for two encoder workers or a few shard actors), no dashboard; shut down at the end. Yields the
+    ``ray`` module. Skips when Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="latelex-tests",
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
