@@ -55,43 +55,6 @@ FILTERS = (("no filter", None, 1.0), ("where bucket < 50", "bucket < 50", 0.5),
            ("where bucket < 10", "bucket < 10", 0.1), ("where bucket = 0", "bucket = 0", 0.01))
 
 
-class CachingEncoder:
-    """The encoder with each document text's vectors remembered (every text is encoded once; ``encode_seconds``
-    sums the time of the real encoding) and, while ``cache_queries`` is set, each query's too."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self._docs: dict = {}
-        self._queries: dict = {}
-        self.cache_queries = False
-        self.encode_seconds = 0.0
-        self.encoded = 0
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def encode_documents(self, texts, *, batch_size=32, show_progress=None, on_batch=None):
-        missing = [t for t in dict.fromkeys(texts) if t not in self._docs]
-        if missing:
-            start = time.perf_counter()
-            vectors = self._inner.encode_documents(missing, batch_size=batch_size, show_progress=False)
-            self.encode_seconds += time.perf_counter() - start
-            self.encoded += len(missing)
-            self._docs.update(zip(missing, vectors))
-        if on_batch is not None:
-            on_batch(len(texts))
-        return [self._docs[t] for t in texts]
-
-    def encode_queries(self, texts, *, batch_size=64, show_progress=None):
-        if not self.cache_queries:
-            return self._inner.encode_queries(texts, batch_size=batch_size, show_progress=show_progress)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._queries]
-        if missing:
-            self._queries.update(zip(missing, self._inner.encode_queries(missing, batch_size=batch_size,
-                                                                          show_progress=False)))
-        return [self._queries[t] for t in texts]
-
-
 def cpu_line() -> str:
     flags: set[str] = set()
     try:
@@ -146,6 +109,7 @@ def main() -> None:
     from latelex import ColBERT
     from latelex.data.auto import read_collection_documents
     from latelex.data.beir import BeirDataset
+    from latelex.encoders.caching import CachingEncoder
     from latelex.index.plaid import PlaidConfig, PlaidIndex
     from latelex.models import DEFAULT_COLBERT_MODEL
     from latelex.search.retriever import Retriever

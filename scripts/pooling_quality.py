@@ -33,26 +33,6 @@ TARGET_DELTA = 0.005
 TARGET_BYTES = 0.55
 
 
-class CachingEncoder:
-    """Delegates to ``inner`` but encodes each distinct document text once (every factor reuses the vectors)."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self._cache: dict = {}
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def encode_documents(self, texts, *, batch_size=32, show_progress=None, on_batch=None):
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            vectors = self._inner.encode_documents(missing, batch_size=batch_size, show_progress=show_progress)
-            self._cache.update(zip(missing, vectors))
-        if on_batch is not None:
-            on_batch(len(texts))
-        return [self._cache[t] for t in texts]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 2, 3], help="pool factors (default 1 2 3)")
@@ -71,6 +51,7 @@ def main() -> int:
     from latelex import ColBERT, Retriever
     from latelex.data.auto import read_collection_documents
     from latelex.data.beir import BeirDataset
+    from latelex.encoders.caching import CachingEncoder
     from latelex.evaluate import evaluate
     from latelex.index.plaid import PlaidConfig
     from latelex.models import DEFAULT_COLBERT_MODEL

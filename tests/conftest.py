@@ -54,27 +54,6 @@ def scifact_minilm_cache(tmp_path_factory) -> Path:
     return cache
 
 
-class CachingEncoder:
-    """An encoder that remembers each document text's vectors, so that data tests which build several indexes of
-    one corpus (updated against rebuilt, before and after compaction) encode it once. Everything else is delegated."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self._cache: dict = {}
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def encode_documents(self, texts, *, batch_size=32, show_progress=None, on_batch=None):
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            vectors = self._inner.encode_documents(missing, batch_size=batch_size, show_progress=False)
-            self._cache.update(zip(missing, vectors))
-        if on_batch is not None:
-            on_batch(len(texts))
-        return [self._cache[t] for t in texts]
-
-
 @pytest.fixture(scope="session")
 def scifact_builtin():
     """(encoder, corpus documents, test queries, test qrels): SciFact with the built-in model behind a
@@ -82,6 +61,7 @@ def scifact_builtin():
     from latelex import ColBERT
     from latelex.data.auto import read_collection_documents
     from latelex.data.beir import BeirDataset
+    from latelex.encoders.caching import CachingEncoder
     from latelex.models import DEFAULT_COLBERT_MODEL
 
     scifact = shared_path("datasets", "scifact")
