@@ -9,6 +9,7 @@ Run as ``python tests/crash_trials.py worker INDEX KIND OP MODEL`` for the child
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -88,6 +89,8 @@ def worker(index: str, kind: str, op: str, models_json: str) -> None:
     retriever = None if op == "build" else Retriever.open(index, encoder=encoder)
     docs, gone = change(op)
     print("READY", flush=True)
+    if os.environ.get("LATELEX_WORKER_WAIT"):  # fault injection attaches strace now, then says go
+        sys.stdin.readline()
     if op == "add":
         retriever.add(docs)
     elif op == "delete":

@@ -1,7 +1,9 @@
-"""Kill a change at every fsync, rename and unlink it makes: the child runs under strace, which sends it SIGKILL
-at the N-th call of one system call (``-e inject=SYSCALL:signal=SIGKILL:when=N``); the parent then checks the
-index as the kill -9 trials do (crash_trials.check: opens, verifies, old or new state exactly, vectors from their
-own texts, one more change goes through).
+"""Kill a change at every fsync, rename and unlink it makes: strace, attached to the child once it has loaded its
+model and opened the index (``-p PID``: the imports before run at full speed, not stopped at each of their
+thousands of calls), sends it SIGKILL at the N-th call of one system call
+(``-e inject=SYSCALL:signal=SIGKILL:when=N``); the parent then checks that the kill happened and the index as the
+kill -9 trials do (crash_trials.check: opens, verifies, old or new state exactly, vectors from their own texts,
+one more change goes through).
 
 Used by tests/test_fault_injection.py (a bounded subset) and scripts/fault_injection.py (every point).
 """
@@ -36,23 +38,39 @@ def _prepare(root: Path, kind: str, op: str, models: dict[str, str], name: str) 
     return index
 
 
-def _command(index: Path, kind: str, op: str, models: dict[str, str], strace: list[str]) -> list[str]:
-    # --seccomp-bpf: the child stops only at the traced calls, not at each of the thousands an import makes (4x faster)
-    return ["strace", "-f", "-qq", "--seccomp-bpf", *strace, sys.executable, str(WORKER), "worker", str(index), kind, op, json.dumps(models)]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+def _traced(index: Path, kind: str, op: str, models: dict[str, str], strace: list[str]) -> tuple[str, int]:
+    """Run the change in a child under ``strace -f -p`` (attached after its READY, before its change); returns the
+    child's stdout and exit status (-9: killed)."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LATELEX_WORKER_WAIT": "1"}
+    child = subprocess.Popen([sys.executable, str(WORKER), "worker", str(index), kind, op, json.dumps(models)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdin is not None and child.stdout is not None
+    ready = child.stdout.readline()
+    if ready.strip() != "READY":
+        child.kill()
+        _, err = child.communicate()
+        raise RuntimeError(f"the {op} worker failed to start: {err[-2000:]}")
+    tracer = subprocess.Popen(["strace", "-f", *strace, "-p", str(child.pid)], stderr=subprocess.PIPE, text=True)
+    assert tracer.stderr is not None
+    attached = tracer.stderr.readline()  # "strace: Process N attached with T threads"
+    if "attached" not in attached:
+        child.kill()
+        tracer.kill()
+        raise RuntimeError(f"strace could not attach: {attached.strip()}")
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    out, _ = child.communicate(timeout=900)
+    tracer.communicate(timeout=60)
+    return out, child.returncode
 
 
 def count_calls(root: Path, kind: str, op: str, models: dict[str, str]) -> dict[str, int]:
     """How many times an uninterrupted run of ``op`` calls each system call of :data:`SYSCALLS`."""
     index = _prepare(root, kind, op, models, f"count-{kind}-{op}")
     log = root / f"count-{kind}-{op}.strace"
-    done = subprocess.run(_command(index, kind, op, models, ["-o", str(log), "-e", "trace=" + ",".join(SYSCALLS)]),
-                          capture_output=True, text=True, env=_env(), timeout=900)
-    if "DONE" not in done.stdout:
-        raise RuntimeError(f"the {op} worker failed: {done.stderr[-2000:]}")
+    out, status = _traced(index, kind, op, models, ["-o", str(log), "-e", "trace=" + ",".join(SYSCALLS)])
+    if "DONE" not in out or status != 0:
+        raise RuntimeError(f"the {op} worker failed (exit {status})")
     counts: dict[str, int] = {}
     for line in log.read_text().splitlines():
         match = re.match(r"^(?:\d+\s+)?(\w+)\(", line)
@@ -62,12 +80,14 @@ def count_calls(root: Path, kind: str, op: str, models: dict[str, str]) -> dict[
 
 
 def inject(root: Path, kind: str, op: str, models: dict[str, str], syscall: str, nth: int) -> str:
-    """Kill the change at the ``nth`` call of ``syscall``; returns crash_trials.check's outcome."""
+    """Kill the change at the ``nth`` call of ``syscall``; returns crash_trials.check's outcome, or says that the
+    child was not killed (the injection missed: a bad outcome, never counted as old or new)."""
     index = _prepare(root, kind, op, models, f"inject-{kind}-{op}")
-    done = subprocess.run(_command(index, kind, op, models, ["-o", "/dev/null", "-e", f"trace={syscall}",
-                                                              "-e", f"inject={syscall}:signal=SIGKILL:when={nth}"]),
-                          capture_output=True, text=True, env=_env(), timeout=900)
-    return check(index, kind, models, op, acknowledged="DONE" in done.stdout)
+    out, status = _traced(index, kind, op, models, ["-o", "/dev/null", "-e", f"trace={syscall}",
+                                                    "-e", f"inject={syscall}:signal=SIGKILL:when={nth}"])
+    if status != -9:
+        return f"not killed (exit {status})"
+    return check(index, kind, models, op, acknowledged="DONE" in out)
 
 
 def points(counts: dict[str, int], every: int = 1) -> list[tuple[str, int]]:

@@ -27,3 +27,4 @@ def test_a_change_killed_at_exact_system_calls(kind, tiny_bert, tiny_mlm, tmp_pa
         outcomes[(syscall, nth)] = outcome
     bad = {point: outcome for point, outcome in outcomes.items() if outcome not in ("old", "new")}
     assert not bad
+    assert "old" in outcomes.values()  # the first kill point precedes the commit: the kills really happen
