@@ -26,6 +26,7 @@ _EXPORTS = {
     "FlatIndex": "latelex.index.flat",
     "SparseIndex": "latelex.index.sparse",
     "Retriever": "latelex.search.retriever",
+    "ShardedRetriever": "latelex.search.sharded",
     "Explanation": "latelex.search.explain",
     "Contribution": "latelex.search.explain",
     "rerank": "latelex.search.rerank",

@@ -213,21 +213,21 @@ class LegacyBM25:
 
 
 def open_searcher(path: str, device: Any, allow_network: bool = False, backend: dict[str, Any] | None = None):
-    """What ``search`` and ``mine`` search: the Retriever at ``path`` (any kind, BM25 included), or an older plain
-    BM25 index wrapped in :class:`LegacyBM25`. ``backend``: :func:`backend_options` to run the index's encoder
-    on instead of the backend the index records."""
+    """What ``search`` and ``mine`` search: the Retriever (or ShardedRetriever) at ``path`` (any kind, BM25
+    included), or an older plain BM25 index wrapped in :class:`LegacyBM25`. ``backend``: :func:`backend_options`
+    to run the index's encoder on instead of the backend the index records."""
     if is_legacy_bm25_index(path):
         from ..index.bm25 import BM25Index
 
         if backend:
             raise usage(f"{path} is a BM25 index, which runs no model; drop --backend and --quantize")
         return LegacyBM25(BM25Index.open(path))
-    from ..search.retriever import Retriever
+    from ..search.sharded import open_any
 
     encoder = None
     if backend:
         encoder = _encoder_on_backend(path, device, allow_network, backend)
-    return Retriever.open(path, encoder=encoder, device=device, allow_network=allow_network)
+    return open_any(path, encoder=encoder, device=device, allow_network=allow_network)
 
 
 def _encoder_on_backend(path: str, device: Any, allow_network: bool, backend: dict[str, Any]):
@@ -236,9 +236,11 @@ def _encoder_on_backend(path: str, device: Any, allow_network: bool, backend: di
     from ..config import RUNTIME_SPEC_KEYS, BackendConfig
     from ..encoders import encoder_from_spec
     from ..index.storage import MANIFEST
+    from ..search.shard_manifest import SHARDS_FILE, is_sharded
 
-    try:
-        manifest = json.loads((Path(path).expanduser() / MANIFEST).read_text(encoding="utf-8"))
+    try:  # a sharded index records its encoder in shards.json
+        name = SHARDS_FILE if is_sharded(path) else MANIFEST
+        manifest = json.loads((Path(path).expanduser() / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # the Retriever's own checks say what is wrong with the folder
     spec = manifest.get("encoder") if isinstance(manifest, dict) else None
@@ -250,14 +252,15 @@ def _encoder_on_backend(path: str, device: Any, allow_network: bool, backend: di
 
 
 def open_retriever(path: str, device: Any = None, load_encoder: bool = True):
-    """The Retriever at ``path``, for the verbs that change an index (``add``, ``delete``, ``compact``)."""
+    """The Retriever (or ShardedRetriever) at ``path``, for the verbs that change an index (``add``, ``delete``,
+    ``compact``)."""
     from ..errors import InputError
-    from ..search.retriever import Retriever
+    from ..search.sharded import open_any
 
     if is_legacy_bm25_index(path):
         raise InputError(f"{path} is a BM25 index from an older latelex, which cannot be changed in place; rebuild it "
                          f"with `latelex index {path} --kind bm25 --collection C --overwrite`")
-    return Retriever.open(path, device=device, load_encoder=load_encoder)
+    return open_any(path, device=device, load_encoder=load_encoder)
 
 
 # ---------------------------------------------------------------------- collections

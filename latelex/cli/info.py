@@ -19,14 +19,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.retriever import Retriever
+    from ..search.sharded import inspect_any
 
     if is_legacy_bm25_index(args.index):
         from ..index.bm25 import BM25Index
 
         info = {"path": str(Path(args.index).expanduser().resolve()), **BM25Index.open(args.index, verify=args.verify).info()}
     else:
-        info = Retriever.inspect(args.index, verify=args.verify)
+        info = inspect_any(args.index, verify=args.verify)  # a plain or a sharded index
     encoder = info.get("encoder")
     if isinstance(encoder, dict):  # which backend ran the model that built the index (torch when none is recorded)
         backend = encoder.get("backend") or "torch"
@@ -35,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
+            if key == "shard_info":  # a sharded index: one line per shard (all of it with --json)
+                for shard in value:
+                    print(f"{'shard ' + Path(shard['path']).name:<28} {shard.get('documents')} documents, "
+                          f"{shard.get('segments')} segments, {shard.get('bytes_on_disk_with_texts')} bytes")
+                continue
             if isinstance(value, dict):
                 value = json.dumps(value)
             print(f"{key:<28} {value}")

@@ -31,6 +31,14 @@ def register(subparsers) -> None:
     p.add_argument("--batch-wait-ms", type=float, default=2.0,
                    help="how long a query waits to be encoded with concurrent ones (default: 2 ms; 0: no batching wait)")
     p.add_argument("--device", help="torch device for the models (default: cpu, or cuda when available)")
+    g = p.add_argument_group("Ray (sharded indexes: latelex index --shards N)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="serve each shard from Ray actors placed by a Ray cluster: ADDRESS (host:port, ray://host:port "
+                        "or 'auto') joins a running cluster; no ADDRESS starts a local one. Without --ray a sharded "
+                        "index is searched in this process's threads")
+    g.add_argument("--replicas", type=int, default=1, help="with --ray: actors per shard (default: 1)")
+    g.add_argument("--replica-cpus", type=float, default=1.0,
+                   help="with --ray: logical CPUs each replica reserves (default: 1)")
     add_backend_options(p, recorded=True)
     p.set_defaults(func=run)
 
@@ -59,8 +67,18 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch=args.max_batch,
                     max_documents=args.max_documents, max_k=args.max_k, max_concurrent=args.max_concurrent)
     runtime = backend_options(args)
+    ray = replicas = None
+    if args.ray is not None:
+        from ..distributed.cluster import RayConfig
+        from ..distributed.shard_actors import ReplicaConfig
+
+        ray = RayConfig(address=args.ray)
+        replicas = ReplicaConfig(replicas=args.replicas, cpus_per_replica=args.replica_cpus)
+    elif args.replicas != 1:
+        raise usage("--replicas needs --ray (replicas are Ray actors)")
     config = ServerConfig(indexes=index_names(args.indexes), model=args.model, api_key=key,
                           protect_search=args.protect_search, limits=limits, batch_wait_ms=args.batch_wait_ms,
-                          device=args.device, backend=BackendConfig(**runtime) if runtime else None)
+                          device=args.device, backend=BackendConfig(**runtime) if runtime else None,
+                          ray=ray, replicas=replicas)
     serve(config, host=args.host, port=args.port, log_level="warning" if getattr(args, "quiet", False) else "info")
     return 0

@@ -17,6 +17,11 @@ On disk (kind ``"bm25"``, format 1)::
     bm25s/params.index.json         k1, b, delta, method, dtypes, document count         } and JSON
     bm25s/nonoccurrence_array.index.npy   (V,) float32, only for "bm25l" and "bm25+"
 
+An index built with :class:`CollectionStatistics` (``build(..., statistics=...)``; the shards of a sharded BM25
+index) scores its documents with another collection's document count, average length and document frequencies
+instead of its own, so that its scores equal those of one index over that whole collection; its manifest records
+them (``collection``: documents, tokens, terms).
+
 Opening never unpickles: arrays are read with ``allow_pickle=False`` and memory-mapped, the rest is JSON.
 Text is tokenised by ``bm25s.tokenize`` (scikit-learn's ``\\b\\w\\w+\\b`` pattern), optionally lower-cased, with
 English stopwords removed and words reduced by PyStemmer's Snowball stemmer, the same way for documents and
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -96,6 +102,69 @@ class BM25Config:
             raise ConfigError(f"BM25 lowercase must be true or false, not {self.lowercase!r}")
 
 
+@dataclass(frozen=True)
+class CollectionStatistics:
+    """What BM25 scores depend on beyond a document's own terms: the number of ``documents``, their total length
+    in terms (``tokens``; the average length is ``tokens / documents``) and each term's document frequency
+    (``document_frequencies``: ``{term: documents containing it}``), as :class:`BM25Index` tokenises texts.
+
+    Made by :func:`collection_statistics`; statistics of disjoint parts of a collection add up (``a + b``) to the
+    statistics of the whole. Plain values, so they pickle (a shard on another process receives them).
+    """
+
+    documents: int
+    tokens: int
+    document_frequencies: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("documents", "tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"collection statistics: {name} must be a non-negative integer, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.document_frequencies, Mapping):
+            raise InputError("collection statistics: document_frequencies must map terms to document counts")
+
+    def __add__(self, other: "CollectionStatistics") -> "CollectionStatistics":
+        if not isinstance(other, CollectionStatistics):
+            return NotImplemented
+        merged = Counter(self.document_frequencies)
+        merged.update(other.document_frequencies)
+        return CollectionStatistics(self.documents + other.documents, self.tokens + other.tokens, dict(merged))
+
+    @property
+    def average_length(self) -> float:
+        """Average document length in terms (0 for no documents)."""
+        return self.tokens / self.documents if self.documents else 0.0
+
+    def summary(self) -> dict[str, int]:
+        """What an index's manifest records of them: documents, tokens and the number of terms."""
+        return {"documents": self.documents, "tokens": self.tokens, "terms": len(self.document_frequencies)}
+
+
+def collection_statistics(texts: Sequence[str], config: BM25Config | None = None) -> CollectionStatistics:
+    """The :class:`CollectionStatistics` of ``texts`` as an index of ``config`` tokenises them (the same call as
+    :meth:`BM25Index.build`: a text with no indexable word counts as a document of length 0)."""
+    config = BM25Config() if config is None else config
+    if not isinstance(config, BM25Config):
+        raise InputError(f"config must be a BM25Config or None, not {type(config).__name__}")
+    if isinstance(texts, str):
+        raise InputError("texts must be a list of strings, not a single string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} is a {type(text).__name__}, not a string")
+    if not texts:
+        return CollectionStatistics(0, 0, {})
+    tokens = _tokenize_corpus(_import_bm25s(), texts, config)
+    terms = {i: term for term, i in tokens.vocab.items()}
+    counts: Counter = Counter()
+    for ids in tokens.ids:
+        counts.update(set(ids))
+    return CollectionStatistics(len(texts), sum(len(ids) for ids in tokens.ids),
+                                {terms[i]: n for i, n in counts.items()})
+
+
 class BM25Index:
     """Lexical top-k search with BM25 over N texts. Build with :meth:`build`, reopen with :meth:`open`,
     query with :meth:`search_text` (texts) or :meth:`search_queries` (``{qid: text}``, returns a run).
@@ -129,6 +198,7 @@ class BM25Index:
         *,
         config: BM25Config | None = None,
         overwrite: bool = False,
+        statistics: CollectionStatistics | None = None,
     ) -> "BM25Index":
         """Tokenise ``texts`` (one per id of ``doc_ids``), index them with bm25s and publish the index at ``path``.
 
@@ -137,6 +207,13 @@ class BM25Index:
         empty corpus, a text that is not a string, or as many ids as texts not given, and
         :class:`DuplicateIdError` for an id given twice. A text with no indexable word (blank, or only
         stopwords) is kept: it simply never matches.
+
+        ``statistics``: score with these collection statistics (of a collection these texts are part of, from
+        :func:`collection_statistics` with the same ``config``) instead of the texts' own, so that every score equals
+        the one an index of that whole collection gives (a shard of a sharded index). For ``"bm25l"`` and ``"bm25+"``
+        the index then also knows every term of the collection (their non-occurrence score counts for every query
+        term). Raises :class:`InputError` when they do not cover the texts (fewer documents, or a term the texts
+        hold more often than they count).
         """
         config = BM25Config() if config is None else config
         if not isinstance(config, BM25Config):
@@ -153,10 +230,15 @@ class BM25Index:
             if not isinstance(text, str):
                 raise InputError(f"document {doc_ids[i]!r} has a {type(text).__name__} text, not a string")
 
+        if statistics is not None and not isinstance(statistics, CollectionStatistics):
+            raise InputError(f"statistics must be CollectionStatistics or None, not {type(statistics).__name__}")
+
         bm25s = _import_bm25s()
-        tokens = bm25s.tokenize(texts, lower=config.lowercase, stopwords=_stopwords(config),
-                                stemmer=_make_stemmer(config), return_ids=True, show_progress=False)
-        model = bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method)
+        tokens = _tokenize_corpus(bm25s, texts, config)
+        if statistics is None:
+            model = bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method)
+        else:
+            tokens, model = _model_with_statistics(bm25s, config, tokens, statistics)
         model.index(tokens, show_progress=False)
         blob, offsets = storage.encode_strings(doc_ids)
 
@@ -187,6 +269,7 @@ class BM25Index:
                     "nnz": int(arrays["bm25s_data"]["shape"][0]),
                 },
                 bm25s_version=_bm25s_version(bm25s),
+                **({} if statistics is None else {"collection": statistics.summary()}),
             )
         return cls.open(path)
 
@@ -267,6 +350,7 @@ class BM25Index:
             "nnz": int(self._manifest["counts"]["nnz"]),
             "config": config_to_dict(self.config),
             "bm25s_version": self._manifest.get("bm25s_version"),
+            **({"collection": self._manifest["collection"]} if self._manifest.get("collection") else {}),
             "bytes_on_disk": sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file()),
         }
 
@@ -437,6 +521,98 @@ def _import_bm25s():
     return bm25s
 
 
+def _tokenize_corpus(bm25s: Any, texts: list[str], config: BM25Config) -> Any:
+    """``texts`` as bm25s indexes them: term ids per text and the vocabulary (``bm25s.tokenization.Tokenized``)."""
+    return bm25s.tokenize(texts, lower=config.lowercase, stopwords=_stopwords(config), stemmer=_make_stemmer(config),
+                          return_ids=True, show_progress=False)
+
+
+def _model_with_statistics(bm25s: Any, config: BM25Config, tokens: Any,
+                           statistics: CollectionStatistics) -> tuple[Any, Any]:
+    """The tokens (vocabulary widened to the collection's for "bm25l" and "bm25+") and an unbuilt bm25s model that
+    scores them with ``statistics`` (see :func:`_collection_model_class`)."""
+    frequencies = statistics.document_frequencies
+    terms = {i: term for term, i in tokens.vocab.items()}
+    local: Counter = Counter()
+    for ids in tokens.ids:
+        local.update(set(ids))
+    if statistics.documents < len(tokens.ids) or statistics.tokens < sum(len(ids) for ids in tokens.ids):
+        raise InputError(f"the collection statistics ({statistics.documents} documents, {statistics.tokens} terms) do "
+                         f"not cover these {len(tokens.ids)} texts; compute them over a collection that includes them")
+    for i, n in local.items():
+        if frequencies.get(terms[i], 0) < n:
+            raise InputError(f"the collection statistics count term {terms[i]!r} in {frequencies.get(terms[i], 0)} "
+                             f"documents, but these texts hold it in {n}; compute them over a collection that includes "
+                             f"these texts, with the same BM25 configuration")
+    vocab = dict(tokens.vocab)
+    if config.method in ("bm25l", "bm25+"):  # every query term adds its non-occurrence score, present here or not
+        for term in sorted(frequencies):
+            if term and term not in vocab:
+                vocab[term] = len(vocab)
+    frequency_of_id = {i: int(frequencies.get(term, 0)) for term, i in vocab.items()}
+    model = _collection_model_class(bm25s)(k1=config.k1, b=config.b, delta=config.delta, method=config.method)
+    # np.float64, as bm25s's own mean is: the same dtype promotion, so the same float32 contributions
+    model.collection = (statistics.documents, np.float64(statistics.tokens) / statistics.documents, frequency_of_id)
+    return type(tokens)(ids=tokens.ids, vocab=vocab), model
+
+
+_COLLECTION_MODEL: Any = None
+
+
+def _collection_model_class(bm25s: Any) -> Any:
+    """A ``bm25s.BM25`` whose :meth:`build_index_from_ids` (bm25s's documented extension point) takes the document
+    count, average length and document frequencies from ``collection`` instead of the corpus it indexes.
+
+    It is bm25s's own method with those three inputs replaced, calling the same ``bm25s.scoring`` functions, so that
+    with a collection's statistics a part of it gets exactly the contributions an index of the whole would store
+    for its documents (and with the part's own statistics, bm25s's: the tests compare the arrays byte for byte).
+    """
+    global _COLLECTION_MODEL
+    if _COLLECTION_MODEL is not None:
+        return _COLLECTION_MODEL
+    from bm25s import scoring
+
+    needed = ("_calculate_doc_freqs", "_build_idf_array", "_build_nonoccurrence_array",
+              "_build_scores_and_indices_for_matrix", "_select_idf_scorer", "_select_tfc_scorer")
+    missing = [name for name in needed if not hasattr(scoring, name)]
+    if missing:
+        raise InputError(f"BM25 with collection statistics (a sharded BM25 index) needs bm25s >= 0.3, whose "
+                         f"bm25s.scoring has {missing[0]}; pip install -U bm25s")
+
+    class CollectionBM25(bm25s.BM25):
+        #: (documents, average length as np.float64, {term id: document frequency}) of the whole collection
+        collection: Any = None
+
+        def build_index_from_ids(self, unique_token_ids, corpus_token_ids, show_progress=True, leave_progress=False):
+            n_docs, avg_doc_len, frequency_of_id = self.collection
+            local = scoring._calculate_doc_freqs(corpus_tokens=corpus_token_ids, unique_tokens=unique_token_ids,
+                                                 show_progress=False)
+            doc_frequencies = {t: frequency_of_id[t] for t in local}
+            idf_fn = scoring._select_idf_scorer(self.idf_method)
+            if self.method in self.methods_requiring_nonoccurrence:
+                self.nonoccurrence_array = scoring._build_nonoccurrence_array(
+                    doc_frequencies=doc_frequencies, n_docs=n_docs, compute_idf_fn=idf_fn,
+                    calculate_tfc_fn=scoring._select_tfc_scorer(self.method), l_d=avg_doc_len, l_avg=avg_doc_len,
+                    k1=self.k1, b=self.b, delta=self.delta, dtype=self.dtype)
+            else:
+                self.nonoccurrence_array = None
+            idf_array = scoring._build_idf_array(doc_frequencies=doc_frequencies, n_docs=n_docs,
+                                                 compute_idf_fn=idf_fn, dtype=self.dtype)
+            # the local frequencies size its arrays (one entry per (document, term) of this corpus)
+            scores_flat, doc_idx, vocab_idx = scoring._build_scores_and_indices_for_matrix(
+                corpus_token_ids=corpus_token_ids, idf_array=idf_array, avg_doc_len=avg_doc_len,
+                doc_frequencies=local, k1=self.k1, b=self.b, delta=self.delta, show_progress=False,
+                leave_progress=False, dtype=self.dtype, int_dtype=self.int_dtype, method=self.method,
+                nonoccurrence_array=self.nonoccurrence_array)
+            data, indices, indptr = self._np_csc(data=scores_flat, rows=doc_idx, cols=vocab_idx,
+                                                 shape=(len(corpus_token_ids), len(unique_token_ids)))
+            return {"data": data.astype(self.dtype), "indices": indices, "indptr": indptr,
+                    "num_docs": len(corpus_token_ids)}
+
+    _COLLECTION_MODEL = CollectionBM25
+    return CollectionBM25
+
+
 def _token_pattern() -> str:
     """The word pattern ``bm25s.tokenize`` splits texts with (its default, which :class:`BM25Index` uses)."""
     import inspect
@@ -505,4 +681,4 @@ def _check_queries(texts: Sequence[str]) -> None:
             raise InputError(f"query {i} is empty; remove empty queries or give them text")
 
 
-__all__ = ["BM25Config", "BM25Index"]
+__all__ = ["BM25Config", "BM25Index", "CollectionStatistics", "collection_statistics"]

@@ -81,10 +81,14 @@ def split_encoded(encoded: Any, sizes: Sequence[int]) -> list[Any]:
 
 
 def build_engine(spec: KindSpec, path: Path, doc_ids: Sequence[str], items: Any, *, encoder: Any, config: Any,
-                 show_progress: bool | None) -> Any:
-    """Build an engine of ``spec`` at ``path`` (which must not exist) from ``items`` (see :func:`encode_documents`)."""
+                 show_progress: bool | None, statistics: Any = None) -> Any:
+    """Build an engine of ``spec`` at ``path`` (which must not exist) from ``items`` (see :func:`encode_documents`).
+    ``statistics``: BM25 only, the :class:`~latelex.index.bm25.CollectionStatistics` to score with."""
     engine = spec.engine()
     options: dict[str, Any] = {}
+    if statistics is not None:
+        check_statistics(spec, statistics)
+        options["statistics"] = statistics
     if spec.family != "text":
         options["encoder"] = encoder.spec()
     if spec.config_ref is not None and config is not None:
@@ -93,9 +97,18 @@ def build_engine(spec: KindSpec, path: Path, doc_ids: Sequence[str], items: Any,
         options["similarity"] = encoder.config.similarity
     if spec.name in ("plaid", "ivfpq"):
         options["show_progress"] = show_progress
+    if spec.name == "plaid" and getattr(encoder, "map_chunks", None) is not None:
+        options["map_chunks"] = encoder.map_chunks  # an encoder on a cluster (RayEncoder) compresses there too
     if spec.name == "plaid" and encoder.config.similarity != "cosine":
         raise InputError("a plaid index supports cosine similarity only; use kind flat or ivfpq for l2 models")
     return engine.build(path, list(doc_ids), items, **options)
+
+
+def check_statistics(spec: KindSpec, statistics: Any) -> None:
+    """Collection statistics are an input of BM25 (whose scores depend on them) only."""
+    if statistics is not None and spec.updates != "rewrite":
+        raise InputError(f"collection statistics apply to bm25 indexes (whose scores depend on them), not to a "
+                         f"{spec.name} index; drop statistics=")
 
 
 def search_engine(spec: KindSpec, engine: Any, queries: Any, texts: Sequence[str], k: int, subset: Sequence[str] | None,

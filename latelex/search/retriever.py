@@ -25,7 +25,9 @@ moves them to the newest one.
 How each kind is updated (``updates`` in :mod:`latelex.index.registry`): PLAID and the inverted index add and
 delete natively; flat, sparse and IVFPQ write a new segment per add (IVFPQ's added segments are flat, so added
 documents are searched exactly) and keep deletions as tombstones until :meth:`~Retriever.compact`; BM25 is
-rewritten from the stored texts, since its statistics span the collection.
+rewritten from the stored texts, since its statistics span the collection. A BM25 index can also be scored with
+another collection's statistics (``statistics=`` of :meth:`~Retriever.build` and every change, from
+:meth:`~Retriever.collection_statistics`): the shards of a sharded index (:mod:`latelex.search.sharded`) are.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class Retriever:
         chunking: Any = None,
         metadata: Mapping[str, dict] | None = None,
         pool_factor: int = 1,
+        statistics: Any = None,
     ) -> "Retriever":
         """Encode ``collection`` and build an index of ``kind`` at ``path``; returns the open retriever.
 
@@ -160,7 +163,10 @@ class Retriever:
         vectors, the means of clusters of similar tokens; 2 stores about half the vectors. Recorded in the manifest:
         every later add, upsert and compact pools with the same factor; queries are never pooled. Nothing is
         written at ``path`` unless the whole build succeeds; an existing index there is replaced (atomically, for a
-        retriever of this format) only with ``overwrite``.
+        retriever of this format) only with ``overwrite``. ``statistics``: BM25 only, score with these
+        :class:`~latelex.index.bm25.CollectionStatistics` of a larger collection (a shard's; see
+        :meth:`collection_statistics`) instead of the documents' own. To encode on a Ray cluster, build
+        with :func:`latelex.distributed.build_on_ray` (the same index, encoded in resumable chunks by Ray workers).
         """
         docs = as_documents(collection, metadata)
         if not docs:
@@ -173,13 +179,14 @@ class Retriever:
             raise InputError(f"{what} cannot build a {kind!r} index; use one of {', '.join(INDEX_KINDS[family])}")
         chunk_config = _chunking(chunking, encoder)
         pool_factor = _pool_factor(pool_factor, spec)
+        engines.check_statistics(spec, statistics)
         if spec.family == "text" and not store_text:
             raise InputError("a bm25 index keeps its texts (they are what it indexes); drop store_text=False")
         final = Path(path).expanduser().resolve()
         if final.exists() and overwrite and _is_current_retriever(final):
             retriever = cls(final, encoder, DocStore.open(final / DB_FILE), _open_state(final))
             retriever._replace_all(docs, encoder, spec, engine_config, chunk_config, store_text, batch_size,
-                                   show_progress, pool_factor)
+                                   show_progress, pool_factor, statistics)
             return retriever
         # A PLAID build stages its chunks inside: a build that died resumes where it stopped (same documents)
         with storage.staged_directory(final, overwrite=overwrite, resumable=spec.updates == "native") as tmp:
@@ -190,7 +197,7 @@ class Retriever:
             store = DocStore.open(tmp / DB_FILE, create=True)
             try:
                 plan = _Plan(tmp / _generation_dir(generation), generation, spec, encoder, engine_config, chunk_config,
-                             store_text, batch_size, show_progress, pool_factor)
+                             store_text, batch_size, show_progress, pool_factor, statistics)
                 entry = plan.build_segment(0, docs)
                 store.stage(generation, plan.rows(docs), (), plan.field_types({}, docs))
                 _write_retriever_manifest(tmp, generation, None if encoder is None else encoder.spec(), spec, [entry],
@@ -328,6 +335,30 @@ class Retriever:
             raise LatelexError(f"{self.path} was built without document texts (store_text=False)")
         return self.get(doc_id).text
 
+    def present(self, doc_ids: Iterable[str]) -> list[str]:
+        """Those of ``doc_ids`` that are in the index, in the order given (one look-up for many ids)."""
+        ids = as_ids(doc_ids)
+        state = self._current()
+        found = self.store.metadata(ids, state.generation) if ids else {}
+        return [d for d in ids if d in found]
+
+    def collection_statistics(self, *, exclude: Iterable[str] = (), extra: Sequence[str] = ()) -> Any:
+        """BM25 only: the :class:`~latelex.index.bm25.CollectionStatistics` (documents, total length in terms,
+        document frequency of each term) of the live documents, less those of ``exclude`` and with the texts
+        ``extra``, computed from the stored texts with the index's tokenisation: what this index would hold after
+        a change. A sharded BM25 index adds up its shards' to score every shard with the whole collection's."""
+        state = self._current()
+        spec = registry.kind(state.manifest["index"]["kind"])
+        if spec.updates != "rewrite":
+            raise InputError(f"collection statistics are BM25's; {self.path} is a {spec.name} index")
+        if isinstance(extra, str):
+            raise InputError("extra must be a list of texts, not a single string")
+        from ..index.bm25 import collection_statistics
+
+        skip = set(as_ids(exclude))
+        texts = [t for d, t, _ in self.store.iter_live(state.generation) if d not in skip]
+        return collection_statistics(texts + list(extra), _engine_config_of(state.manifest, spec))
+
     def __repr__(self) -> str:
         return (f"Retriever(path={str(self.path)!r}, documents={len(self)}, index={self.kind}, "
                 f"encoder={self.encoder!r})")
@@ -360,20 +391,8 @@ class Retriever:
         the index's kind does not take is an error. ``encoded``: the queries already encoded by
         :meth:`encode_queries` (the server encodes many requests' queries in one batch); ``None`` encodes them here.
         """
-        single = isinstance(queries, str)
-        texts = [queries] if single else list(queries)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be a positive integer, not {k!r}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise InputError(f"query {i} is {'empty' if isinstance(text, str) else type(text).__name__}; "
-                                 f"give non-empty query texts")
         state = self._current()
-        spec = registry.kind(state.manifest["index"]["kind"])
-        unknown = sorted(set(engine_options) - set(spec.search_option_names))
-        if unknown:
-            takes = ", ".join(spec.search_option_names) or "none"
-            raise InputError(f"a {spec.name} index takes no search option {unknown[0]!r} (it takes: {takes})")
+        single, texts = check_search(queries, k, registry.kind(state.manifest["index"]["kind"]), engine_options)
         if not texts:
             return []
         allowed = self._allowed(state, where, subset)
@@ -526,33 +545,40 @@ class Retriever:
     # ------------------------------------------------------------------ changes
 
     def add(self, docs: Iterable[Any], *, metadata: Mapping[str, dict] | None = None, batch_size: int = 32,
-            show_progress: bool | None = None) -> ChangeResult:
+            show_progress: bool | None = None, statistics: Any = None) -> ChangeResult:
         """Encode and add documents (texts, ``(id, text[, metadata])``, dicts or Documents); an id already in the
         index is an error (use :meth:`upsert`). Visible to this object's searches at once, to other processes on
-        their next search; atomic: a crash leaves the index as it was before."""
+        their next search; atomic: a crash leaves the index as it was before. ``statistics`` (BM25 only): the
+        collection statistics to score with after the change (see :meth:`build`)."""
         new = as_documents(docs, metadata)
-        return self._change(new, (), replace=False, batch_size=batch_size, show_progress=show_progress)
+        return self._change(new, (), replace=False, batch_size=batch_size, show_progress=show_progress,
+                            statistics=statistics)
 
     def upsert(self, docs: Iterable[Any], *, metadata: Mapping[str, dict] | None = None, batch_size: int = 32,
-               show_progress: bool | None = None) -> ChangeResult:
+               show_progress: bool | None = None, statistics: Any = None) -> ChangeResult:
         """Add documents, replacing (text, metadata and vectors) those whose id is already in the index; atomic."""
         new = as_documents(docs, metadata)
-        return self._change(new, (), replace=True, batch_size=batch_size, show_progress=show_progress)
+        return self._change(new, (), replace=True, batch_size=batch_size, show_progress=show_progress,
+                            statistics=statistics)
 
-    def delete(self, doc_ids: Iterable[str]) -> ChangeResult:
-        """Delete documents by id; ids not in the index are counted in ``not_found`` (not an error). Atomic."""
+    def delete(self, doc_ids: Iterable[str], *, statistics: Any = None) -> ChangeResult:
+        """Delete documents by id; ids not in the index are counted in ``not_found`` (not an error). Atomic.
+        ``statistics`` (BM25 only): rewrite with these collection statistics even when nothing is deleted."""
         ids = as_ids(doc_ids)
-        return self._change([], ids, replace=False)
+        return self._change([], ids, replace=False, statistics=statistics)
 
-    def compact(self, *, batch_size: int = 32, show_progress: bool | None = None) -> "Retriever":
+    def compact(self, *, batch_size: int = 32, show_progress: bool | None = None,
+                statistics: Any = None) -> "Retriever":
         """Rewrite the index as one fresh segment of its live documents: reclaims deleted space, merges segments
         and, for PLAID and IVFPQ, retrains the codec on today's collection (``info()["drift"]`` says when PLAID's
         centroids no longer fit the documents added since the build). Documents are re-encoded from their stored
         texts, so the result equals a fresh build of the same documents; without stored texts, PLAID and the
-        inverted index compact their own vectors and the other kinds refuse. Atomic."""
+        inverted index compact their own vectors and the other kinds refuse. Atomic. ``statistics`` (BM25 only):
+        rewrite the index scored with these collection statistics (see :meth:`build`)."""
         with self._write_lock, WriterLock(self.path):
             state = self._recover()
             spec = registry.kind(state.manifest["index"]["kind"])
+            engines.check_statistics(spec, statistics)
             manifest = state.manifest
             generation = state.generation + 1
             gdir = self.path / _generation_dir(generation)
@@ -560,7 +586,7 @@ class Retriever:
             gdir.mkdir()
             config = _engine_config_of(manifest, spec)
             plan = _Plan(gdir, generation, spec, self.encoder, config, self.chunking, self.has_texts, batch_size,
-                         show_progress, _pool_factor_of(manifest))
+                         show_progress, _pool_factor_of(manifest), statistics)
             if self.has_texts:
                 docs = [Document(d, t, m) for d, t, m in self.store.iter_live(state.generation)]
                 if not docs:
@@ -588,13 +614,14 @@ class Retriever:
     rebuild = compact
 
     def _change(self, new: list[Document], delete_ids: Sequence[str], *, replace: bool, batch_size: int = 32,
-                show_progress: bool | None = None) -> ChangeResult:
-        if not new and not delete_ids:
+                show_progress: bool | None = None, statistics: Any = None) -> ChangeResult:
+        if not new and not delete_ids and statistics is None:
             return ChangeResult()
         with self._write_lock, WriterLock(self.path):
             state = self._recover()
             manifest = state.manifest
             spec = registry.kind(manifest["index"]["kind"])
+            engines.check_statistics(spec, statistics)
             if new and self.encoder is None and spec.family != "text":
                 raise InputError(f"{self.path} was opened without its encoder (load_encoder=False); reopen it with the "
                                  f"encoder to add documents")
@@ -610,14 +637,14 @@ class Retriever:
             not_found = tuple(d for d in delete_ids if d not in existing)
             replaced = [d.id for d in new if d.id in existing] if replace else []
             removed = list(dict.fromkeys(gone + replaced))
-            if not new and not removed:
+            if not new and not removed and statistics is None:
                 return ChangeResult(0, 0, not_found)
             generation = state.generation + 1
             gdir = self.path / _generation_dir(generation)
             _remove_tree(gdir)
             gdir.mkdir()
             plan = _Plan(gdir, generation, spec, self.encoder, _engine_config_of(manifest, spec), self.chunking,
-                         self.has_texts, batch_size, show_progress, _pool_factor_of(manifest))
+                         self.has_texts, batch_size, show_progress, _pool_factor_of(manifest), statistics)
             chunked = plan.chunking is not None
             removed_engine_ids = [
                 eid for d in removed for eid in ([_passage_id(d, n) for n in range(existing[d][3])] if chunked else [d])
@@ -657,7 +684,7 @@ class Retriever:
 
     def _replace_all(self, docs: list[Document], encoder: Any, spec: registry.KindSpec, engine_config: Any,
                      chunk_config: Any, store_text: bool, batch_size: int, show_progress: bool | None,
-                     pool_factor: int) -> None:
+                     pool_factor: int, statistics: Any = None) -> None:
         """``build(..., overwrite=True)`` over an existing retriever: one commit that replaces every document and
         engine, so a crash leaves the old index or the new one."""
         with self._write_lock, WriterLock(self.path):
@@ -667,7 +694,7 @@ class Retriever:
             _remove_tree(gdir)
             gdir.mkdir()
             plan = _Plan(gdir, generation, spec, encoder, engine_config, chunk_config, store_text, batch_size,
-                         show_progress, pool_factor)
+                         show_progress, pool_factor, statistics)
             entry = plan.build_segment(0, docs)
             self.store.stage(generation, plan.rows(docs), self.store.live_ids(state.generation),
                              plan.field_types({}, docs))
@@ -722,7 +749,7 @@ class _Plan:
 
     def __init__(self, gdir: Path, generation: int, spec: registry.KindSpec, encoder: Any, engine_config: Any,
                  chunking: Any, store_text: bool, batch_size: int, show_progress: bool | None,
-                 pool_factor: int = 1) -> None:
+                 pool_factor: int = 1, statistics: Any = None) -> None:
         self.gdir = gdir
         self.generation = generation
         self.spec = spec
@@ -733,6 +760,7 @@ class _Plan:
         self.batch_size = batch_size
         self.show_progress = show_progress
         self.pool_factor = pool_factor
+        self.statistics = statistics  # BM25's collection statistics, or None: the documents' own
         self._spans: dict[str, list[tuple[int, int]]] = {}
 
     def units(self, docs: list[Document]) -> tuple[list[str], list[str]]:
@@ -770,7 +798,8 @@ class _Plan:
         target = self.gdir / f"s{number}"
         config = self.engine_config if spec.name == self.spec.name else None
         engine = engines.build_engine(spec, target, ids, items, encoder=self.encoder, config=config,
-                                      show_progress=self.show_progress)
+                                      show_progress=self.show_progress,
+                                      statistics=self.statistics if spec.name == self.spec.name else None)
         return _segment_entry(self.gdir, target, spec.name, len(engine), ())
 
     def rows(self, docs: list[Document]) -> list[tuple[str, str | None, dict | None, list[tuple[int, int]] | None]]:
@@ -796,6 +825,26 @@ class _Plan:
 
 
 # ---------------------------------------------------------------------- manifests and generations
+
+
+def check_search(queries: Any, k: Any, spec: registry.KindSpec, engine_options: Mapping[str, Any]
+                 ) -> tuple[bool, list[str]]:
+    """The checks every search makes before it runs (a Retriever's and a ShardedRetriever's alike): ``k`` a positive
+    integer, every query a non-empty text, every engine option one that ``spec``'s kind takes. Returns whether
+    ``queries`` was one string, and the query texts."""
+    single = isinstance(queries, str)
+    texts = [queries] if single else list(queries)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive integer, not {k!r}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"query {i} is {'empty' if isinstance(text, str) else type(text).__name__}; "
+                             f"give non-empty query texts")
+    unknown = sorted(set(engine_options) - set(spec.search_option_names))
+    if unknown:
+        takes = ", ".join(spec.search_option_names) or "none"
+        raise InputError(f"a {spec.name} index takes no search option {unknown[0]!r} (it takes: {takes})")
+    return single, texts
 
 
 def _passage_id(doc_id: str, number: int) -> str:

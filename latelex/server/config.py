@@ -40,7 +40,10 @@ class ServerConfig:
     ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. ``batch_wait_ms`` / ``batch_queries``: concurrent
     searches are encoded together, the first query waiting at most ``batch_wait_ms`` for others, up to
     ``batch_queries`` queries a batch. ``backend``: a :class:`~latelex.config.BackendConfig` to run every index's
-    model on (e.g. onnx with int8 weights) instead of the backend each index records.
+    model on (e.g. onnx with int8 weights) instead of the backend each index records. ``ray``: a
+    :class:`~latelex.distributed.cluster.RayConfig` (the cluster to join or start): every served index must then be
+    sharded (``latelex index --shards N``), and each shard is served by ``replicas`` (a
+    :class:`~latelex.distributed.shard_actors.ReplicaConfig`) Ray actors behind this same HTTP app.
     """
 
     indexes: dict[str, str] = field(default_factory=dict)
@@ -52,3 +55,5 @@ class ServerConfig:
     batch_queries: int = 32
     device: str | None = None
     backend: Any = None
+    ray: Any = None
+    replicas: Any = None

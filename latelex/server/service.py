@@ -48,10 +48,12 @@ def index_names(specs: Sequence[str]) -> dict[str, str]:
 class Service:
     """The retrievers a server answers for. Build with :meth:`open`; :meth:`close` when done."""
 
-    def __init__(self, config: ServerConfig, retrievers: dict[str, Any], model: Any = None) -> None:
+    def __init__(self, config: ServerConfig, retrievers: dict[str, Any], model: Any = None,
+                 ray_started: bool = False) -> None:
         self.config = config
         self.retrievers = retrievers
         self.model = model
+        self.ray_started = ray_started
         self.batcher = QueryBatcher(wait_ms=config.batch_wait_ms, max_queries=config.batch_queries)
         self.writers = {name: GroupWriter(r, max_documents=config.limits.max_documents)
                         for name, r in retrievers.items()}
@@ -59,15 +61,41 @@ class Service:
     @classmethod
     def open(cls, config: ServerConfig) -> "Service":
         """Open every index of ``config`` (one load per distinct model) and the extra ``model`` if any; a missing
-        or damaged index is a one-line error here, before the server listens."""
+        or damaged index is a one-line error here, before the server listens. A sharded index is searched in
+        threads of this process, or, with ``config.ray``, by Ray actors (``config.replicas`` per shard)."""
+        from ..search.shard_manifest import is_sharded
+
+        opener, ray_started = None, False
+        if config.ray is not None:
+            plain = [name for name, path in config.indexes.items() if not is_sharded(path)]
+            if plain:
+                raise InputError(f"--ray serves sharded indexes; {plain[0]!r} is a single index: serve it without "
+                                 f"--ray, or build it with `latelex index --shards N`")
+            from ..distributed.cluster import connect
+            from ..distributed.shard_actors import ray_shard_opener
+
+            _, ray_started = connect(config.ray)
+            opener = ray_shard_opener(config.replicas)
+        try:
+            retrievers, model = cls._open_all(config, opener)
+        except BaseException:
+            if ray_started:
+                import ray
+
+                ray.shutdown()
+            raise
+        return cls(config, retrievers, model, ray_started)
+
+    @staticmethod
+    def _open_all(config: ServerConfig, opener: Any) -> tuple[dict[str, Any], Any]:
         from ..config import RUNTIME_SPEC_KEYS
         from ..encoders import encoder_from_spec
-        from ..search.retriever import Retriever
+        from ..search.sharded import inspect_any, open_any
 
         encoders: dict[str, Any] = {}
         retrievers: dict[str, Any] = {}
         for name, path in config.indexes.items():
-            spec = Retriever.inspect(path).get("encoder")
+            spec = inspect_any(path).get("encoder")
             encoder = None
             if spec is not None and config.backend is not None:
                 spec = {**{k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}, **config.backend.spec_fields()}
@@ -76,7 +104,13 @@ class Service:
                 if key not in encoders:
                     encoders[key] = encoder_from_spec(spec, device=config.device)
                 encoder = encoders[key]
-            retrievers[name] = Retriever.open(path, encoder=encoder)
+            try:
+                retrievers[name] = open_any(path, encoder=encoder,
+                                            **({} if opener is None else {"shard_opener": opener}))
+            except BaseException:
+                for opened in retrievers.values():
+                    opened.close()
+                raise
         model = None
         if config.model is not None:
             from ..encoders.colbert import ColBERT
@@ -84,7 +118,7 @@ class Service:
             runtime = {} if config.backend is None else {"backend": config.backend.backend,
                                                          "quantize": config.backend.quantize}
             model = ColBERT.from_pretrained(config.model, device=config.device, **runtime)
-        return cls(config, retrievers, model)
+        return retrievers, model
 
     def start(self) -> None:
         self.batcher.start()
@@ -97,6 +131,10 @@ class Service:
             writer.close()
         for retriever in self.retrievers.values():
             retriever.close()
+        if self.ray_started:
+            import ray
+
+            ray.shutdown()
 
     # ------------------------------------------------------------------ lookups
 

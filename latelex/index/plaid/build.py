@@ -19,13 +19,16 @@ float16 on the way in, whichever path they take, so a build is the same from a l
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +44,12 @@ from .config import PlaidConfig, colbert_n_centroids, colbert_sample_documents
 KIND = "plaid"
 FORMAT_VERSION = 2  # 2: decompressed vectors are unit length (manifest "unit_norm"); 1 is still read
 STATE = "build_state.json"
+
+#: How a build compresses its chunks: ``map_chunks(fn, args)`` returns ``fn(*a)`` for each ``a`` of the iterable
+#: ``args``, in order (``itertools.starmap``, the default, does it here one chunk at a time; a cluster runs a few at
+#: once, e.g. :meth:`latelex.distributed.encode.RayEncoder.map_chunks`). It should consume ``args`` only a little
+#: ahead of the results it has yielded, since each item holds a chunk's vectors.
+ChunkMapper = Callable[[Callable[..., Any], Iterable[tuple]], Iterator[Any]]
 
 
 # --- input checking ------------------------------------------------------------------------------------
@@ -416,10 +425,13 @@ def manifest_fields(*, dim: int, config: PlaidConfig, encoder: dict | None, code
 
 
 def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, config: PlaidConfig, encoder: dict | None,
-                overwrite: bool, show_progress: bool | None, codec: ResidualCodec | None = None) -> None:
+                overwrite: bool, show_progress: bool | None, codec: ResidualCodec | None = None,
+                map_chunks: ChunkMapper | None = None) -> None:
     """Build (or resume building) the PLAID index of ``embeddings`` at ``final``; see the module notes.
 
     ``codec``: use these centroids and buckets instead of training them (used by rebuilds and tests).
+    ``map_chunks``: how to run the compression of the chunks (see :data:`ChunkMapper`; default: here, one after the
+    other). Chunks are written and recorded in order whichever runs them, and the index is the same.
     """
     ids = check_new_ids(doc_ids)
     if not ids:
@@ -432,11 +444,12 @@ def build_index(final: Path, doc_ids: Sequence[str], embeddings: Iterable, *, co
     final.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(final):  # a second build of this path waits instead of sharing the staging folder
         _build_locked(final, ids, embeddings, config=config, encoder=encoder, show_progress=show_progress, codec=codec,
-                      random_access=random_access)
+                      random_access=random_access, map_chunks=map_chunks)
 
 
 def _build_locked(final: Path, ids: list[str], embeddings: Iterable, *, config: PlaidConfig, encoder: dict | None,
-                  show_progress: bool | None, codec: ResidualCodec | None, random_access: bool) -> None:
+                  show_progress: bool | None, codec: ResidualCodec | None, random_access: bool,
+                  map_chunks: ChunkMapper | None = None) -> None:
     staging = staging_path(final)
     key = fingerprint(ids, config, encoder, codec, random_access)
     state: dict[str, Any] = {}
@@ -486,17 +499,25 @@ def _build_locked(final: Path, ids: list[str], embeddings: Iterable, *, config: 
 
         chunks: list[dict] = state.setdefault("chunks", [])
         bar.update(sum(c["documents"] for c in chunks))  # compressed before an interrupted build
-        for c in range(len(chunks), n_chunks):
-            a, b = c * cs, min(n, (c + 1) * cs)
-            vectors, doclens = source.block(a, b)
-            digest = vectors_digest(vectors, doclens)
-            arrays = compress_chunk(codec, vectors, doclens)
-            del vectors
+        read: deque = deque()  # (chunk, first, end, digest, token vectors) of the blocks handed to the mapper
+
+        def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for c in range(len(chunks), n_chunks):
+                a, b = c * cs, min(n, (c + 1) * cs)
+                vectors, doclens = source.block(a, b)
+                read.append((c, a, b, vectors_digest(vectors, doclens), int(doclens.sum())))
+                yield vectors, doclens
+                del vectors, doclens  # before the next block is read
+
+        mapper = itertools.starmap if map_chunks is None else map_chunks
+        for arrays in mapper(functools.partial(compress_chunk, codec), blocks()):
+            c, a, b, digest, tokens = read.popleft()
             write_chunk(staging, chunk_name(c), arrays, ids[a:b])
-            chunks.append({"name": chunk_name(c), "documents": b - a, "token_vectors": int(doclens.sum()),
+            chunks.append({"name": chunk_name(c), "documents": b - a, "token_vectors": tokens,
                            "first_document": a, "mse": float(arrays["_mse"]), "digest": digest})
             save_state()
             bar.update(b - a)
+            del arrays
 
         for path in staging.glob("raw-*.npy"):
             path.unlink()

@@ -73,6 +73,7 @@ class PlaidIndex(DescribedIndex):
         encoder: dict | None = None,
         overwrite: bool = False,
         show_progress: bool | None = None,
+        map_chunks: Any = None,
     ) -> "PlaidIndex":
         """Build a PLAID index of ``embeddings`` (one (L_i, dim) matrix per document, in ``doc_ids`` order) at ``path``.
 
@@ -80,13 +81,15 @@ class PlaidIndex(DescribedIndex):
         float16 chunk files first, so a generator is consumed once). ``encoder``: a JSON description of the model
         that made the vectors, stored in the manifest. The build is staged beside ``path`` and published
         atomically; if it dies, calling ``build`` again with the same ids, config and encoder resumes it.
+        ``map_chunks``: how the chunks are compressed (:data:`~latelex.index.plaid.build.ChunkMapper`; default here,
+        one after the other; a Ray build passes its cluster's), the index being the same either way.
         """
         config = config or PlaidConfig()
         if not isinstance(config, PlaidConfig):
             raise InputError(f"config must be a PlaidConfig, not {type(config).__name__}")
         final = Path(path).expanduser().resolve()
         _build.build_index(final, doc_ids, embeddings, config=config, encoder=encoder, overwrite=overwrite,
-                           show_progress=show_progress)
+                           show_progress=show_progress, map_chunks=map_chunks)
         return cls.open(final)
 
     @classmethod
