@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_distributed.py --docs 1000     # a shorter run
 
 1. **Encoding throughput.** The same PLAID build of SciFact three times in one run: one process (torch's default
-   threads), then ``Retriever.build(..., ray=RayConfig(workers=W))`` with 1 and 2 Ray workers (a local cluster of
+   threads), then ``build_on_ray(..., ray=RayConfig(workers=W))`` with 1 and 2 Ray workers (a local cluster of
    as many logical CPUs as the machine has cores; each worker one model and one torch thread). Wall time of the
    whole build (workers starting and loading their model included, codec training and compression included),
    documents per second, and the ratio to the single process. The Ray builds are checked against the single one
@@ -51,6 +51,7 @@ def encoding(docs, work: Path, workers: list[int], chunk_size: int) -> list[list
 
     from latelex import ColBERT, Retriever
     from latelex.distributed.cluster import RayConfig
+    from latelex.distributed.indexing import build_on_ray
     from latelex.models import DEFAULT_COLBERT_MODEL
 
     encoder = ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu")
@@ -66,8 +67,8 @@ def encoding(docs, work: Path, workers: list[int], chunk_size: int) -> list[list
     try:
         for w in workers:
             start = time.perf_counter()
-            Retriever.build(work / f"ray-{w}", encoder, docs, kind="plaid", show_progress=False,
-                            ray=RayConfig(workers=w, chunk_size=chunk_size))
+            build_on_ray(work / f"ray-{w}", encoder, docs, kind="plaid", show_progress=False,
+                         ray=RayConfig(workers=w, chunk_size=chunk_size)).close()
             seconds = time.perf_counter() - start
             centroids = np.load(next((work / f"ray-{w}").rglob("centroids.npy")))
             same = centroids.shape == reference.shape and float(np.abs(centroids.astype(np.float32)
