@@ -362,7 +362,10 @@ class RayEncoder:
         by each chunk's documents as it is written (resumed chunks at once)."""
         from ..encoders.batching import batch_progress
 
-        texts = _checked_texts(texts)
+        from ..encoders.colbert import check_texts
+
+        texts = texts if isinstance(texts, str) else list(texts)
+        check_texts(texts, "document")  # here, so that a bad text is named by its place in the whole collection
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, not {batch_size}")
         family = self.family
@@ -516,20 +519,6 @@ class RayEncoder:
         except ray.exceptions.RayError as exc:  # the actor or its node died past max_restarts, an object was lost
             raise ClusterError(f"a Ray worker failed while {what} ({_first_line(exc).rstrip('.')}; it was restarted "
                                f"at most {self.ray_config.max_restarts} times){hint}") from None
-
-
-def _checked_texts(texts: Sequence[str]) -> list[str]:
-    """The texts, checked here as an encoder checks them (so a bad text is named by its position in the whole
-    collection, not in its chunk)."""
-    if isinstance(texts, str):
-        raise InputError("pass a list of document texts, not a single string")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"document {i} is a {type(text).__name__}, not a string")
-        if not text.strip():
-            raise InputError(f"document {i} is empty; remove empty documents or give them text")
-    return texts
 
 
 # ---------------------------------------------------------------------- a build on Ray

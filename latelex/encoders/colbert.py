@@ -442,7 +442,7 @@ class ColBERT:
         With query augmentation Lq_i = query_maxlen for every query (mask positions included); without it,
         the query's own tokens. A query longer than ``query_maxlen`` tokens is truncated with one warning per call.
         """
-        _check_texts(texts, "query")
+        check_texts(texts, "query")
         return self._encode(texts, query=True, batch_size=batch_size, show_progress=show_progress)
 
     def encode_documents(
@@ -459,7 +459,7 @@ class ColBERT:
         ``on_batch``: called after each batch with the number of texts it held (for a caller's own progress bar;
         with a hook the encoder draws no bar of its own unless ``show_progress=True``).
         """
-        _check_texts(texts, "document")
+        check_texts(texts, "document")
         return self._encode(texts, query=False, batch_size=batch_size, show_progress=show_progress, on_batch=on_batch)
 
     def forward_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -595,7 +595,9 @@ def _insert_column(matrix: torch.Tensor, at: int, value: int) -> torch.Tensor:
     return torch.cat([matrix[:, :at], column, matrix[:, at:]], dim=1)
 
 
-def _check_texts(texts: Sequence[str], what: str) -> None:
+def check_texts(texts: Sequence[str], what: str) -> None:
+    """The check a ColBERT encoder makes of its input: a list (not a string) of non-empty texts; ``what`` is
+    ``"query"`` or ``"document"`` (it names the text in the one-line error)."""
     if isinstance(texts, str):
         raise InputError(f"pass a list of {what} texts, not a single string")
     for i, text in enumerate(texts):

@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Container, Iterable, Mapping, Sequence
 
 from ..config import config_from_dict, config_to_dict, same_encoder
 from ..errors import DuplicateIdError, IndexFormatError, InputError, LatelexError
@@ -410,8 +410,7 @@ class Retriever:
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None) -> Any:
         """``texts`` encoded as :meth:`search` takes them in ``encoded``: a list of (Lq, dim) tensors (ColBERT), a
         SparseBatch (SPLADE), or the texts themselves (BM25). Split a batch with :func:`engines.split_encoded`."""
-        if self.encoder is None and self.spec.family != "text":
-            raise LatelexError(f"{self.path} was opened without its encoder (load_encoder=False); reopen it to search")
+        require_query_encoder(self.encoder, self.spec, self.path)
         return engines.encode_queries(self.encoder, list(texts), batch_size=batch_size, show_progress=show_progress)
 
     def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
@@ -465,10 +464,7 @@ class Retriever:
                 raise InputError("subset must be a list of document ids, not a single string")
             wanted = list(dict.fromkeys(subset))
             rows = self.store.rows(wanted, state.generation)
-            unknown = [d for d in wanted if d not in rows]
-            if unknown:
-                shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-                raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
+            check_subset_known(wanted, rows)
             picked = {d: r[3] for d, r in rows.items()}
             docs = picked if where is None else {d: n for d, n in docs.items() if d in picked}
         if not chunked:
@@ -825,6 +821,21 @@ class _Plan:
 
 
 # ---------------------------------------------------------------------- manifests and generations
+
+
+def require_query_encoder(encoder: Any, spec: registry.KindSpec, path: Path) -> None:
+    """A retriever opened without its model (``load_encoder=False``) cannot encode queries: say how to reopen it."""
+    if encoder is None and spec.family != "text":
+        raise LatelexError(f"{path} was opened without its encoder (load_encoder=False); reopen it to search")
+
+
+def check_subset_known(wanted: Sequence[str], known: Container[str]) -> None:
+    """Every id of a search's ``subset`` must be in the index: an :class:`InputError` naming the first three
+    that are not."""
+    unknown = [d for d in wanted if d not in known]
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
 
 
 def check_search(queries: Any, k: Any, spec: registry.KindSpec, engine_options: Mapping[str, Any]

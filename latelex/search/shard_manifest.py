@@ -85,13 +85,11 @@ def check_partition(partition: Any, shards: int) -> dict[str, int] | None:
 
 def read_partition(path: str | os.PathLike) -> dict[str, int]:
     """A partition file: TSV lines ``id<TAB>shard``, or (``.jsonl``) objects ``{"id": ..., "shard": N}``."""
-    from ..data.lines import iter_lines
+    from ..data.lines import iter_nonblank
 
     jsonl = str(path).endswith((".jsonl", ".json"))
     out: dict[str, int] = {}
-    for number, line in iter_lines(path):
-        if not line.strip():
-            continue
+    for number, line in iter_nonblank(path):
         try:
             if jsonl:
                 item = json.loads(line)

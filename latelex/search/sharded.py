@@ -24,15 +24,15 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..errors import DuplicateIdError, InputError, LatelexError
+from ..errors import DuplicateIdError, InputError
 from ..index import registry
 from ..index.commit import WriterLock
-from ..index.ids import query_pairs
-from ..types import Document, Hit, Run
+from ..types import Document, Hit
 from . import engines
 from . import shard_manifest as layout
 from .documents import as_documents, as_ids
-from .retriever import INDEX_KINDS, ChangeResult, Retriever, check_search
+from .retriever import (INDEX_KINDS, ChangeResult, Retriever, check_search, check_subset_known,
+                        require_query_encoder)
 from .shard_build import build_shards
 from .shard_handle import READ_METHODS, WRITE_METHODS, LocalShard, ShardHandle, ShardOpener, ShardPool
 
@@ -278,20 +278,13 @@ class ShardedRetriever:
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None) -> Any:
         """``texts`` encoded once with the shared encoder, as :meth:`search` takes them in ``encoded``."""
-        if self.encoder is None and self.spec.family != "text":
-            raise LatelexError(f"{self.path} was opened without its encoder (load_encoder=False); reopen it to search")
+        require_query_encoder(self.encoder, self.spec, self.path)
         with self._encoder_lock:
             return engines.encode_queries(self.encoder, list(texts), batch_size=batch_size,
                                           show_progress=show_progress)
 
-    def search_queries(self, queries: Mapping[str, str] | Iterable[tuple[str, str]], k: int = 10, *,
-                       where: Any = None, subset: Sequence[str] | None = None, batch_size: int = 64,
-                       show_progress: bool | None = None, **engine_options: Any) -> Run:
-        """Search many identified queries (``{qid: text}`` or ``(qid, text)`` pairs); returns a run ``{qid: hits}``."""
-        pairs = query_pairs(queries)
-        hits = self.search([t for _, t in pairs], k=k, where=where, subset=subset, with_text=False,
-                           batch_size=batch_size, show_progress=show_progress, **engine_options)
-        return dict(zip([q for q, _ in pairs], hits))
+    #: ``{qid: text}`` (or pairs) searched as one batch, returned as a run: the Retriever's verb over :meth:`search`
+    search_queries = Retriever.search_queries
 
     def explain(self, query: str, doc_id: str) -> Any:
         """:meth:`Retriever.explain <latelex.search.retriever.Retriever.explain>`, by the shard holding ``doc_id``."""
@@ -455,10 +448,7 @@ class ShardedRetriever:
             raise InputError("subset must be a list of document ids, not a single string")
         wanted = list(dict.fromkeys(subset))
         holders = self._holders(as_ids(wanted))
-        unknown = [d for d in wanted if d not in holders]
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
-            raise InputError(f"subset names {len(unknown)} document id(s) not in the index: {shown}")
+        check_subset_known(wanted, holders)
         parts: list[list[str]] = [[] for _ in self._shards]
         for d in wanted:
             parts[holders[d]].append(d)
