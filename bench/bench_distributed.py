@@ -16,6 +16,9 @@
    index) of the single index, of each shard (against the exact top 10 of its own documents) and of the merged
    result; bytes per vector and per document, for the scale-out estimate in the README.
 
+3. **Passage length for the README's estimate** (``--passages N``, default 2000): the mean number of token vectors
+   per passage of the MS MARCO DL19 subset with the built-in model.
+
 There is no peer row: none of the peers (ColBERT, PyLate, RAGatouille, fast-plaid, next-plaid) encodes or serves
 across processes; the single-process build in the same run is the baseline.
 """
@@ -165,13 +168,27 @@ def fan_out(docs, queries: dict[str, str], work: Path, shards: int) -> tuple[lis
     return rows, notes
 
 
+def passage_vectors(count: int) -> str:
+    from latelex import ColBERT
+    from latelex.data.auto import read_collection_documents
+    from latelex.models import DEFAULT_COLBERT_MODEL
+
+    folder = SHARED / "datasets" / "msmarco-dl19-subset"
+    texts = [d.text for d in read_collection_documents(folder)][:count]
+    encoder = ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu")
+    lengths = sorted(m.shape[0] for m in encoder.encode_documents(texts, batch_size=64, show_progress=False))
+    return (f"MS MARCO DL19 subset, {len(texts)} passages: {sum(lengths) / len(lengths):.1f} token vectors per passage "
+            f"(median {lengths[len(lengths) // 2]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=0, help="index only the first N SciFact documents (0: all)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts (default 1 2)")
     parser.add_argument("--chunk-size", type=int, default=256, help="documents per Ray chunk (default 256)")
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--skip", choices=("encoding", "fan-out"), action="append", default=[])
+    parser.add_argument("--passages", type=int, default=2000, help="MS MARCO passages to measure (default 2000)")
+    parser.add_argument("--skip", choices=("encoding", "fan-out", "passages"), action="append", default=[])
     parser.add_argument("--workdir", type=Path, help="where the indexes go (default: a temporary folder, removed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -202,6 +219,8 @@ def main() -> None:
             print_table(["index", "p50 ms", "p95 ms", "recall of exact top 10"], rows)
             for note in notes:
                 print(f"- {note}")
+        if "passages" not in args.skip:
+            print(f"\n## Passage length\n- {passage_vectors(args.passages)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
