@@ -127,6 +127,43 @@ def title_pairs(name: str, out: Path, count: int, seed: int) -> tuple[list, dict
             {prefix + d: t for d, t in texts.items()})
 
 
+def pseudo_examples(name: str, out: Path, count: int, seed: int) -> tuple[list, dict[str, str], dict[str, str]]:
+    """Up to ``count`` pseudo-queries cut from one dataset's documents (``latelex.train.pseudo``: the title, else a
+    random sentence, removed from the positive passage), each with a hard negative sampled from BM25's ranks 1-100
+    over the whole corpus (the source document excluded). Reads documents only: no query or judgment."""
+    from latelex.train.pseudo import pseudo_queries
+
+    folder = SHARED / "datasets" / name
+    rows = []
+    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            rows.append((row["_id"], row.get("title") or "", row.get("text") or ""))
+    cut = pseudo_queries(rows, count, kinds=("title", "sentence"), seed=seed)
+    path = out / f"{name}-pseudo-{count}-seed{seed}.jsonl"
+    if not path.exists():
+        mine_hard_negatives(BM25Retriever.build(dict(read_documents(folder))), {q.qid: q.text for q in cut},
+                            {q.qid: {q.doc_id: 1} for q in cut}, path, nway=2, ranks=(1, 100), examples_per_query=1,
+                            seed=seed)
+    prefix = f"{name}-pseudo:"
+    positive = {q.qid: q for q in cut}
+    docs = {prefix + d: t for d, t in read_documents(folder)}
+    examples = []
+    for _, ex in read_examples(path):  # the positive is the document with the query cut out of it
+        q = positive[ex.qid]
+        docs[prefix + ex.qid + ":rest"] = q.passage
+        examples.append(type(ex)(prefix + ex.qid, (prefix + ex.qid + ":rest", *(prefix + p for p in ex.pids[1:])), None))
+    return examples, {prefix + q.qid: q.text for q in cut}, docs
+
+
+def dl19_subset() -> DevSet:
+    """The 43 judged TREC DL 2019 queries ranked over the whole 5,000-passage MS MARCO subset (a collection no
+    training example comes from, pseudo-queries aside)."""
+    folder = SHARED / "datasets" / "msmarco-dl19-subset"
+    qrels = read_qrels_any(folder, "test")
+    return DevSet.create(dict(read_queries_any(folder, "test")), qrels, dict(read_documents(folder)))
+
+
 def nfcorpus_dev(k: int) -> DevSet:
     """nfcorpus dev: its judged queries re-ranking BM25's top ``k``, or (``k = 0``) ranking the whole collection
     of 3,633 documents, as a first-stage retriever is scored."""
@@ -186,6 +223,34 @@ class AdapterTrainer(ColBERTTrainer):
             self._log({"step": self.step, "watch_nDCG@10": value})
             out["watch_nDCG@10"] = value
         return out
+
+
+class SelectionTrainer(AdapterTrainer):
+    """Selects on whole collections: the mean nDCG@10 of every set in :attr:`sets` (each ranked over its whole
+    collection), each set's figure logged as ``<name>_nDCG@10``."""
+
+    sets: dict[str, DevSet] = {}
+
+    def evaluate(self) -> dict[str, float]:
+        from latelex.evaluate.metrics import evaluate as score_run
+
+        if self.rank != 0:
+            return {}
+        for module in self._modules(self.encoder).values():
+            module.eval()
+        try:
+            values = {name: float(score_run(self._dev_run(dev, 10), dev.qrels, ["nDCG@10"])["nDCG@10"])
+                      for name, dev in self.sets.items()}
+        finally:
+            self._training_mode()
+        value = sum(values.values()) / len(values)
+        self._log({"step": self.step, "dev_nDCG@10": value, **{f"{k}_nDCG@10": v for k, v in values.items()}})
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric = value
+            self._save_model(self.output_dir / "best-model")
+            with open(self.output_dir / "best-model" / "latelex_training.json", "w", encoding="utf-8") as f:
+                json.dump({"step": self.step, "metric": "mean nDCG@10", "value": value, "sets": values}, f)
+        return {"nDCG@10": value, **values}
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:
@@ -254,6 +319,18 @@ def main() -> int:
     p.add_argument("--scifact-holdout", type=int, default=0, metavar="N",
                    help="diagnostic: keep N scifact train queries out of training and log their nDCG@10 over the whole "
                         "scifact corpus at every evaluation (and before step 1); selection stays on nfcorpus dev")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="self-distillation: a ColBERT model (minilm-384: the untrained 384-dim token vectors) scores "
+                        "every query of each batch against every passage of it during training")
+    p.add_argument("--loss", choices=["kl", "score_mse"], default="kl", help="with --teacher: the distillation loss")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="with --teacher: loss = alpha * distillation + (1 - alpha) * labelled cross-entropy")
+    p.add_argument("--pseudo-queries", type=int, default=0, metavar="N",
+                   help="add N pseudo-queries (a title or a sentence cut from a document) from each of scifact, "
+                        "nfcorpus and the MS MARCO subset, with BM25 hard negatives")
+    p.add_argument("--select-whole", action="store_true",
+                   help="select on the mean nDCG@10 of nfcorpus dev and the DL19 subset, each over its whole "
+                        "collection (instead of re-ranking BM25's top 50 of nfcorpus dev)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--dev-only", nargs="?", const=str(DEFAULT_COLBERT_DIR), metavar="MODEL",
@@ -297,6 +374,13 @@ def main() -> int:
             examples += ex
             queries.update(q)
             docs.update(d)
+    if args.pseudo_queries:
+        for name in ("scifact", "nfcorpus", "msmarco-dl19-subset"):
+            ex, q, d = pseudo_examples(name, out, args.pseudo_queries, args.seed)
+            logger.info("%s: %d pseudo-query examples", name, len(ex))
+            examples += ex
+            queries.update(q)
+            docs.update(d)
     data = TrainingData.from_examples(examples, queries, docs, nway=args.nway, source="scifact+nfcorpus train")
     dev = nfcorpus_dev(args.dev_k)
 
@@ -309,13 +393,23 @@ def main() -> int:
     with torch.no_grad():
         encoder.projection.weight.copy_(initial)
     encoder.add_lora(LoRAConfig(rank=args.rank, alpha=2.0 * args.rank), seed=args.seed)
+    teacher = None
+    if args.teacher:
+        from latelex.train.teachers import MaxSimTeacher
+
+        teacher = MaxSimTeacher(ColBERT.from_pretrained(backbone, **SETTINGS) if args.teacher == "minilm-384"
+                                else ColBERT.from_pretrained(args.teacher))
     config = TrainConfig(output_dir=str(out), lr=args.lr, batch_size=args.batch_size, nway=args.nway,
-                         total_steps=args.steps, warmup_steps=max(1, args.steps // 10), loss="ce",
-                         ce_temperature=args.ce_temperature,
+                         total_steps=args.steps, warmup_steps=max(1, args.steps // 10),
+                         loss=args.loss if teacher is not None else "ce", alpha=args.alpha,
+                         distill_in_batch=teacher is not None, ce_temperature=args.ce_temperature,
                          in_batch_negatives=True, seed=args.seed, checkpoint_every=40, keep_checkpoints=1,
                          eval_every=args.eval_every, eval_metric="nDCG@10", eval_k=args.dev_k or 100, log_every=5,
                          dropout=False)
-    trainer = AdapterTrainer.create(encoder, data, config, dev=dev, resume=args.resume)
+    trainer_type = SelectionTrainer if args.select_whole else AdapterTrainer
+    trainer = trainer_type.create(encoder, data, config, dev=dev, resume=args.resume, teacher=teacher)
+    if args.select_whole:
+        trainer.sets = {"nfcorpus-dev": nfcorpus_dev(0), "dl19": dl19_subset()}
     if watch is not None:
         trainer.watch = watch
         if trainer.step == 0:
@@ -332,7 +426,9 @@ def main() -> int:
     record = {"steps": trainer.step, "examples": len(data), "mine_with": args.mine_with,
               "query_augmentation": args.query_augmentation, "batch_size": args.batch_size, "nway": args.nway, "lr": args.lr,
               "ce_temperature": args.ce_temperature, "title_pairs": args.title_pairs,
-              "scifact_holdout": args.scifact_holdout,
+              "scifact_holdout": args.scifact_holdout, "teacher": args.teacher,
+              "loss": config.loss, "alpha": args.alpha if teacher is not None else None,
+              "pseudo_queries": args.pseudo_queries, "select_whole": args.select_whole,
               "rank": args.rank, "best_dev_ndcg10": result.best_metric, "best_step": best_step,
               "wall_seconds": round(trained_s), "torch": torch.__version__, "threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(record, indent=2))

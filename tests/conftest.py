@@ -85,3 +85,20 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """Folder of a tiny random BertForSequenceClassification (one label) with the tiny tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tiny_models import build_tokenizer
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    tokenizer = build_tokenizer(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    return folder

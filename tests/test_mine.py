@@ -75,21 +75,6 @@ def test_bm25_retriever_finds_the_positive():
     assert all(h.score > 0 for hits in run.values() for h in hits)
 
 
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from tiny_models import build_tokenizer
-
-    folder = tmp_path_factory.mktemp("cross-encoder")
-    tokenizer = build_tokenizer(folder)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    return folder
-
-
 def test_teacher_scores_are_written_and_readable(tmp_path, tiny_cross_encoder):
     teacher = CrossEncoderTeacher.from_pretrained(tiny_cross_encoder, device="cpu", batch_size=3)
     out = tmp_path / "distill.jsonl"

@@ -329,8 +329,8 @@ class ColBERT:
 
         Without ``base`` the folder is self-contained (adapters, if any, folded into the backbone weights). With
         ``base``, a reference to the unchanged backbone (``{"package": ..., "folder": ..., "requirement": ...}``,
-        ``{"path": ...}`` or ``{"name": ...}``, plus ``"sha256"`` of its model.safetensors), only the adapters and
-        the projection are written: the folder is a few MB and loads on top of that backbone.
+        ``{"path": ...}`` or ``{"name": ...}``, plus ``"sha256"`` of its model.safetensors), only the adapters (if any)
+        and the projection are written: the folder is a few MB and loads on top of that backbone.
         """
         import json
 
@@ -344,9 +344,9 @@ class ColBERT:
         if final.exists() and not overwrite:
             raise ModelError(f"{final} already exists; pass overwrite=True or choose another folder")
         adapted = has_lora(self.backbone)
-        if base is not None and not adapted:
-            raise ModelError("only a model trained with adapters (add_lora) can be saved without its backbone; drop base=")
-        if base is not None and self.lora is None:
+        if base is not None and not adapted and self.projection is None:
+            raise ModelError("a model with neither adapters nor a projection is its backbone; save it without base=")
+        if base is not None and adapted and self.lora is None:
             raise ModelError("the adapters were not added with ColBERT.add_lora, so their settings are unknown; use add_lora")
         manifest: dict[str, Any] = {"format": LATELEX_FORMAT, "format_version": LATELEX_FORMAT_VERSION,
                                     "config": config_to_dict(self.config)}
@@ -357,10 +357,11 @@ class ColBERT:
                     self.backbone.save_pretrained(str(tmp), state_dict=state)
                     self.tokenizer.save_pretrained(str(tmp))
             else:
-                lora = self.lora
-                save_file(adapter_state_dict(self.backbone), str(tmp / ADAPTERS_FILE))
                 manifest["backbone"] = dict(base)
-                manifest["lora"] = {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets)}
+                if adapted:
+                    lora = self.lora
+                    save_file(adapter_state_dict(self.backbone), str(tmp / ADAPTERS_FILE))
+                    manifest["lora"] = {"rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets)}
             if self.projection is not None:
                 save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(tmp / "projection.safetensors"))
             (tmp / LATELEX_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

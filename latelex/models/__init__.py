@@ -28,7 +28,15 @@ BASE_BACKBONE = {
     "sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
 }
 
-BUILTIN_MODELS = {DEFAULT_COLBERT_MODEL: DEFAULT_COLBERT_DIR}
+#: all-MiniLM-L6-v2 with no training at all: its token vectors projected to 128 dimensions by PCA
+#: (``latelex.encoders.pca``); the floor a trained default model has to beat on collections it was not trained on.
+PCA_COLBERT_MODEL = "latelex-colbert-minilm-pca"
+
+#: The folder of the PCA model inside the installed package.
+PCA_COLBERT_DIR = Path(__file__).resolve().parent / "colbert-minilm-pca"
+
+BUILTIN_MODELS = {DEFAULT_COLBERT_MODEL: DEFAULT_COLBERT_DIR, PCA_COLBERT_MODEL: PCA_COLBERT_DIR}
 
 
-__all__ = ["BASE_BACKBONE", "BUILTIN_MODELS", "DEFAULT_COLBERT_DIR", "DEFAULT_COLBERT_MODEL"]
+__all__ = ["BASE_BACKBONE", "BUILTIN_MODELS", "DEFAULT_COLBERT_DIR", "DEFAULT_COLBERT_MODEL", "PCA_COLBERT_DIR",
+           "PCA_COLBERT_MODEL"]

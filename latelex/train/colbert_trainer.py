@@ -107,6 +107,7 @@ class Trainer:
         world_size: int,
         identity: dict[str, Any],
         joined_group: bool = False,
+        teacher: Any = None,
     ) -> None:
         self.encoder = encoder
         self.data = data
@@ -120,6 +121,7 @@ class Trainer:
         self.world_size = world_size
         self.identity = identity
         self.joined_group = joined_group
+        self.teacher = teacher
         self.step = 0
         self.best_metric: float | None = None
         self.history: list[dict[str, float]] = []
@@ -161,6 +163,7 @@ class Trainer:
         dev: DevSet | None = None,
         resume: bool | str | os.PathLike = False,
         device: str | torch.device | None = None,
+        teacher: Any = None,
     ):
         """Check everything, build the optimizer and, with ``resume``, restore a checkpoint; no step is taken.
 
@@ -168,6 +171,10 @@ class Trainer:
         checkpoint / output folder. Raises :class:`ConfigError` or :class:`InputError` with one line for a
         configuration that does not fit the data (nway, missing teacher scores, batch split) or a checkpoint of
         another model or run.
+
+        ``teacher``: a model that scores each micro-batch during training (``score_matrix(queries, passages) ->
+        (B, B * W)``, e.g. :class:`latelex.train.teachers.MaxSimTeacher`) instead of teacher scores stored in the
+        data; needs a distillation loss. It is not part of a checkpoint: resume with the same teacher.
         """
         if not isinstance(config, cls.config_type):
             raise ConfigError(f"{cls.__name__} takes a {cls.config_type.__name__}, not {type(config).__name__}")
@@ -178,7 +185,14 @@ class Trainer:
             raise InputError(f"data must be a TrainingData, not {type(data).__name__}")
         if data.nway != config.nway:
             raise ConfigError(f"the training data has nway={data.nway} but the config says nway={config.nway}; make them agree")
-        if config.distillation and data.scores is None:
+        if teacher is not None and not config.distillation:
+            raise ConfigError(f"a teacher is only used by a distillation loss (kl, margin_mse, score_mse), not {config.loss!r}")
+        if teacher is not None and not callable(getattr(teacher, "score_matrix", None)):
+            raise ConfigError(f"{type(teacher).__name__} cannot score a training batch; give a MaxSimTeacher, or mine "
+                              "its scores into the training data with latelex mine --teacher")
+        if config.distill_in_batch and teacher is None:
+            raise ConfigError("distill_in_batch needs a teacher run during training: pass teacher=")
+        if config.distillation and data.scores is None and teacher is None:
             raise InputError(
                 f"loss {config.loss!r} distils teacher scores but {data.source} has none; give [qid, [pid, score], ...] "
                 "examples or a teacher-score file, or use loss='ce'"
@@ -216,7 +230,7 @@ class Trainer:
         if config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             scaler = torch.amp.GradScaler("cuda")
         trainer = cls(encoder, data, config, dev=dev, net=None, optimizer=optimizer, scaler=scaler, device=device,  # type: ignore[arg-type]
-                      rank=rank, world_size=world, identity=identity, joined_group=joined)
+                      rank=rank, world_size=world, identity=identity, joined_group=joined, teacher=teacher)
         net: torch.nn.Module = _Net(modules, trainer._scores)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -311,11 +325,21 @@ class Trainer:
         loss = ce
         out = {"ce": float(ce.detach())}
         if c.distillation:
-            teacher = torch.as_tensor(batch.scores, device=own.device)
-            if c.loss == "kl":
-                distill = losses.kl_distillation(own, teacher, c.temperature)
+            student = own
+            if self.teacher is not None:
+                teacher = self.teacher.score_matrix(batch.queries, batch.passages).to(own.device)  # (B, B * W)
+                if c.distill_in_batch:
+                    student = scores
+                else:
+                    teacher = teacher.view(B, B, W)[torch.arange(B), torch.arange(B)]
             else:
-                distill = losses.margin_mse(own, teacher)
+                teacher = torch.as_tensor(batch.scores, device=own.device)
+            if c.loss == "kl":
+                distill = losses.kl_distillation(student, teacher, c.temperature)
+            elif c.loss == "score_mse":
+                distill = losses.score_mse(student, teacher)
+            else:
+                distill = losses.margin_mse(student, teacher)
             loss = c.alpha * distill + (1 - c.alpha) * ce
             out[c.loss] = float(distill.detach())
         for name, value in regularisers.items():

@@ -11,7 +11,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 
-LOSSES = ("ce", "kl", "margin_mse")
+LOSSES = ("ce", "kl", "margin_mse", "score_mse")
 REGULARISERS = ("flops", "l1")
 
 
@@ -36,8 +36,12 @@ class TrainConfig:
     ``loss``: ``"ce"`` softmax cross-entropy over the example's passages (pairwise softmax for nway=2) plus,
     with ``in_batch_negatives``, every other passage of the micro-batch; ``"kl"`` KL divergence to the teacher's
     score distribution at ``temperature``; ``"margin_mse"`` MSE between the student's and the teacher's
-    positive-minus-negative margins. Distillation losses are mixed with the cross-entropy as
-    ``alpha * distillation + (1 - alpha) * ce``. The cross-entropy divides the scores by ``ce_temperature``
+    positive-minus-negative margins; ``"score_mse"`` MSE between the student's and the teacher's scores
+    themselves (direct score matching). Distillation losses are mixed with the cross-entropy as
+    ``alpha * distillation + (1 - alpha) * ce``. Teacher scores come from the training data (``[qid, [pid, score],
+    ...]`` examples) or from a teacher model run during training (``Trainer.create(..., teacher=...)``); with the
+    latter and ``distill_in_batch``, ``kl`` and ``score_mse`` compare each query's scores over every passage of the
+    micro-batch (B * W of them, as the in-batch cross-entropy does) instead of its own W. The cross-entropy divides the scores by ``ce_temperature``
     first: 1.0 is ColBERT's own loss on raw MaxSim sums; a smaller value sharpens the softmax, which matters
     when queries are short and their MaxSim sums therefore span a narrow range.
 
@@ -60,8 +64,9 @@ class TrainConfig:
     decay: Literal["linear", "constant"] = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
-    loss: Literal["ce", "kl", "margin_mse"] = "ce"
+    loss: Literal["ce", "kl", "margin_mse", "score_mse"] = "ce"
     in_batch_negatives: bool = True
+    distill_in_batch: bool = False
     temperature: float = 1.0
     ce_temperature: float = 1.0
     alpha: float = 1.0
@@ -96,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.loss == "margin_mse" and self.nway < 2:
             raise ConfigError("margin_mse needs nway >= 2 (a positive and at least one negative)")
+        if self.distill_in_batch and not (self.in_batch_negatives and self.loss in ("kl", "score_mse")):
+            raise ConfigError("distill_in_batch needs in_batch_negatives=True and loss 'kl' or 'score_mse'")
         if self.loss == "ce" and self.nway < 2 and not self.in_batch_negatives:
             raise ConfigError("with nway=1 the ce loss has no negatives; set in_batch_negatives=True or nway >= 2")
         for name in ("temperature", "ce_temperature"):
@@ -117,7 +124,7 @@ class TrainConfig:
     @property
     def distillation(self) -> bool:
         """Whether the loss needs teacher scores."""
-        return self.loss in ("kl", "margin_mse")
+        return self.loss in ("kl", "margin_mse", "score_mse")
 
 
 @dataclass(frozen=True)

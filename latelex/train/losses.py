@@ -67,6 +67,14 @@ def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(s_margin, t_margin)
 
 
+def score_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Direct score matching: the mean squared difference of (B, N) student and teacher scores of the same pairs."""
+    _check_2d("student", student)
+    if student.shape != teacher.shape:
+        raise InputError(f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} differ in shape")
+    return F.mse_loss(student.float(), teacher.float())
+
+
 def flops(activations: torch.Tensor) -> torch.Tensor:
     """FLOPS regulariser (Paria et al., SPLADE) of (B, V) non-negative activations: sum over the V terms of the
     squared mean activation over the batch."""
@@ -92,6 +100,7 @@ __all__ = [
     "in_batch_cross_entropy",
     "kl_distillation",
     "margin_mse",
+    "score_mse",
     "flops",
     "l1",
     "quadratic_warmup",

@@ -4,7 +4,8 @@ Any retriever with ``search_queries(queries, k) -> Run`` serves: :class:`latelex
 (ColBERT or SPLADE over the training collection) or :class:`BM25Retriever` here. For every query with a judged
 positive, :func:`mine_hard_negatives` forms ``examples_per_query`` tuples of one positive and ``nway - 1``
 negatives sampled from the retrieved ranks ``[a, b]`` (judged positives excluded), and writes them as JSONL
-``[qid, pid+, pid-, ...]``, or with a cross-encoder teacher ``[qid, [pid, score], ...]``, ready for
+``[qid, pid+, pid-, ...]``, or with a teacher (a cross-encoder, a ColBERT model or a latelex index)
+``[qid, [pid, score], ...]``, ready for
 :meth:`latelex.train.TrainingData.from_id_triples`.
 """
 
@@ -153,7 +154,9 @@ def mine_hard_negatives(
     ``nway``: passages per tuple (1 positive + ``nway - 1`` negatives); ``ranks``: the 1-based, inclusive window
     of retrieved ranks negatives are drawn from (documents judged ``>= min_grade`` are never negatives);
     ``examples_per_query``: tuples per query, cycling over its positives; ``teacher``: re-scores every pair of a
-    tuple, which then is written as ``[qid, [pid, score], ...]`` (needs ``documents``, the collection texts).
+    tuple, which then is written as ``[qid, [pid, score], ...]``: a :class:`CrossEncoderTeacher` or a
+    :class:`latelex.train.teachers.MaxSimTeacher` (both need ``documents``, the collection texts) or an
+    :class:`latelex.train.teachers.IndexTeacher` (scores by document id; see :func:`latelex.train.teachers.load_teacher`).
     Queries without a positive, or with fewer than ``nway - 1`` candidates in the window, are skipped and counted.
     The file is written atomically. Sampling is seeded: the same inputs give the same file.
     """
@@ -164,7 +167,8 @@ def mine_hard_negatives(
         raise InputError(f"ranks must be a window 1 <= a <= b of retrieved ranks, not {ranks!r}")
     if examples_per_query < 1:
         raise InputError(f"examples_per_query must be at least 1, not {examples_per_query}")
-    if teacher is not None and documents is None:
+    by_id = teacher is not None and hasattr(teacher, "score_ids")  # an index teacher holds the documents itself
+    if teacher is not None and documents is None and not by_id:
         raise InputError("re-scoring with a teacher needs the collection texts; pass documents={pid: text}")
     pairs = list(queries.items()) if isinstance(queries, Mapping) else list(queries)
     if not pairs:
@@ -203,12 +207,14 @@ def mine_hard_negatives(
         )
     scores: list[np.ndarray] | None = None
     if teacher is not None:
-        missing = next((p for _, ps in tuples for p in ps if p not in documents), None)  # type: ignore[operator]
-        if missing is not None:
-            raise InputError(f"passage {missing!r} was retrieved but is not in the documents given for the teacher")
         flat_q = [texts[q] for q, ps in tuples for _ in ps]
-        flat_p = [documents[p] for _, ps in tuples for p in ps]  # type: ignore[index]
-        flat = teacher.score(flat_q, flat_p)
+        if by_id:
+            flat = teacher.score_ids(flat_q, [p for _, ps in tuples for p in ps])
+        else:
+            missing = next((p for _, ps in tuples for p in ps if p not in documents), None)  # type: ignore[operator]
+            if missing is not None:
+                raise InputError(f"passage {missing!r} was retrieved but is not in the documents given for the teacher")
+            flat = teacher.score(flat_q, [documents[p] for _, ps in tuples for p in ps])  # type: ignore[index]
         scores = list(flat.reshape(len(tuples), nway))
     path = Path(output).expanduser()
     with atomic_write(path) as f:
