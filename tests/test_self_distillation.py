@@ -149,6 +149,25 @@ def test_cli_mine_with_a_colbert_teacher(teacher_bert, tmp_path):
     assert len(rows) == 8 and all(isinstance(r[1], list) and len(r[1]) == 2 for r in rows)
 
 
+def test_cli_train_with_an_online_teacher(tiny_bert, teacher_bert, tmp_path, capsys):
+    from latelex.cli import main
+
+    collection = tmp_path / "collection.tsv"
+    collection.write_text("".join(f"{d}\t{t}\n" for d, t in DOCS.items()), encoding="utf-8")
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("".join(f"{q}\t{t}\n" for q, t in QUERIES.items()), encoding="utf-8")
+    triples = tmp_path / "triples.jsonl"
+    triples.write_text("".join(json.dumps([f"q{i}", f"d{i}", f"d{(i + 1) % 8}"]) + "\n" for i in range(8)))
+    common = ["-q", "train", str(tmp_path / "out"), "--model", str(tiny_bert), "--triples", str(triples), "--queries",
+              str(queries), "--collection", str(collection), "--steps", "2", "--batch-size", "8", "--dim", "16"]
+    assert main(common + ["--teacher", str(teacher_bert), "--loss", "kl", "--distill-in-batch"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and np.isfinite(log[-1]["kl"])
+    with pytest.raises(SystemExit) as exit:
+        main(common + ["--distill-in-batch", "--loss", "kl"])
+    assert exit.value.code == 2 and "--distill-in-batch needs --teacher" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------- training
 
 

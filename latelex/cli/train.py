@@ -21,7 +21,13 @@ def register(subparsers) -> None:
     p.add_argument("--collection", help="collection for id triples")
     p.add_argument("--teacher-scores", help="JSONL [qid, [[pid, score], ...]] of teacher scores for distillation")
     p.add_argument("--nway", type=int, default=2, help="passages per example: 1 positive + nway-1 negatives (default 2)")
-    p.add_argument("--loss", choices=["ce", "kl", "margin_mse"], default="ce", help="ce (softmax over n-way), kl or margin_mse distillation")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="a ColBERT model or plain encoder that scores every batch during training (self-distillation; "
+                        "needs --loss kl, margin_mse or score_mse); instead of --teacher-scores")
+    p.add_argument("--distill-in-batch", action="store_true",
+                   help="with --teacher: distil each query's scores over every passage of the batch, not only its own")
+    p.add_argument("--loss", choices=["ce", "kl", "margin_mse", "score_mse"], default="ce",
+                   help="ce (softmax over n-way), or distillation: kl, margin_mse or score_mse (teacher scores matched)")
     p.add_argument("--no-in-batch-negatives", action="store_true", help="score only each example's own passages")
     p.add_argument("--temperature", type=float, default=1.0, help="kl: temperature of both score distributions (default 1)")
     p.add_argument("--alpha", type=float, default=1.0,
@@ -73,7 +79,17 @@ def run(args: argparse.Namespace) -> int:
                     accumulation_steps=args.accumulation, total_steps=args.steps, warmup_steps=args.warmup,
                     loss=args.loss, in_batch_negatives=not args.no_in_batch_negatives, seed=args.seed,
                     temperature=args.temperature, ce_temperature=args.ce_temperature, alpha=args.alpha,
-                    checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, dropout=not args.no_dropout)
+                    checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, dropout=not args.no_dropout,
+                    distill_in_batch=args.distill_in_batch)
+    if args.teacher and args.teacher_scores:
+        raise usage("give either --teacher (scores computed during training) or --teacher-scores (a file), not both")
+    if args.distill_in_batch and not args.teacher:
+        raise usage("--distill-in-batch needs --teacher")
+    teacher = None
+    if args.teacher:
+        from ..train.teachers import MaxSimTeacher
+
+        teacher = MaxSimTeacher.from_pretrained(args.teacher, device=args.device)
     dev = None
     if args.dev_queries:
         if not args.dev_qrels:
@@ -106,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         encoder = Splade.from_pretrained(args.model, device=args.device, **encoder_overrides(args, family))
         config = config_replace(SpladeTrainConfig(output_dir=str(args.output)), **settings, lambda_q=args.lambda_q,
                                 lambda_d=args.lambda_d, regulariser=args.regulariser)
-    trainer = trainer_cls.create(encoder, data, config, dev=dev, resume=args.resume, device=args.device)
+    trainer = trainer_cls.create(encoder, data, config, dev=dev, resume=args.resume, device=args.device, teacher=teacher)
     # Under torchrun every process runs this command; the first one alone reports and writes the final model
     # (the processes hold the same weights, and two writers of one folder would race).
     lead = trainer.rank == 0
