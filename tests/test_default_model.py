@@ -15,7 +15,8 @@ from conftest import shared_path
 from latelex.cli import main
 from latelex.encoders import detect_family
 from latelex.encoders.colbert import ColBERT
-from latelex.models import BASE_BACKBONE, DEFAULT_COLBERT_DIR, DEFAULT_COLBERT_MODEL
+from latelex.models import (BASE_BACKBONE, DEFAULT_COLBERT_DIR, DEFAULT_COLBERT_MODEL, DEFAULT_COLBERT_VERSION,
+                            FIRST_COLBERT_DIR, FIRST_COLBERT_MODEL)
 
 
 def test_default_model_ships_small_and_names_its_pinned_base():
@@ -32,13 +33,41 @@ def test_default_model_loads_offline_by_name(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert detect_family(DEFAULT_COLBERT_MODEL) == "colbert"
     model = ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu")
-    assert model.source == DEFAULT_COLBERT_MODEL and model.dim == 128
+    assert model.source == DEFAULT_COLBERT_VERSION and model.dim == 128  # indexes record the versioned name
     docs = model.encode_documents(["Vitamin D deficiency is associated with cancer risk.", "Cats sleep a lot."])
     query = model.encode_queries(["does vitamin d lower cancer risk"])[0]
     assert all(d.shape[1] == 128 for d in docs)
     assert torch.allclose(docs[0].norm(dim=1), torch.ones(len(docs[0])), atol=1e-4)
     scores = [float((query @ d.T).max(dim=1).values.sum()) for d in docs]
     assert scores[0] > scores[1]
+
+
+def test_the_first_default_model_stays_loadable_and_older_indexes_keep_it(tmp_path):
+    """The bare name now loads v2; an index whose manifest recorded the bare name (built before versions were
+    recorded) holds v1 vectors, so it reopens with v1, takes v1 additions and refuses v2's."""
+    from latelex.errors import LatelexError
+    from latelex.search.retriever import Retriever
+
+    assert sorted(p.name for p in FIRST_COLBERT_DIR.iterdir()) == sorted(
+        ["MODEL_CARD.md", "adapters.safetensors", "latelex_model.json", "projection.safetensors"])
+    first = ColBERT.from_pretrained(FIRST_COLBERT_MODEL, device="cpu")
+    now = ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device="cpu")
+    assert first.source == FIRST_COLBERT_MODEL and not torch.equal(first.projection.weight, now.projection.weight)
+    docs = [("a", "Vitamin D deficiency is associated with cancer risk."), ("b", "Cats sleep a lot.")]
+    index = tmp_path / "old"
+    Retriever.build(index, first, docs, kind="flat").close()
+    manifest_path = index / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["encoder"]["model"] == FIRST_COLBERT_MODEL
+    manifest["encoder"]["model"] = DEFAULT_COLBERT_MODEL  # as an index built before 2026-12-06 records it
+    manifest_path.write_text(json.dumps(manifest))
+    reopened = Retriever.open(index)
+    assert reopened.encoder.source == FIRST_COLBERT_MODEL
+    assert reopened.search("vitamin d and cancer", k=1)[0].doc_id == "a"
+    reopened.add([("c", "Dogs bark at night.")])  # encoded by v1, the model the index records
+    assert len(reopened) == 3
+    with pytest.raises(LatelexError, match="encoder"):
+        Retriever.open(index, encoder=now).add([("d", "Birds sing.")])
 
 
 @pytest.mark.data

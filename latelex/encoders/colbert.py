@@ -19,6 +19,7 @@ import torch
 from ..config import BackendConfig, ColBERTConfig, config_from_dict, config_replace, config_to_dict
 from ..errors import ConfigError, InputError, ModelError
 from ..fsio import staged_folder
+from ..models import builtin_name, recorded_name
 from .batching import BatchCallback, batch_progress, batches_by_length
 from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
 from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
@@ -119,7 +120,7 @@ class ColBERT:
             with torch.no_grad():
                 projection.weight.copy_(checkpoint.projection)
         local = Path(name_or_path).expanduser().exists()
-        source = str(model_dir) if local else str(name_or_path)
+        source = str(model_dir) if local else builtin_name(str(name_or_path))
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
                     device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device), runtime=runtime)
         model._check_tokens()
@@ -158,7 +159,7 @@ class ColBERT:
             bound = 1.0 / backbone.config.hidden_size**0.5
             projection.weight.copy_(torch.empty_like(projection.weight).uniform_(-bound, bound, generator=generator))
         local = Path(name_or_path).expanduser().exists()
-        source = str(model_dir) if local else str(name_or_path)
+        source = str(model_dir) if local else builtin_name(str(name_or_path))
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format="new",
                     device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device),
                     projection_init={"init": "uniform", "seed": seed}, runtime=runtime)
@@ -177,9 +178,10 @@ class ColBERT:
         runtime = BackendConfig.from_spec(spec)
         options = dict(config=config, device=device, backend=runtime.backend, quantize=runtime.quantize)
         init = spec.get("projection_init")
+        model = recorded_name(str(spec["model"]))  # an unversioned built-in name in an older manifest
         if init is not None:
-            return cls.from_backbone(spec["model"], dim=config.dim or 128, seed=int(init["seed"]), **options)
-        return cls.from_pretrained(spec["model"], **options)
+            return cls.from_backbone(model, dim=config.dim or 128, seed=int(init["seed"]), **options)
+        return cls.from_pretrained(model, **options)
 
     def spec(self) -> dict[str, Any]:
         """A JSON-ready description that :meth:`from_spec` turns back into this encoder. The onnx backend adds

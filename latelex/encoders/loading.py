@@ -60,9 +60,9 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     that exists is used as is. Otherwise the name is fetched from the Hugging Face Hub (honouring
     ``HF_HUB_OFFLINE`` and the local cache). Raises :class:`ModelError` with what to do when neither works.
     """
-    from ..models import BUILTIN_MODELS
+    from ..models import BUILTIN_MODELS, builtin_name
 
-    builtin = BUILTIN_MODELS.get(str(name_or_path))
+    builtin = BUILTIN_MODELS.get(builtin_name(str(name_or_path)))
     if builtin is not None:
         if not (builtin / "latelex_model.json").exists():
             raise ModelError(f"the built-in model {name_or_path} is missing from {builtin}; reinstall latelex")
