@@ -102,3 +102,15 @@ def tiny_cross_encoder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): tiny
+    models train fastest on one thread, and on a busy 2-core machine two threads mostly spin."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,12 +31,7 @@ QUERIES = {f"q{i}": f"what about {t}" for i, t in enumerate(TOPICS)}
 QRELS = {f"q{i}": {f"d{i}": 1} for i in range(len(TOPICS))}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train fastest on one thread
 
 
 @pytest.fixture(scope="module")

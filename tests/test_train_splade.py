@@ -20,12 +20,7 @@ TOPICS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train fastest on one thread
 
 
 def data(scores: bool = False) -> TrainingData:
