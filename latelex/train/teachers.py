@@ -90,8 +90,9 @@ class MaxSimTeacher:
 
 class IndexTeacher:
     """Scores with an index built by ``latelex index`` (flat, PLAID or IVFPQ): the query encoded by the index's
-    encoder, each passage by its stored vectors (exact on a flat index; PLAID and IVFPQ score their reconstructed
-    vectors). Passages are named by document id: use :meth:`score_ids`."""
+    encoder, each passage by its stored vectors (exact on a flat index; PLAID scores its decompressed vectors and
+    always scores every document asked for; IVFPQ may miss some, which is an error). Passages are named by document
+    id: use :meth:`score_ids`; an id the index does not hold is an error."""
 
     def __init__(self, retriever: Any) -> None:
         self.retriever = retriever
@@ -124,8 +125,8 @@ class IndexTeacher:
             found = {h.doc_id: h.score for h in hits}
             missing = next((d for d in wanted if d not in found), None)
             if missing is not None:
-                raise InputError(f"document {missing!r} is not in the teacher index {self.retriever.path}; "
-                                 "mine from the collection that index was built on")
+                raise InputError(f"the teacher index {self.retriever.path} gave no score for document {missing!r}: an "
+                                 "ivfpq index scores only what its probes reach; use a flat or plaid index as teacher")
             for r in rows:
                 out[r] = found[doc_ids[r]]
         return out
