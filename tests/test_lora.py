@@ -92,9 +92,17 @@ def test_adapter_only_model_refuses_other_base_weights(tiny_bert, tmp_path):
         ColBERT.from_pretrained(folder, device="cpu")
 
 
-def test_adapter_only_save_needs_adapters(tiny_bert, tmp_path):
-    with pytest.raises(ModelError, match="add_lora"):
-        encoder(tiny_bert).save(tmp_path / "m", base={"path": str(tiny_bert)})
+def test_a_base_save_without_adapters_keeps_the_projection_only(tiny_bert, tmp_path):
+    """No adapters: a save against a base writes the projection alone (a PCA head is one); a plain encoder, with
+    neither adapters nor a projection, is its backbone and cannot be saved against one."""
+    model = encoder(tiny_bert)
+    folder = model.save(tmp_path / "m", base={"path": str(tiny_bert)})
+    assert sorted(p.name for p in folder.iterdir()) == ["latelex_model.json", "projection.safetensors"]
+    text = ["late interaction over token vectors"]
+    torch.testing.assert_close(ColBERT.from_pretrained(folder, device="cpu").encode_documents(text)[0],
+                               model.encode_documents(text)[0])
+    with pytest.raises(ModelError, match="neither adapters nor a projection"):
+        ColBERT.from_pretrained(tiny_bert, device="cpu").save(tmp_path / "plain", base={"path": str(tiny_bert)})
 
 
 def test_bad_lora_settings_are_config_errors():
