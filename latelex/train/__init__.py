@@ -24,6 +24,11 @@ _EXPORTS = {
     "MiningResult": "latelex.train.mine",
     "BM25Retriever": "latelex.train.mine",
     "CrossEncoderTeacher": "latelex.train.mine",
+    "MaxSimTeacher": "latelex.train.teachers",
+    "IndexTeacher": "latelex.train.teachers",
+    "load_teacher": "latelex.train.teachers",
+    "PseudoQuery": "latelex.train.pseudo",
+    "pseudo_queries": "latelex.train.pseudo",
 }
 
 __all__ = list(_EXPORTS)
