@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from latelex.data import read_documents, read_qrels_any, read_queries_any  # noqa: E402
 from latelex.encoders.colbert import ColBERT  # noqa: E402
 from latelex.encoders.lora import LoRAConfig  # noqa: E402
+from latelex.encoders.pca import fit_pca_projection  # noqa: E402
 from latelex.encoders.colbert_checkpoints import resolve_base  # noqa: E402
 from latelex.errors import LatelexError  # noqa: E402
 from latelex.models import BASE_BACKBONE, DEFAULT_COLBERT_DIR  # noqa: E402
@@ -197,15 +198,6 @@ def scifact_holdout(count: int, seed: int) -> DevSet:
     return DevSet.create({q: queries[q] for q in chosen}, {q: qrels[q] for q in chosen}, dict(read_documents(folder)))
 
 
-def pca_projection(plain: ColBERT, texts: list[str], dim: int) -> torch.Tensor:
-    """(dim, hidden): the top principal directions (uncentred, as MaxSim compares directions) of a plain
-    encoder's normalised token vectors over ``texts``."""
-    vectors = torch.cat(plain.encode_documents(texts, show_progress=False))
-    second_moment = vectors.T @ vectors / len(vectors)
-    _, eigenvectors = torch.linalg.eigh(second_moment.double())
-    return eigenvectors[:, -dim:].flip(1).T.float().contiguous()
-
-
 class AdapterTrainer(ColBERTTrainer):
     """Keeps the best model as adapters + projection over the pinned backbone, as it ships."""
 
@@ -253,11 +245,7 @@ class SelectionTrainer(AdapterTrainer):
             self._training_mode()
         value = sum(values.values()) / len(values)
         self._log({"step": self.step, "dev_nDCG@10": value, **{f"{k}_nDCG@10": v for k, v in values.items()}})
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric = value
-            self._save_model(self.output_dir / "best-model")
-            with open(self.output_dir / "best-model" / "latelex_training.json", "w", encoding="utf-8") as f:
-                json.dump({"step": self.step, "metric": "mean nDCG@10", "value": value, "sets": values}, f)
+        self._keep_if_best(value, {"metric": "mean nDCG@10", "sets": values})
         return {"nDCG@10": value, **values}
 
 
@@ -395,7 +383,7 @@ def main() -> int:
     backbone = resolve_base(dict(BASE_BACKBONE), DEFAULT_COLBERT_DIR)
     rng = np.random.default_rng(args.seed)
     sample = [docs[p] for p in rng.choice(sorted(docs), size=256, replace=False)]
-    initial = pca_projection(ColBERT.from_pretrained(backbone, **SETTINGS), sample, 128)
+    initial = fit_pca_projection(ColBERT.from_pretrained(backbone, **SETTINGS), sample, 128)
     settings = dict(SETTINGS, **(AUGMENTED if args.query_augmentation else {}))
     encoder = ColBERT.from_backbone(backbone, dim=128, seed=args.seed, **settings)
     with torch.no_grad():

@@ -471,12 +471,18 @@ class Trainer:
         value = float(score_run(run, self.dev.qrels, [metric])[metric])
         record = {"step": self.step, f"dev_{metric}": value}
         self._log(record)
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric = value
-            self._save_model(self.output_dir / "best-model")
-            with open(self.output_dir / "best-model" / "latelex_training.json", "w", encoding="utf-8") as f:
-                json.dump({"step": self.step, "metric": metric, "value": value}, f)
+        self._keep_if_best(value, {"metric": metric})
         return {metric: value}
+
+    def _keep_if_best(self, value: float, about: dict[str, Any]) -> None:
+        """Save the model as ``output_dir/best-model`` when ``value`` beats the best so far, with a
+        ``latelex_training.json`` recording the step, the value and ``about`` (the metric, per-set figures)."""
+        if self.best_metric is not None and value <= self.best_metric:
+            return
+        self.best_metric = value
+        self._save_model(self.output_dir / "best-model")
+        with open(self.output_dir / "best-model" / "latelex_training.json", "w", encoding="utf-8") as f:
+            json.dump({"step": self.step, **about, "value": value}, f)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -527,21 +533,15 @@ class ColBERTTrainer(Trainer):
         return str(encoder.source)
 
     def _scores(self, batch: TrainBatch):
-        from ..scoring.maxsim import maxsim_padded, maxsim_pairwise
-
-        enc = self.encoder
-        q_tokens = enc.tokenize_queries(batch.queries)
-        d_tokens = enc.tokenize_documents(batch.passages)
-        Q = enc.forward_tokens(q_tokens)  # (B, Lq, dim)
-        D = enc.forward_tokens(d_tokens)  # (B * W, Ld, dim)
-        q_mask = enc.query_keep_mask(q_tokens).to(Q.device)
-        d_mask = enc.document_keep_mask(d_tokens).to(D.device)
-        similarity = enc.config.similarity
         if self.config.in_batch_negatives:
-            return maxsim_padded(Q, D, d_mask, q_mask, similarity=similarity), {}, {}
+            return batch_maxsim(self.encoder, batch.queries, batch.passages), {}, {}
+        from ..scoring.maxsim import maxsim_pairwise
+
+        Q, q_mask, D, d_mask = _encode_batch(self.encoder, batch.queries, batch.passages)
         W = self.config.nway
         Qr = Q.repeat_interleave(W, dim=0)
-        scores = maxsim_pairwise(Qr, D, d_mask, q_mask.repeat_interleave(W, dim=0), similarity=similarity)
+        scores = maxsim_pairwise(Qr, D, d_mask, q_mask.repeat_interleave(W, dim=0),
+                                 similarity=self.encoder.config.similarity)
         return scores.view(len(batch.queries), W), {}, {}
 
     def _dev_run(self, dev: DevSet, k: int) -> Run:
@@ -574,4 +574,23 @@ class ColBERTTrainer(Trainer):
         return self.encoder.save(path, overwrite=True)
 
 
-__all__ = ["ColBERTTrainer", "Trainer", "TrainResult", "lr_at"]
+def _encode_batch(encoder: Any, queries: list[str], passages: list[str]):
+    """``(Q, q_mask, D, d_mask)``: a ColBERT encoder's (B, Lq, dim) query and (N, Ld, dim) passage token vectors of
+    a training batch with the masks of the tokens that count, with gradients where enabled."""
+    q_tokens = encoder.tokenize_queries(queries)
+    d_tokens = encoder.tokenize_documents(passages)
+    Q = encoder.forward_tokens(q_tokens)
+    D = encoder.forward_tokens(d_tokens)
+    return Q, encoder.query_keep_mask(q_tokens).to(Q.device), D, encoder.document_keep_mask(d_tokens).to(D.device)
+
+
+def batch_maxsim(encoder: Any, queries: list[str], passages: list[str]) -> torch.Tensor:
+    """(B, N) MaxSim of every query against every passage of a training batch under ``encoder`` (a ColBERT), with
+    gradients where enabled: the student's in-batch scores, and a :class:`latelex.train.teachers.MaxSimTeacher`'s."""
+    from ..scoring.maxsim import maxsim_padded
+
+    Q, q_mask, D, d_mask = _encode_batch(encoder, queries, passages)
+    return maxsim_padded(Q, D, d_mask, q_mask, similarity=encoder.config.similarity)
+
+
+__all__ = ["ColBERTTrainer", "Trainer", "TrainResult", "batch_maxsim", "lr_at"]

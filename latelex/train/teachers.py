@@ -42,10 +42,6 @@ class MaxSimTeacher:
 
         return cls(ColBERT.from_pretrained(name_or_path, device=device, **settings), batch_size)
 
-    @property
-    def name(self) -> str:
-        return str(self.encoder.source)
-
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         """(N,) float32 MaxSim scores of the pairs ``(queries[i], passages[i])``; each distinct text is encoded once."""
         from ..scoring.maxsim import maxsim_packed
@@ -58,34 +54,21 @@ class MaxSimTeacher:
         q_texts, p_texts = list(dict.fromkeys(queries)), list(dict.fromkeys(passages))
         q_vectors = self.encoder.encode_queries(q_texts, batch_size=self.batch_size, show_progress=False)
         p_vectors = self.encoder.encode_documents(p_texts, batch_size=self.batch_size, show_progress=False)
-        q_index = {t: i for i, t in enumerate(q_texts)}
-        p_index = {t: i for i, t in enumerate(p_texts)}
+        q_vector = dict(zip(q_texts, q_vectors))
+        p_vector = dict(zip(p_texts, p_vectors))
         out = np.zeros(len(queries), dtype=np.float32)
-        by_query: dict[int, list[int]] = {}
-        for i, q in enumerate(queries):
-            by_query.setdefault(q_index[q], []).append(i)
         similarity = self.encoder.config.similarity
-        for qi, rows in by_query.items():
-            docs = PackedEmbeddings.from_list([p_vectors[p_index[passages[r]]] for r in rows])
-            out[rows] = maxsim_packed(q_vectors[qi], docs.vectors, docs.offsets, similarity=similarity).numpy()
+        for query, rows in _rows_by_query(queries).items():
+            docs = PackedEmbeddings.from_list([p_vector[passages[r]] for r in rows])
+            out[rows] = maxsim_packed(q_vector[query], docs.vectors, docs.offsets, similarity=similarity).numpy()
         return out
 
     @torch.no_grad()  # not inference_mode: the scores enter the student's loss, which autograd tracks
     def score_matrix(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
         """(B, N) float32 MaxSim scores of every query against every passage (a training batch's in-batch pairs)."""
-        from ..scoring.maxsim import maxsim_padded
+        from .colbert_trainer import batch_maxsim
 
-        enc = self.encoder
-        rows = []
-        d_tokens = enc.tokenize_documents(list(passages))
-        D = enc.forward_tokens(d_tokens)
-        d_mask = enc.document_keep_mask(d_tokens).to(D.device)
-        for start in range(0, len(queries), self.batch_size):
-            q_tokens = enc.tokenize_queries(list(queries[start:start + self.batch_size]))
-            Q = enc.forward_tokens(q_tokens)
-            q_mask = enc.query_keep_mask(q_tokens).to(Q.device)
-            rows.append(maxsim_padded(Q, D, d_mask, q_mask, similarity=enc.config.similarity))
-        return torch.cat(rows).float().cpu()
+        return batch_maxsim(self.encoder, list(queries), list(passages)).float().cpu()
 
 
 class IndexTeacher:
@@ -107,19 +90,12 @@ class IndexTeacher:
                              "(flat, plaid or ivfpq)")
         return cls(retriever)
 
-    @property
-    def name(self) -> str:
-        return str(self.retriever.path)
-
     def score_ids(self, queries: Sequence[str], doc_ids: Sequence[str]) -> np.ndarray:
         """(N,) float32 scores of the pairs ``(queries[i], doc_ids[i])``, one search per distinct query."""
         if len(queries) != len(doc_ids):
             raise InputError(f"{len(queries)} queries but {len(doc_ids)} document ids; pass one id per query")
         out = np.zeros(len(queries), dtype=np.float32)
-        by_query: dict[str, list[int]] = {}
-        for i, q in enumerate(queries):
-            by_query.setdefault(q, []).append(i)
-        for query, rows in by_query.items():
+        for query, rows in _rows_by_query(queries).items():
             wanted = list(dict.fromkeys(doc_ids[r] for r in rows))
             hits = self.retriever.search(query, k=len(wanted), subset=wanted, with_text=False)
             found = {h.doc_id: h.score for h in hits}
@@ -130,6 +106,14 @@ class IndexTeacher:
             for r in rows:
                 out[r] = found[doc_ids[r]]
         return out
+
+
+def _rows_by_query(queries: Sequence[str]) -> dict[str, list[int]]:
+    """The positions of each distinct query text in ``queries``, in order of first appearance."""
+    rows: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        rows.setdefault(q, []).append(i)
+    return rows
 
 
 def load_teacher(name_or_path: str | os.PathLike, *, device: Any = None) -> Any:
