@@ -22,7 +22,8 @@ from ..fsio import staged_folder
 from ..models import builtin_name, recorded_name
 from .batching import BatchCallback, batch_progress, batches_by_length
 from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
-from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
+from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, read_json, resolve_model_dir
+from .rust_tokenizer import token_check
 
 if TYPE_CHECKING:
     from .lora import LoRAConfig
@@ -103,6 +104,12 @@ class ColBERT:
                     "to add a new projection"
                 )
             raise ConfigError(f"{name_or_path} projects to dim {stored_dim}, not {config.dim}")
+        local = Path(name_or_path).expanduser().exists()
+        source = str(model_dir) if local else builtin_name(str(name_or_path))
+        if runtime.backend == "onnx":
+            cached = cls._from_recorded_graph(checkpoint, config, model_dir, local, source, runtime, device, onnx_dir)
+            if cached is not None:
+                return cached
         backbone = load_transformer(checkpoint.backbone_dir)
         tokenizer = load_tokenizer(checkpoint.backbone_dir)
         if checkpoint.adapters is not None:
@@ -119,14 +126,45 @@ class ColBERT:
             projection = torch.nn.Linear(hidden, stored_dim, bias=False)
             with torch.no_grad():
                 projection.weight.copy_(checkpoint.projection)
-        local = Path(name_or_path).expanduser().exists()
-        source = str(model_dir) if local else builtin_name(str(name_or_path))
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
                     device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device), runtime=runtime)
         model._check_tokens()
         if runtime.backend == "onnx":
-            return model._use_onnx(model_dir, local, device, onnx_dir)
+            return model._use_onnx(model_dir, local, device, onnx_dir, sources=[model_dir, checkpoint.backbone_dir])
         return model.to(model.device)
+
+    @classmethod
+    def _from_recorded_graph(cls, checkpoint: Any, config: ColBERTConfig, model_dir: Path, local: bool, source: str,
+                             runtime: BackendConfig, device: Any, onnx_dir: Any) -> "ColBERT | None":
+        """The encoder over a cached graph whose sidecar records that it was exported from these very model files
+        (:func:`~.onnx_cache.find_by_sources`), built without loading the torch model or importing transformers;
+        None when there is none, or when the tokenizer read without transformers does not reproduce the one
+        recorded with the graph (:mod:`.rust_tokenizer`). The caller then loads the model in full."""
+        from .onnx_backend import GraphBackbone, onnx_device, open_by_sources
+        from .onnx_cache import cache_folder, source_digest
+        from .rust_tokenizer import RustTokenizer
+
+        tokenizer = RustTokenizer.load(checkpoint.backbone_dir)
+        if tokenizer is None:
+            return None
+        sources = [model_dir, checkpoint.backbone_dir]
+        found = open_by_sources(cache_folder(model_dir, local, onnx_dir), _graph_stem(None, runtime.quantize),
+                                source_digest(sources), "token_vectors", onnx_device(device))
+        if found is None:
+            return None
+        graph, meta = found
+        if not tokenizer.matches(meta["sources"].get("tokens") or {}):
+            return None
+        backbone = GraphBackbone(read_json(checkpoint.backbone_dir / "config.json"))
+        projection = None
+        if checkpoint.projection is not None:
+            out_dim, width = (int(x) for x in checkpoint.projection.shape)
+            projection = torch.nn.Linear(width, out_dim, bias=False, device="meta")
+        model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
+                    device=torch.device("cpu"), runtime=runtime)
+        model._check_tokens()
+        model._graph = graph
+        return model
 
     @classmethod
     def from_backbone(
@@ -264,9 +302,12 @@ class ColBERT:
 
     # ------------------------------------------------------------------ onnx backend
 
-    def _use_onnx(self, model_dir: Path, local: bool, device: Any, onnx_dir: Any) -> "ColBERT":
-        """Run the forward pass as a (cached, verified) ONNX graph from now on, and free the torch weights."""
-        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights
+    def _use_onnx(self, model_dir: Path, local: bool, device: Any, onnx_dir: Any,
+                  sources: list[Path] | None = None) -> "ColBERT":
+        """Run the forward pass as a (cached, verified) ONNX graph from now on, and free the torch weights.
+        ``sources``: the folders the weights were read from; the graph's sidecar then records them, so that the
+        next load finds the graph without loading the torch model (:meth:`_from_recorded_graph`)."""
+        from .onnx_backend import GraphRequest, load_graph, onnx_device, record_graph_sources, release_weights
         from .onnx_cache import cache_folder, weights_digest
 
         where = onnx_device(device)
@@ -277,16 +318,16 @@ class ColBERT:
             modules.append(("projection", self.projection))
         example = self._collate(self._token_ids(["late interaction", "a longer example text, to pad"], query=False),
                                 query=False)
-        stem = "latelex-colbert"
-        if self.projection_init is not None:
-            stem += f"-seed{int(self.projection_init['seed'])}"
-        stem += f"-{self.quantize or 'fp32'}"
+        stem = _graph_stem(self.projection_init, self.quantize)
         parts = {"family": "colbert", "weights": weights_digest(modules), "inputs": list(example),
                  "backbone_config": self.backbone.config.to_json_string(use_diff=False),
                  "projection": None if self.projection is None else list(self.projection.weight.shape)}
         request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
                                cache_folder(model_dir, local, onnx_dir), stem, parts, self.source)
         self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
+        if sources is not None:
+            limits = {self._limits(query=True)[0], self._limits(query=False)[0], 8, 32, 128, 512}
+            record_graph_sources(request.folder, stem, sources, token_check(self.tokenizer, sorted(limits)))
         release_weights(self.backbone, self.projection)
         return self
 
@@ -492,6 +533,8 @@ class ColBERT:
         return keep
 
     def _forward_args(self) -> set[str]:
+        if self._graph is not None:  # the graph's inputs (the backbone may be a GraphBackbone without forward)
+            return set(self._graph.inputs)
         cached = getattr(self, "_fwd_args", None)
         if cached is None:
             cached = set(inspect.signature(self.backbone.forward).parameters)
@@ -567,6 +610,12 @@ def _project(backbone: torch.nn.Module, projection: torch.nn.Linear | None,
     if projection is not None:
         hidden = projection(hidden.to(projection.weight.dtype))
     return hidden
+
+
+def _graph_stem(projection_init: dict[str, Any] | None, quantize: str | None) -> str:
+    """The name of a ColBERT graph's cache entry: a new projection's seed and the quantisation tell them apart."""
+    seed = "" if projection_init is None else f"-seed{int(projection_init['seed'])}"
+    return f"latelex-colbert{seed}-{quantize or 'fp32'}"
 
 
 def _runtime(backend: str, quantize: str | None) -> BackendConfig:

@@ -7,6 +7,12 @@ entry is used only when its sidecar exists, names the same key, records a passed
 graph file byte for byte; anything else (stale weights, a truncated or overwritten graph, a missing sidecar) is
 reported as a reason and the caller exports again.
 
+An entry may also record its *sources* (:func:`record_sources`): a SHA-256 over the model folder's files it was
+exported from (:func:`source_digest`), the library versions, and what the model's tokenizer gave on fixed texts.
+A later load that finds the same files and versions (:func:`find_by_sources`) opens the graph without loading
+the torch model, and so without importing transformers: the graph depends on nothing else, since the key is a
+function of those weights and versions.
+
 The folder (:func:`cache_folder`) is ``<model folder>/onnx`` for a local model folder that is writable, else
 ``onnx/<model name>-<hash of its path>`` in the user cache (``$LATELEX_CACHE``, ``$XDG_CACHE_HOME/latelex`` or
 ``~/.cache/latelex``). Built-in models and Hugging Face Hub downloads always use the user cache, so that nothing
@@ -115,6 +121,59 @@ def check_entry(folder: Path, stem: str, key: str) -> str | None:
     return None
 
 
+#: What :func:`source_digest` leaves out: the ONNX cache itself, caches, version control, and file types that
+#: no loader of a PyTorch model reads (documentation, other frameworks' weights, other runtimes' graphs).
+SKIPPED_FOLDERS = frozenset({"onnx", "__pycache__", ".git", ".cache"})
+SKIPPED_SUFFIXES = frozenset({".md", ".h5", ".ot", ".msgpack", ".onnx", ".gguf", ".lock", ".tmp", ".pyc"})
+
+
+def source_digest(folders: Iterable[Path]) -> str:
+    """Hex SHA-256 over the names and bytes of every file under ``folders`` (a model folder and the backbone it
+    refers to) that loading the model may read; see :data:`SKIPPED_FOLDERS` and :data:`SKIPPED_SUFFIXES`."""
+    digest = hashlib.sha256()
+    for i, folder in enumerate(dict.fromkeys(Path(f).resolve() for f in folders)):
+        for path in sorted(_source_files(folder)):
+            digest.update(f"{i}/{path.relative_to(folder).as_posix()}|{file_sha256(path)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _source_files(folder: Path) -> Iterable[Path]:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            if entry.name not in SKIPPED_FOLDERS:
+                yield from _source_files(entry)
+        elif entry.is_file() and entry.suffix.lower() not in SKIPPED_SUFFIXES:
+            yield entry
+
+
+def record_sources(folder: Path, stem: str, sources: dict[str, Any]) -> None:
+    """Add ``sources`` (``{"digest": ..., "versions": ..., "tokens": ...}``) to a valid entry's sidecar, atomically;
+    the caller holds the entry's lock."""
+    _, sidecar = entry_paths(folder, stem)
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    if meta.get("sources") == sources:
+        return
+    meta["sources"] = sources
+    with atomic_write(sidecar) as f:
+        json.dump(meta, f, indent=2)
+
+
+def find_by_sources(folder: Path, stem: str, digest: str, versions: dict[str, str]) -> dict[str, Any] | None:
+    """The sidecar of entry ``stem`` when it records sources with this ``digest`` and ``versions`` and passes
+    :func:`check_entry` under its own key (graph file intact, verification passed); else None."""
+    _, sidecar = entry_paths(folder, stem)
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    sources = meta.get("sources") if isinstance(meta, dict) else None
+    if not isinstance(sources, dict) or sources.get("digest") != digest or sources.get("versions") != versions:
+        return None
+    if not isinstance(meta.get("key"), str) or check_entry(folder, stem, meta["key"]) is not None:
+        return None
+    return meta
+
+
 def read_sidecar(folder: Path, stem: str) -> dict[str, Any]:
     """The sidecar of a valid entry (call :func:`check_entry` first)."""
     return json.loads(entry_paths(folder, stem)[1].read_text(encoding="utf-8"))
@@ -142,5 +201,5 @@ def discard_entry(folder: Path, stem: str) -> None:
     graph.unlink(missing_ok=True)
 
 
-__all__ = ["cache_folder", "cache_key", "check_entry", "discard_entry", "entry_paths", "publish_entry",
-           "read_sidecar", "weights_digest"]
+__all__ = ["cache_folder", "cache_key", "check_entry", "discard_entry", "entry_paths", "find_by_sources",
+           "publish_entry", "read_sidecar", "record_sources", "source_digest", "weights_digest"]
