@@ -18,6 +18,11 @@ onnxruntime's full graph optimisation at load time, and checks a new graph befor
 
 A graph that fails is not kept and the load raises a one-line :class:`ModelError`.
 
+A ColBERT model loaded by name or folder also records in the graph's sidecar the files it was read from
+(:func:`record_graph_sources`); the next load that finds the same files and library versions opens the graph
+without loading the torch model or importing transformers (:func:`open_by_sources`, :mod:`.rust_tokenizer`),
+which takes a one-off ``latelex search --query`` from about 8 s to about 3 s on two cores.
+
 The optimised graph is not saved: onnxruntime's full optimisation may lay the graph out for this CPU, so the
 portable graph is cached and optimised again (in well under a second) by every process that loads it.
 """
