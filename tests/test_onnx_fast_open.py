@@ -152,3 +152,23 @@ def test_an_index_searched_through_a_fast_opened_encoder(model_dir, no_full_load
     assert isinstance(retriever.encoder.tokenizer, RustTokenizer)
     assert [(h.doc_id, round(h.score, 5)) for h in retriever.search("protein cells", k=2)] == \
         [(h.doc_id, round(h.score, 5)) for h in expected]
+
+
+def test_the_source_digest_covers_what_loading_reads(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "1_Dense").mkdir(parents=True)
+    (folder / "checkpoint-100").mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "path": ""}, {"idx": 1, "path": "1_Dense"}]))
+    (folder / "1_Dense" / "model.safetensors").write_bytes(b"projection")
+    first = onnx_cache.source_digest([folder])
+    for unread in ("README.md", "optimizer.pt", "checkpoint-100/model.safetensors", "onnx/x.onnx"):
+        (folder / unread).parent.mkdir(exist_ok=True)
+        (folder / unread).write_bytes(b"anything")
+    assert onnx_cache.source_digest([folder]) == first  # a training run's state and the cache are not read
+    (folder / "1_Dense" / "model.safetensors").write_bytes(b"another projection")
+    second = onnx_cache.source_digest([folder])
+    assert second != first
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert onnx_cache.source_digest([folder]) not in (first, second)

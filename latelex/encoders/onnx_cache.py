@@ -121,29 +121,38 @@ def check_entry(folder: Path, stem: str, key: str) -> str | None:
     return None
 
 
-#: What :func:`source_digest` leaves out: the ONNX cache itself, caches, version control, and file types that
-#: no loader of a PyTorch model reads (documentation, other frameworks' weights, other runtimes' graphs).
-SKIPPED_FOLDERS = frozenset({"onnx", "__pycache__", ".git", ".cache"})
+#: Files at the top of a model folder that :func:`source_digest` leaves out: documentation, other frameworks'
+#: weights, other runtimes' graphs, and a training run's own state (optimizer, scheduler, random state).
 SKIPPED_SUFFIXES = frozenset({".md", ".h5", ".ot", ".msgpack", ".onnx", ".gguf", ".lock", ".tmp", ".pyc"})
+SKIPPED_NAMES = frozenset({"optimizer.pt", "scheduler.pt", "training_args.bin", "trainer_state.json"})
 
 
 def source_digest(folders: Iterable[Path]) -> str:
-    """Hex SHA-256 over the names and bytes of every file under ``folders`` (a model folder and the backbone it
-    refers to) that loading the model may read; see :data:`SKIPPED_FOLDERS` and :data:`SKIPPED_SUFFIXES`."""
+    """Hex SHA-256 over the names and bytes of the files of ``folders`` (a model folder and the backbone it refers
+    to) that loading the model reads: the files at the top of each folder (less :data:`SKIPPED_SUFFIXES` and
+    :data:`SKIPPED_NAMES`), and every file of the module folders a sentence-transformers ``modules.json`` names
+    (where PyLate keeps its projection). Other subfolders (a training run's checkpoints, the ONNX cache) are not
+    read, so that the digest costs about what reading the weights once does."""
     digest = hashlib.sha256()
     for i, folder in enumerate(dict.fromkeys(Path(f).resolve() for f in folders)):
-        for path in sorted(_source_files(folder)):
+        for path in sorted(set(_source_files(folder))):
             digest.update(f"{i}/{path.relative_to(folder).as_posix()}|{file_sha256(path)}\n".encode("utf-8"))
     return digest.hexdigest()
 
 
 def _source_files(folder: Path) -> Iterable[Path]:
     for entry in folder.iterdir():
-        if entry.is_dir():
-            if entry.name not in SKIPPED_FOLDERS:
-                yield from _source_files(entry)
-        elif entry.is_file() and entry.suffix.lower() not in SKIPPED_SUFFIXES:
+        if entry.is_file() and entry.suffix.lower() not in SKIPPED_SUFFIXES and entry.name not in SKIPPED_NAMES \
+                and not entry.name.startswith(("rng_state", ".")):
             yield entry
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    for module in modules if isinstance(modules, list) else []:
+        sub = folder / str(module.get("path") or "") if isinstance(module, dict) else folder
+        if sub.resolve() != folder and sub.resolve().is_relative_to(folder) and sub.is_dir():
+            yield from (path for path in sub.rglob("*") if path.is_file())
 
 
 def record_sources(folder: Path, stem: str, sources: dict[str, Any]) -> None:
