@@ -70,6 +70,7 @@ def test_a_recorded_graph_opens_without_the_torch_model_and_encodes_the_same(mod
     sources = json.loads((model_dir / "onnx" / f"{stem}.json").read_text())["sources"]
     assert sources["digest"] == onnx_cache.source_digest([model_dir])
     assert sources["versions"]["transformers"] and sources["tokens"]["limits"]
+    assert sources["backbone"] == {"hidden_size": 32, "max_position_embeddings": first.max_positions}
     expected = encode_all(first)
     no_full_load()
     fast = ColBERT.from_pretrained(model_dir, backend="onnx", quantize=quantize)
@@ -172,3 +173,13 @@ def test_the_source_digest_covers_what_loading_reads(tmp_path):
     assert second != first
     (folder / "model.safetensors").write_bytes(b"other weights")
     assert onnx_cache.source_digest([folder]) not in (first, second)
+
+
+def test_a_plain_encoder_opens_fast_at_the_backbone_width(tmp_path, no_full_load):
+    plain = build_bert(tmp_path / "plain")  # no projection: vectors at the hidden size
+    first = ColBERT.from_pretrained(plain, query_augmentation=False, backend="onnx")
+    expected = encode_all(first)
+    no_full_load()
+    fast = ColBERT.from_pretrained(plain, query_augmentation=False, backend="onnx")
+    assert fast.dim == first.dim == 32 and fast.max_positions == first.max_positions
+    assert all(torch.equal(a, b) for a, b in zip(expected, encode_all(fast)))

@@ -22,7 +22,7 @@ from ..fsio import staged_folder
 from ..models import builtin_name, recorded_name
 from .batching import BatchCallback, batch_progress, batches_by_length
 from .colbert_checkpoints import ADAPTERS_FILE, LATELEX_FORMAT, LATELEX_FORMAT_VERSION, LATELEX_MANIFEST, read_checkpoint
-from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, read_json, resolve_model_dir
+from .loading import load_tokenizer, load_transformer, pick_device, quiet_transformers, resolve_model_dir
 from .rust_tokenizer import token_check
 
 if TYPE_CHECKING:
@@ -155,7 +155,10 @@ class ColBERT:
         graph, meta = found
         if not tokenizer.matches(meta["sources"].get("tokens") or {}):
             return None
-        backbone = GraphBackbone(read_json(checkpoint.backbone_dir / "config.json"))
+        shape = meta["sources"].get("backbone")
+        if not isinstance(shape, dict):
+            return None
+        backbone = GraphBackbone(shape)
         projection = None
         if checkpoint.projection is not None:
             out_dim, width = (int(x) for x in checkpoint.projection.shape)
@@ -327,7 +330,8 @@ class ColBERT:
         self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
         if sources is not None:
             limits = {self._limits(query=True)[0], self._limits(query=False)[0], 8, 32, 128, 512}
-            record_graph_sources(request.folder, stem, sources, token_check(self.tokenizer, sorted(limits)))
+            shape = {"hidden_size": int(self.backbone.config.hidden_size), "max_position_embeddings": self.max_positions}
+            record_graph_sources(request.folder, stem, sources, token_check(self.tokenizer, sorted(limits)), shape)
         release_weights(self.backbone, self.projection)
         return self
 

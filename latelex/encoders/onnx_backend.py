@@ -414,12 +414,15 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def record_graph_sources(folder: Path, stem: str, sources: Sequence[Path], tokens: dict[str, Any]) -> None:
+def record_graph_sources(folder: Path, stem: str, sources: Sequence[Path], tokens: dict[str, Any],
+                         backbone: dict[str, Any]) -> None:
     """Record in the sidecar of the valid entry ``stem`` that it was exported from the files of the folders
-    ``sources`` with today's :func:`source_versions`, and what the model's tokenizer gave (``tokens``, from
-    :func:`~.rust_tokenizer.token_check`), for :func:`open_by_sources`. A folder that cannot be written is left
-    as it is (the next load is then a full one again)."""
-    record = {"digest": onnx_cache.source_digest(sources), "versions": source_versions(), "tokens": tokens}
+    ``sources`` with today's :func:`source_versions`, what the model's tokenizer gave (``tokens``, from
+    :func:`~.rust_tokenizer.token_check`) and the backbone's config values the encoder reads (``backbone``, for
+    :class:`GraphBackbone`), for :func:`open_by_sources`. A folder that cannot be written is left as it is (the
+    next load is then a full one again)."""
+    record = {"digest": onnx_cache.source_digest(sources), "versions": source_versions(), "tokens": tokens,
+              "backbone": dict(backbone)}
     try:
         with file_lock(folder / f".{stem}.lock", EXPORT_LOCK_TIMEOUT_S):
             if onnx_cache.check_entry(folder, stem, onnx_cache.read_sidecar(folder, stem).get("key", "")) is None:
@@ -430,7 +433,8 @@ def record_graph_sources(folder: Path, stem: str, sources: Sequence[Path], token
 
 class GraphBackbone(torch.nn.Module):
     """Stands in for a transformers backbone whose forward pass is a cached ONNX graph, when the encoder was built
-    without loading it (:func:`open_by_sources`): its ``config`` (read from config.json) and no weights."""
+    without loading it (:func:`open_by_sources`): the config values the encoder reads (hidden size, positions), as
+    recorded from the real backbone, and no weights."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
