@@ -114,3 +114,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts calls of the ONNX exporter (each is one graph exported): the paths it wrote."""
+    from latelex.encoders import onnx_backend
+
+    calls = []
+    real = onnx_backend.export_onnx
+
+    def counting(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", counting)
+    return calls

@@ -72,20 +72,6 @@ def splade_onnx(mlm_dir):
     return Splade.from_pretrained(mlm_dir, doc_maxlen=48, backend="onnx")
 
 
-@pytest.fixture
-def exports(monkeypatch):
-    """Counts calls of the exporter (each is one graph exported)."""
-    calls = []
-    real = onnx_backend.export_onnx
-
-    def counting(*args, **kwargs):
-        calls.append(args[-1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(onnx_backend, "export_onnx", counting)
-    return calls
-
-
 def dense(batch, vocab: int) -> torch.Tensor:
     out = torch.zeros(len(batch), vocab, dtype=torch.float64)
     for row, vector in enumerate(batch):

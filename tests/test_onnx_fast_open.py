@@ -44,19 +44,6 @@ def no_full_load(monkeypatch):
     return arm
 
 
-@pytest.fixture
-def exports(monkeypatch):
-    calls = []
-    real = onnx_backend.export_onnx
-
-    def counting(*args, **kwargs):
-        calls.append(args[-1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(onnx_backend, "export_onnx", counting)
-    return calls
-
-
 def encode_all(encoder):
     return encoder.encode_queries(TEXTS) + encoder.encode_documents(TEXTS)
 
