@@ -106,8 +106,13 @@ class ColBERT:
             raise ConfigError(f"{name_or_path} projects to dim {stored_dim}, not {config.dim}")
         local = Path(name_or_path).expanduser().exists()
         source = str(model_dir) if local else builtin_name(str(name_or_path))
+        digest = None
         if runtime.backend == "onnx":
-            cached = cls._from_recorded_graph(checkpoint, config, model_dir, local, source, runtime, device, onnx_dir)
+            from .onnx_cache import source_digest
+
+            digest = source_digest([model_dir, checkpoint.backbone_dir])  # once: to find the graph, or to record it
+            cached = cls._from_recorded_graph(checkpoint, config, model_dir, local, source, runtime, device, onnx_dir,
+                                              digest)
             if cached is not None:
                 return cached
         backbone = load_transformer(checkpoint.backbone_dir)
@@ -130,26 +135,25 @@ class ColBERT:
                     device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device), runtime=runtime)
         model._check_tokens()
         if runtime.backend == "onnx":
-            return model._use_onnx(model_dir, local, device, onnx_dir, sources=[model_dir, checkpoint.backbone_dir])
+            return model._use_onnx(model_dir, local, device, onnx_dir, source_digest=digest)
         return model.to(model.device)
 
     @classmethod
     def _from_recorded_graph(cls, checkpoint: Any, config: ColBERTConfig, model_dir: Path, local: bool, source: str,
-                             runtime: BackendConfig, device: Any, onnx_dir: Any) -> "ColBERT | None":
+                             runtime: BackendConfig, device: Any, onnx_dir: Any, digest: str) -> "ColBERT | None":
         """The encoder over a cached graph whose sidecar records that it was exported from these very model files
-        (:func:`~.onnx_cache.find_by_sources`), built without loading the torch model or importing transformers;
+        (``digest``, their :func:`~.onnx_cache.source_digest`; :func:`~.onnx_cache.find_by_sources`), built without loading the torch model or importing transformers;
         None when there is none, or when the tokenizer read without transformers does not reproduce the one
         recorded with the graph (:mod:`.rust_tokenizer`). The caller then loads the model in full."""
         from .onnx_backend import GraphBackbone, onnx_device, open_by_sources
-        from .onnx_cache import cache_folder, source_digest
+        from .onnx_cache import cache_folder
         from .rust_tokenizer import RustTokenizer
 
         tokenizer = RustTokenizer.load(checkpoint.backbone_dir)
         if tokenizer is None:
             return None
-        sources = [model_dir, checkpoint.backbone_dir]
         found = open_by_sources(cache_folder(model_dir, local, onnx_dir), _graph_stem(None, runtime.quantize),
-                                source_digest(sources), "token_vectors", onnx_device(device))
+                                digest, "token_vectors", onnx_device(device))
         if found is None:
             return None
         graph, meta = found
@@ -306,11 +310,11 @@ class ColBERT:
     # ------------------------------------------------------------------ onnx backend
 
     def _use_onnx(self, model_dir: Path, local: bool, device: Any, onnx_dir: Any,
-                  sources: list[Path] | None = None) -> "ColBERT":
+                  source_digest: str | None = None) -> "ColBERT":
         """Run the forward pass as a (cached, verified) ONNX graph from now on, and free the torch weights.
-        ``sources``: the folders the weights were read from; the graph's sidecar then records them, so that the
-        next load finds the graph without loading the torch model (:meth:`_from_recorded_graph`)."""
-        from .onnx_backend import GraphRequest, load_graph, onnx_device, record_graph_sources, release_weights
+        ``source_digest``: that of the files the weights were read from; the graph's sidecar then records it, so
+        that the next load finds the graph without loading the torch model (:meth:`_from_recorded_graph`)."""
+        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights, source_record
         from .onnx_cache import cache_folder, weights_digest
 
         where = onnx_device(device)
@@ -325,13 +329,14 @@ class ColBERT:
         parts = {"family": "colbert", "weights": weights_digest(modules), "inputs": list(example),
                  "backbone_config": self.backbone.config.to_json_string(use_diff=False),
                  "projection": None if self.projection is None else list(self.projection.weight.shape)}
-        request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
-                               cache_folder(model_dir, local, onnx_dir), stem, parts, self.source)
-        self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
-        if sources is not None:
+        sources = None
+        if source_digest is not None:
             limits = {self._limits(query=True)[0], self._limits(query=False)[0], 8, 32, 128, 512}
             shape = {"hidden_size": int(self.backbone.config.hidden_size), "max_position_embeddings": self.max_positions}
-            record_graph_sources(request.folder, stem, sources, token_check(self.tokenizer, sorted(limits)), shape)
+            sources = source_record(source_digest, token_check(self.tokenizer, sorted(limits)), shape)
+        request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
+                               cache_folder(model_dir, local, onnx_dir), stem, parts, self.source, sources)
+        self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
         release_weights(self.backbone, self.projection)
         return self
 

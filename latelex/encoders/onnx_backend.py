@@ -19,7 +19,7 @@ onnxruntime's full graph optimisation at load time, and checks a new graph befor
 A graph that fails is not kept and the load raises a one-line :class:`ModelError`.
 
 A ColBERT model loaded by name or folder also records in the graph's sidecar the files it was read from
-(:func:`record_graph_sources`); the next load that finds the same files and library versions opens the graph
+(``GraphRequest.sources``, :func:`source_record`); the next load that finds the same files and library versions opens the graph
 without loading the torch model or importing transformers (:func:`open_by_sources`, :mod:`.rust_tokenizer`),
 which takes a one-off ``latelex search --query`` from about 8 s to about 3 s on two cores.
 
@@ -39,6 +39,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -297,6 +298,9 @@ class GraphRequest:
     stem: str
     key_parts: Mapping[str, Any]
     source: str  # the model's name, for messages
+    #: What the entry's sidecar records of the files the weights came from (:func:`source_record`), kept by
+    #: :func:`load_graph` whenever the entry is valid, for :func:`open_by_sources`; None: nothing recorded.
+    sources: Mapping[str, Any] | None = None
 
 
 def load_graph(request: GraphRequest, quantize: str | None, device: torch.device,
@@ -320,9 +324,12 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
             try:
                 graph = open_graph(path, device, inputs, request.output)
                 graph.verification = onnx_cache.read_sidecar(folder, stem).get("verification")
-                return graph
             except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
                 reason = f"onnxruntime cannot load it ({_first_line(exc)})"
+            else:
+                if request.sources is not None:
+                    _keep_sources(folder, stem, request.sources)
+                return graph
         if reason != "not exported yet":
             logger.warning("rebuilding the ONNX graph %s in %s: %s", stem, folder, reason)
         onnx_cache.discard_entry(folder, stem)
@@ -348,6 +355,15 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str,
         return None
     graph.verification = meta.get("verification")
     return graph, meta
+
+
+def _keep_sources(folder: Path, stem: str, sources: Mapping[str, Any]) -> None:
+    """Record ``sources`` in the valid entry's sidecar (the caller holds its lock); a sidecar that cannot be
+    written is left as it is, and the next load is then a full one again."""
+    try:
+        onnx_cache.record_sources(folder, stem, dict(sources))
+    except (OSError, ValueError) as exc:
+        logger.info("could not record the sources of %s in %s: %s", stem, folder, exc)
 
 
 def _export_verified(request: GraphRequest, quantize: str | None, device: torch.device,
@@ -377,6 +393,7 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
             raise ModelError(f"the {what}ONNX graph of {request.source} does not match torch ({result.describe()}); "
                              f"use backend='torch'{' or drop quantize' if quantize else ''}")
         meta = {"key": key, "key_parts": parts, "stem": stem, "verification": asdict(result),
+                **({} if request.sources is None else {"sources": dict(request.sources)}),
                 "export_seconds": round(time.perf_counter() - started, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         graph.path = onnx_cache.publish_entry(folder, stem, built, meta)
@@ -414,21 +431,12 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def record_graph_sources(folder: Path, stem: str, sources: Sequence[Path], tokens: dict[str, Any],
-                         backbone: dict[str, Any]) -> None:
-    """Record in the sidecar of the valid entry ``stem`` that it was exported from the files of the folders
-    ``sources`` with today's :func:`source_versions`, what the model's tokenizer gave (``tokens``, from
-    :func:`~.rust_tokenizer.token_check`) and the backbone's config values the encoder reads (``backbone``, for
-    :class:`GraphBackbone`), for :func:`open_by_sources`. A folder that cannot be written is left as it is (the
-    next load is then a full one again)."""
-    record = {"digest": onnx_cache.source_digest(sources), "versions": source_versions(), "tokens": tokens,
-              "backbone": dict(backbone)}
-    try:
-        with file_lock(folder / f".{stem}.lock", EXPORT_LOCK_TIMEOUT_S):
-            if onnx_cache.check_entry(folder, stem, onnx_cache.read_sidecar(folder, stem).get("key", "")) is None:
-                onnx_cache.record_sources(folder, stem, record)
-    except (OSError, ValueError) as exc:
-        logger.info("could not record the sources of %s in %s: %s", stem, folder, exc)
+def source_record(digest: str, tokens: dict[str, Any], backbone: dict[str, Any]) -> dict[str, Any]:
+    """What a graph's sidecar records of its sources (``GraphRequest.sources``): the
+    :func:`~.onnx_cache.source_digest` of the model files, today's :func:`source_versions`, what the model's
+    tokenizer gave (``tokens``, from :func:`~.rust_tokenizer.token_check`) and the backbone's config values the
+    encoder reads (``backbone``, for :class:`GraphBackbone`)."""
+    return {"digest": digest, "versions": source_versions(), "tokens": tokens, "backbone": dict(backbone)}
 
 
 class GraphBackbone(torch.nn.Module):
@@ -438,8 +446,6 @@ class GraphBackbone(torch.nn.Module):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
-        from types import SimpleNamespace
-
         self.config = SimpleNamespace(**dict(config))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -456,4 +462,4 @@ def release_weights(*modules: torch.nn.Module | None) -> None:
 
 __all__ = ["FP32_MAX_ABS_DIFF", "INT8_MIN_MEAN_COSINE", "OPSET", "GraphRequest", "OnnxGraph", "Verification",
            "compare", "export_onnx", "load_graph", "onnx_device", "open_by_sources", "quantize_int8",
-           "require_onnxruntime", "source_versions"]
+           "require_onnxruntime", "source_record", "source_versions"]
