@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import InputError, LatelexError
 from ..fsio import fsync_path
+from ..npyio import load_npy
 from .cluster import ClusterError, RayConfig, connect, connected, worker_count
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class ChunkStore:
         if record is None or record.get("documents") != documents:
             return False
         try:
-            shapes = {p: np.load(self.path(key, p), mmap_mode="r", allow_pickle=False).shape for p in self.parts()}
+            shapes = {p: load_npy(self.path(key, p), mmap=True).shape for p in self.parts()}
         except (OSError, ValueError):
             return False
         if self.family == "colbert":
@@ -150,11 +151,11 @@ class ChunkStore:
         indptrs, indices, values = [np.zeros(1, dtype=np.int64)], [], []
         base = 0
         for key in keys:
-            indptr = np.load(self.path(key, "indptr"), allow_pickle=False).astype(np.int64)
+            indptr = load_npy(self.path(key, "indptr")).astype(np.int64)
             indptrs.append(indptr[1:] + base)
             base += int(indptr[-1])
-            indices.append(np.load(self.path(key, "indices"), allow_pickle=False).astype(np.int32, copy=False))
-            values.append(np.load(self.path(key, "values"), allow_pickle=False).astype(np.float32, copy=False))
+            indices.append(load_npy(self.path(key, "indices")).astype(np.int32, copy=False))
+            values.append(load_npy(self.path(key, "values")).astype(np.float32, copy=False))
         return SparseBatch(np.concatenate(indptrs), np.concatenate(indices or [np.zeros(0, np.int32)]),
                            np.concatenate(values or [np.zeros(0, np.float32)]), int(vocab_size))
 
@@ -179,7 +180,7 @@ class ChunkedMatrices(Sequence):
         self._offsets = []
         starts = [0]
         for _, lengths_file in parts:
-            lengths = np.load(lengths_file, allow_pickle=False).astype(np.int64)
+            lengths = load_npy(lengths_file).astype(np.int64)
             offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
             self._offsets.append(offsets)
@@ -192,7 +193,7 @@ class ChunkedMatrices(Sequence):
 
     def _chunk(self, c: int) -> np.ndarray:
         if self._mapped is None or self._mapped[0] != c:
-            self._mapped = (c, np.load(self._vector_files[c], mmap_mode="r", allow_pickle=False))
+            self._mapped = (c, load_npy(self._vector_files[c], mmap=True))
         return self._mapped[1]
 
     def _matrix(self, c: int, j: int) -> Any:

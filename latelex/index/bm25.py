@@ -42,6 +42,7 @@ import numpy as np
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, IndexFormatError, InputError
 from ..fsio import file_sha256
+from ..npyio import load_npy
 from ..types import Hit, Run
 from . import storage
 from .ids import check_doc_ids, query_pairs, subset_positions
@@ -645,7 +646,7 @@ def _file_entry(directory: Path, relative: str) -> dict[str, Any]:
 
 def _array_entry(directory: Path, relative: str) -> dict[str, Any]:
     """The manifest entry (as :func:`storage.save_array` makes it) of an .npy file bm25s wrote."""
-    array = np.load(directory / relative, mmap_mode="r", allow_pickle=False)
+    array = load_npy(directory / relative, mmap=True)
     if array.dtype == object:
         raise IndexFormatError(f"internal error: bm25s wrote {relative} with dtype object")
     return {"dtype": array.dtype.str, "shape": list(array.shape), **_file_entry(directory, relative)}

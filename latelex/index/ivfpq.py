@@ -46,6 +46,7 @@ import torch
 from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, IndexFormatError, InputError
 from ..fsio import file_sha256
+from ..npyio import load_npy
 from ..scoring.maxsim import maxsim_packed
 from ..scoring.topk import topk
 from ..types import Hit
@@ -228,7 +229,7 @@ class IvfPqIndex(StoredTokenVectors):
                 lengths, vectors_entry, dim = write_vectors(tmp, ids, _counted(embeddings, bar))
             offsets = np.zeros(len(ids) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            vectors = np.load(tmp / "vectors.npy", mmap_mode="r", allow_pickle=False)
+            vectors = load_npy(tmp / "vectors.npy", mmap=True)
             total = int(offsets[-1])
             resolved = _resolve(config, total, dim)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import threading
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import IndexFormatError, InputError
 from ..fsio import file_sha256, replace_folder, staged_folder
+from ..npyio import load_npy
 
 MANIFEST = "manifest.json"
 
@@ -262,16 +262,17 @@ def load_array(directory: Path, manifest: dict[str, Any], name: str, mmap: bool 
     if not checked and verify_small and lazy is not None:
         lazy.add(name, path, entry["sha256"])
     try:
-        if checked and not mmap:  # read once: hash the bytes, then parse them
+        if checked and not mmap:  # read once: hash the bytes, then parse them (a writable array over them)
+            data = bytearray(size)
             with open(path, "rb") as f:
-                data = f.read()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                whole = f.readinto(data) == size and not f.read(1)
+            if not whole or hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
-            array = np.load(io.BytesIO(data), allow_pickle=False)
+            array = load_npy(data)
         else:
             if checked and file_sha256(path) != entry["sha256"]:
                 raise IndexFormatError(f"{path} does not match its checksum; the index is corrupt, rebuild it")
-            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            array = load_npy(path, mmap=mmap)
     except (ValueError, OSError, EOFError) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise IndexFormatError(f"{path} is not a valid array ({reason}); rebuild the index") from None

@@ -29,6 +29,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...fsio import file_sha256
+from ...npyio import load_npy
 from ...types import SparseBatch
 from .. import storage
 from .config import InvertedConfig
@@ -50,7 +51,7 @@ def decode_table(kind: str, scale: float) -> np.ndarray:
 
 def array_entry(directory: Path, path: Path) -> dict[str, Any]:
     """Manifest entry of an ``.npy`` file written in place (file relative to ``directory``)."""
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    array = load_npy(path, mmap=True)
     return {
         "file": path.relative_to(directory).as_posix(),
         "dtype": array.dtype.str,

@@ -36,6 +36,7 @@ import torch
 from ...config import config_to_dict
 from ...errors import ConfigError, IndexFormatError, InputError
 from ...fsio import build_lock, file_sha256, fsync_path
+from ...npyio import load_npy
 from ..storage import MANIFEST, encode_strings, publish, save_array, write_manifest
 from ..token_vectors import VECTOR_DTYPE, as_matrix, check_encoder, check_new_ids
 from .codec import ResidualCodec
@@ -192,8 +193,8 @@ class SpillSource:
 
     def _chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is None or self._cache[0] != c:
-            vectors = np.load(self.directory / f"raw-{c:05d}.vectors.npy", mmap_mode="r", allow_pickle=False)
-            lengths = np.load(self.directory / f"raw-{c:05d}.lengths.npy", allow_pickle=False)
+            vectors = load_npy(self.directory / f"raw-{c:05d}.vectors.npy", mmap=True)
+            lengths = load_npy(self.directory / f"raw-{c:05d}.lengths.npy")
             offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
             self._cache = (c, vectors, offsets)
@@ -362,9 +363,9 @@ def train_codec(source: SequenceSource | SpillSource, config: PlaidConfig) -> tu
 
 def load_codec_from(directory: Path, nbits: int) -> ResidualCodec:
     """The codec a (resumed) build staged in ``directory``; builds always decode to unit vectors."""
-    centroids = np.load(directory / "centroids.npy", allow_pickle=False).astype(np.float32)
-    cutoffs = np.load(directory / "bucket_cutoffs.npy", allow_pickle=False)
-    weights = np.load(directory / "bucket_weights.npy", allow_pickle=False)
+    centroids = load_npy(directory / "centroids.npy").astype(np.float32)
+    cutoffs = load_npy(directory / "bucket_cutoffs.npy")
+    weights = load_npy(directory / "bucket_weights.npy")
     return ResidualCodec(centroids, cutoffs, weights, nbits, unit_norm=True)
 
 
@@ -558,7 +559,7 @@ CODEC_ARRAYS = ("centroids", "bucket_cutoffs", "bucket_weights")
 def array_entry(directory: Path, name: str) -> dict[str, Any]:
     """The manifest entry of an existing ``name.npy`` (checksum computed from the file)."""
     path = directory / f"{name}.npy"
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    array = load_npy(path, mmap=True)
     return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape), "bytes": path.stat().st_size,
             "sha256": file_sha256(path)}
 
