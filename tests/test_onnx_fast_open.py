@@ -170,3 +170,78 @@ def test_a_plain_encoder_opens_fast_at_the_backbone_width(tmp_path, no_full_load
     fast = ColBERT.from_pretrained(plain, query_augmentation=False, backend="onnx")
     assert fast.dim == first.dim == 32 and fast.max_positions == first.max_positions
     assert all(torch.equal(a, b) for a, b in zip(expected, encode_all(fast)))
+
+
+# --- SPLADE: the same fast open, for the document graph and a separate query encoder's graph ----------------------
+
+
+def dense_rows(batch) -> torch.Tensor:
+    rows = torch.zeros(len(batch), batch.vocab_size)
+    for i, vector in enumerate(batch):
+        rows[i, torch.as_tensor(vector.ids, dtype=torch.long)] = torch.as_tensor(vector.weights, dtype=torch.float32)
+    return rows
+
+
+def splade_all(encoder) -> torch.Tensor:
+    return torch.cat([dense_rows(encoder.encode_queries(TEXTS)), dense_rows(encoder.encode_documents(TEXTS))])
+
+
+@pytest.fixture
+def no_full_splade_load(monkeypatch):
+    from latelex.encoders import splade as splade_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch model was loaded")
+
+    def arm():
+        monkeypatch.setattr(splade_module, "_load_mlm", refuse)
+        monkeypatch.setattr(splade_module, "load_tokenizer", refuse)
+
+    return arm
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_recorded_splade_graph_opens_without_the_torch_model(tmp_path, no_full_splade_load, exports, quantize):
+    from latelex import Splade
+
+    mlm = build_bert(tmp_path / "mlm", masked_lm=True, seed=5)
+    first = Splade.from_pretrained(mlm, doc_maxlen=48, backend="onnx", quantize=quantize)
+    expected = splade_all(first)
+    torch_rows = splade_all(Splade.from_pretrained(mlm, doc_maxlen=48))
+    sidecar = json.loads((mlm / "onnx" / f"latelex-splade-document-max-relu-{quantize or 'fp32'}.json").read_text())
+    assert sidecar["sources"]["backbone"]["vocab_size"] == first.vocab_size
+    assert 49 in sidecar["sources"]["tokens"]["limits"]  # one past the document length: how long texts are found
+    no_full_splade_load()
+    fast = Splade.from_pretrained(mlm, doc_maxlen=48, backend="onnx", quantize=quantize)
+    assert isinstance(fast.tokenizer, RustTokenizer) and len(exports) == 1
+    assert fast.vocab_size == first.vocab_size and fast.document_token_budget == first.document_token_budget
+    assert torch.equal(splade_all(fast), expected)
+    assert [t for t, _ in fast.explain(fast.encode_documents(["apple banana"])[0], top=3)] == \
+        [t for t, _ in first.explain(first.encode_documents(["apple banana"])[0], top=3)]
+    if quantize is None:
+        assert torch.allclose(expected, torch_rows, atol=1e-4)
+
+
+def test_a_separate_query_encoder_opens_fast_too_and_a_retrained_one_falls_back(tmp_path, no_full_splade_load,
+                                                                                exports, monkeypatch):
+    from latelex import Splade
+    from latelex.encoders import splade as splade_module
+
+    docs = build_bert(tmp_path / "doc", masked_lm=True, seed=1)
+    queries = build_bert(tmp_path / "q", masked_lm=True, seed=2)
+    first = Splade.from_pretrained(docs, query_model=queries, backend="onnx")
+    expected = splade_all(first)
+    assert set(first._graphs) == {"document", "query"} and len(exports) == 2
+    real_load = splade_module._load_mlm
+    no_full_splade_load()
+    fast = Splade.from_pretrained(docs, query_model=queries, backend="onnx")
+    assert set(fast._graphs) == {"document", "query"} and torch.equal(splade_all(fast), expected)
+    build_bert(queries, masked_lm=True, seed=3)  # the query encoder retrained in place
+    loaded = []
+    monkeypatch.setattr(splade_module, "_load_mlm", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(splade_module, "load_tokenizer", load_tokenizer)
+    renewed = Splade.from_pretrained(docs, query_model=queries, backend="onnx")
+    assert loaded == [1, 1] and len(exports) == 3  # both models loaded, only the query graph exported again
+    reference = Splade.from_pretrained(docs, query_model=queries)
+    assert torch.allclose(splade_all(renewed), splade_all(reference), atol=1e-4)
+    assert not torch.allclose(splade_all(renewed), expected, atol=1e-4)

@@ -15,6 +15,7 @@ import contextvars
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -112,7 +113,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' per-load progress bars and warnings for the duration of a load."""
+    """Silence transformers' per-load progress bars and warnings for the duration of a load (nothing to do, and
+    nothing imported, while transformers is not loaded: an encoder opened on a cached ONNX graph runs without it)."""
+    if "transformers" not in sys.modules:
+        yield
+        return
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()

@@ -42,10 +42,13 @@ class RustTokenizer:
     """The tokenizer of ``model_dir`` through ``tokenizers.Tokenizer`` (see the module docstring).
 
     Build it with :meth:`load`, which returns None where the folder has no ``tokenizer.json`` or its special
-    tokens cannot be read. Thread-safe: the underlying tokenizer is never reconfigured after loading.
+    tokens cannot be read. ``model_max_length`` is read from tokenizer_config.json as transformers reads it.
+    Thread-safe: the underlying tokenizer is never reconfigured after loading.
     """
 
     is_fast = True
+    #: As transformers reads it: ``model_max_length`` of tokenizer_config.json, else its "no limit" value.
+    model_max_length = int(1e30)
 
     def __init__(self, model_dir: Path, backend: Any, specials: dict[str, str]) -> None:
         self.model_dir = model_dir
@@ -78,7 +81,11 @@ class RustTokenizer:
                     specials[name] = text
         if "pad" not in specials or backend.token_to_id(specials["pad"]) is None:
             return None
-        return cls(model_dir, backend, specials)
+        tokenizer = cls(model_dir, backend, specials)
+        limit = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+            tokenizer.model_max_length = int(limit)
+        return tokenizer
 
     # --- what the encoders call ----------------------------------------------------------------------
 
@@ -175,7 +182,8 @@ def token_check(tokenizer: Any, limits: Sequence[int]) -> dict[str, Any]:
     specials = {name: getattr(tokenizer, f"{name}_token_id", None) for name in SPECIAL_NAMES}
     return {"limits": limits, "ids": {k: [list(map(int, row)) for row in v] for k, v in ids.items()},
             "specials": {k: (None if v is None else int(v)) for k, v in specials.items()},
-            "added": int(tokenizer.num_special_tokens_to_add(pair=False))}
+            "added": int(tokenizer.num_special_tokens_to_add(pair=False)),
+            "model_max_length": int(getattr(tokenizer, "model_max_length", 0) or 0)}
 
 
 __all__ = ["CHECK_TEXTS", "RustTokenizer", "token_check"]

@@ -123,7 +123,8 @@ class Splade:
         :class:`SpladeConfig` fields applied last (``doc_top_k=200``); an unknown name raises ConfigError.
         ``device``: where the model runs (default: CUDA when available, else CPU).
         ``backend="onnx"``: run the MLM head, activation and pooling as an ONNX graph with onnxruntime (exported,
-        verified against torch and cached on first use; see :mod:`latelex.encoders.onnx_backend`), on the CPU
+        verified against torch and cached on first use; see :mod:`latelex.encoders.onnx_backend`; a later load from
+        the same model files opens the cached graphs without loading the torch model), on the CPU
         unless ``device`` names a GPU onnxruntime can use; ``quantize="int8"`` quantises its weights;
         ``onnx_dir``: where to cache the graphs (default: ``onnx/`` in a writable local model folder, else the
         user cache).
@@ -143,16 +144,26 @@ class Splade:
                 "%s was trained with %s pooling but is configured for %s pooling; its scores will differ",
                 directory, layout.declared_pooling, settings.pooling,
             )
-        model = _load_mlm(layout.doc_dir)
-        tokenizer = load_tokenizer(layout.doc_dir)
-
-        q_model = q_tokenizer = q_name = None
+        q_model = q_tokenizer = q_name = q_root = None
         q_dir = layout.query_dir
         if query_model is not None:
             q_root = resolve_model_dir(query_model)
             q_layout = _read_layout(q_root)
             q_dir = q_layout.query_dir or q_layout.doc_dir
             q_name = _spec_name(query_model, q_root)
+        name = _spec_name(name_or_path, directory)
+        digest = None
+        if runtime.backend == "onnx":
+            from .onnx_cache import source_digest
+
+            # once: to find the graphs, or to record them
+            digest = source_digest([p for p in (directory, layout.doc_dir, q_root, q_dir) if p is not None])
+            fast = cls._from_recorded_graphs(layout, q_dir, settings, name, q_name, runtime, directory,
+                                             Path(name_or_path).expanduser().exists(), device, onnx_dir, digest)
+            if fast is not None:
+                return fast
+        model = _load_mlm(layout.doc_dir)
+        tokenizer = load_tokenizer(layout.doc_dir)
         if q_dir is not None:
             q_model = _load_mlm(q_dir)
             q_tokenizer = load_tokenizer(q_dir)
@@ -169,15 +180,53 @@ class Splade:
             settings,
             query_model=q_model,
             query_tokenizer=q_tokenizer,
-            name=_spec_name(name_or_path, directory),
+            name=name,
             query_name=q_name,
             activation=layout.activation,
             runtime=runtime,
         )
         if runtime.backend == "onnx":
             local = Path(name_or_path).expanduser().exists()
-            return encoder._use_onnx(directory, local, device, onnx_dir)
+            return encoder._use_onnx(directory, local, device, onnx_dir, source_digest=digest)
         return encoder.to(pick_device(device))
+
+    @classmethod
+    def _from_recorded_graphs(cls, layout: _Layout, q_dir: Path | None, settings: SpladeConfig, name: str,
+                              q_name: str | None, runtime: BackendConfig, directory: Path, local: bool, device: Any,
+                              onnx_dir: Any, digest: str) -> "Splade | None":
+        """The encoder over cached graphs (the document one, and the query one of a separate query encoder) whose
+        sidecars record that they were exported from these very model files (``digest``, their
+        :func:`~.onnx_cache.source_digest`), built without loading the torch models or importing transformers;
+        None when one is missing or its tokenizer, read without transformers, does not reproduce the one recorded
+        with it (:mod:`.rust_tokenizer`). The caller then loads the models in full."""
+        from .onnx_backend import GraphBackbone, onnx_device, open_by_sources
+        from .onnx_cache import cache_folder
+        from .rust_tokenizer import RustTokenizer
+
+        folder = cache_folder(directory, local, onnx_dir)
+        found: dict[str, tuple[Any, Any, Any]] = {}
+        for part, part_dir in (("document", layout.doc_dir), ("query", q_dir)):
+            if part_dir is None:
+                continue
+            tokenizer = RustTokenizer.load(part_dir)
+            if tokenizer is None:
+                return None
+            opened = open_by_sources(folder, _graph_stem(part, settings.pooling, layout.activation, runtime.quantize),
+                                     digest, "weights", onnx_device(device))
+            if opened is None:
+                return None
+            graph, meta = opened
+            shape = meta["sources"].get("backbone")
+            if not tokenizer.matches(meta["sources"].get("tokens") or {}) or not isinstance(shape, dict) \
+                    or not isinstance(shape.get("vocab_size"), int):
+                return None
+            found[part] = (GraphBackbone(shape), tokenizer, graph)
+        model, tokenizer, _ = found["document"]
+        q_model, q_tokenizer, _ = found.get("query", (None, None, None))
+        encoder = cls(model, tokenizer, settings, query_model=q_model, query_tokenizer=q_tokenizer, name=name,
+                      query_name=q_name, activation=layout.activation, device=torch.device("cpu"), runtime=runtime)
+        encoder._graphs = {part: graph for part, (_, _, graph) in found.items()}
+        return encoder
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], *, device: str | torch.device | None = None) -> "Splade":
@@ -355,11 +404,15 @@ class Splade:
 
     # ------------------------------------------------------------------ onnx backend
 
-    def _use_onnx(self, directory: Path, local: bool, device: Any, onnx_dir: Any) -> "Splade":
+    def _use_onnx(self, directory: Path, local: bool, device: Any, onnx_dir: Any,
+                  source_digest: str | None = None) -> "Splade":
         """Run each model's forward pass, activation and pooling as a (cached, verified) ONNX graph from now on,
-        and free the torch weights."""
-        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights
+        and free the torch weights. ``source_digest``: that of the files the weights were read from; each graph's
+        sidecar then records it, so that the next load finds the graphs without loading the torch models
+        (:meth:`_from_recorded_graphs`)."""
+        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights, source_record
         from .onnx_cache import cache_folder, weights_digest
+        from .rust_tokenizer import token_check
 
         where = onnx_device(device)
         self.device = torch.device("cpu")
@@ -372,12 +425,22 @@ class Splade:
             rows = _tokenize(tokenizer, ["learned sparse", "a longer example text, to pad"], 512, False)[0]
             input_ids, mask = _pad(rows, int(tokenizer.pad_token_id), self.device)
             example = {"input_ids": input_ids, "attention_mask": mask}
-            stem = f"latelex-splade-{part}-{self.config.pooling}-{self.activation}-{self.quantize or 'fp32'}"
+            stem = _graph_stem(part, self.config.pooling, self.activation, self.quantize)
             key = {"family": "splade", "part": part, "weights": weights_digest([(part, model)]),
                    "model_config": model.config.to_json_string(use_diff=False), "inputs": list(example),
                    "pooling": self.config.pooling, "activation": self.activation}
+            sources = None
+            if source_digest is not None:
+                limit = _length_limit(model, tokenizer)
+                lengths = {min(self.config.query_maxlen, limit), min(self.config.doc_maxlen, limit), 8, 32, 128}
+                positions = getattr(model.config, "max_position_embeddings", None)
+                shape = {"vocab_size": _output_size(model),
+                         "max_position_embeddings": positions if isinstance(positions, int) else None}
+                # each length and one past it: queries are tokenised one token past their limit to detect the long
+                checked = sorted(lengths | {n + 1 for n in lengths})
+                sources = source_record(source_digest, token_check(tokenizer, checked), shape)
             module = _PooledWeights(model, self.config.pooling, self.activation)
-            request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory))
+            request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory), sources)
             self._graphs[part] = load_graph(
                 request, self.quantize, where,
                 lambda graph, model=model, tokenizer=tokenizer: self._verify_onnx(graph, model, tokenizer))
@@ -644,8 +707,14 @@ def _load_mlm(directory: Path) -> torch.nn.Module:
         ) from None
 
 
+def _graph_stem(part: str, pooling: str, activation: str, quantize: str | None) -> str:
+    """The name of the cached graph of one part ("document" or "query") of a SPLADE encoder."""
+    return f"latelex-splade-{part}-{pooling}-{activation}-{quantize or 'fp32'}"
+
+
 def _output_size(model: torch.nn.Module) -> int:
-    head = model.get_output_embeddings()
+    getter = getattr(model, "get_output_embeddings", None)  # absent on the stand-in of a graph opened fast
+    head = getter() if getter is not None else None
     if head is not None and getattr(head, "weight", None) is not None:
         return int(head.weight.shape[0])
     return int(model.config.vocab_size)
