@@ -55,3 +55,26 @@ def scifact_texts(limit: int | None = None) -> list[str]:
         raise SystemExit(f"{folder} is absent: the benchmark needs the shared datasets (set LATELEX_SHARED)")
     texts = [text for _, text in read_documents(folder)]
     return texts[:limit] if limit else texts
+
+
+def scifact_test(limit: int | None = None) -> tuple[list, dict[str, str], dict[str, dict[str, int]]]:
+    """SciFact's corpus (Documents), test queries ``{qid: text}`` and test qrels; with ``limit``, the first ``limit``
+    documents and the queries with a relevant document among them (a smoke run)."""
+    from latelex.data.auto import read_collection_documents
+    from latelex.data.beir import BeirDataset
+
+    folder = SHARED / "datasets" / "scifact"
+    if not folder.exists():
+        raise SystemExit(f"{folder} is absent: this script needs the shared datasets (set LATELEX_SHARED)")
+    data = BeirDataset(folder, split="test")
+    docs = list(read_collection_documents(folder))
+    queries, qrels = dict(data.queries()), data.qrels()
+    if limit:
+        docs = docs[:limit]
+        kept = {d.id for d in docs}
+        qrels = {q: rel for q, rel in ((q, {d: r for d, r in rel.items() if d in kept}) for q, rel in qrels.items())
+                 if rel}
+        queries = {q: t for q, t in queries.items() if q in qrels}
+        if not qrels:
+            raise SystemExit(f"no test query has a relevant document among the first {limit}; raise --limit")
+    return docs, queries, qrels

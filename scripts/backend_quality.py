@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import SHARED, machine, print_table  # noqa: E402
+from common import machine, print_table, scifact_test  # noqa: E402
 
 BACKENDS = {"torch": {"backend": "torch"}, "onnx": {"backend": "onnx"}, "onnx-int8": {"backend": "onnx", "quantize": "int8"}}
 TARGETS = {"onnx": 0.001, "onnx-int8": 0.005}
@@ -47,26 +47,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from latelex import ColBERT, Retriever
-    from latelex.data.auto import read_collection_documents
-    from latelex.data.beir import BeirDataset
     from latelex.encoders.caching import CachingEncoder
     from latelex.evaluate import evaluate
     from latelex.index.plaid import PlaidConfig
     from latelex.models import DEFAULT_COLBERT_MODEL
 
-    folder = SHARED / "datasets" / "scifact"
-    if not folder.exists():
-        raise SystemExit(f"{folder} is absent: this script needs the shared datasets (set LATELEX_SHARED)")
-    data = BeirDataset(folder, split="test")
-    docs = list(read_collection_documents(folder))
-    queries, qrels = dict(data.queries()), data.qrels()
-    if args.limit:
-        docs = docs[:args.limit]
-        kept = {d.id for d in docs}
-        qrels = {q: rel for q, rel in ((q, {d: r for d, r in rel.items() if d in kept}) for q, rel in qrels.items()) if rel}
-        queries = {q: t for q, t in queries.items() if q in qrels}
-        if not qrels:
-            raise SystemExit(f"no test query has a relevant document among the first {args.limit}; raise --limit")
+    docs, queries, qrels = scifact_test(args.limit)
 
     work = Path(tempfile.mkdtemp(prefix="latelex-backends-"))
     figures: dict[str, dict] = {}

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import SHARED, machine, print_table  # noqa: E402
+from common import machine, print_table, scifact_test  # noqa: E402
 
 TARGET_DELTA = 0.005
 TARGET_BYTES = 0.55
@@ -49,28 +49,13 @@ def main() -> int:
     factors = list(dict.fromkeys([1, *args.factors]))  # factor 1 is the baseline every delta is against
 
     from latelex import ColBERT, Retriever
-    from latelex.data.auto import read_collection_documents
-    from latelex.data.beir import BeirDataset
     from latelex.encoders.caching import CachingEncoder
     from latelex.evaluate import evaluate
     from latelex.index.plaid import PlaidConfig
     from latelex.models import DEFAULT_COLBERT_MODEL
     from latelex.scoring.pooling import pool_documents
 
-    folder = SHARED / "datasets" / "scifact"
-    if not folder.exists():
-        raise SystemExit(f"{folder} is absent: this script needs the shared datasets (set LATELEX_SHARED)")
-    data = BeirDataset(folder, split="test")
-    docs = list(read_collection_documents(folder))
-    queries, qrels = dict(data.queries()), data.qrels()
-    if args.limit:
-        docs = docs[:args.limit]
-        kept = {d.id for d in docs}
-        qrels = {q: {d: r for d, r in rel.items() if d in kept} for q, rel in qrels.items()}
-        qrels = {q: rel for q, rel in qrels.items() if rel}
-        queries = {q: t for q, t in queries.items() if q in qrels}
-        if not qrels:
-            raise SystemExit(f"no test query has a relevant document among the first {args.limit}; raise --limit")
+    docs, queries, qrels = scifact_test(args.limit)
     encoder = CachingEncoder(ColBERT.from_pretrained(DEFAULT_COLBERT_MODEL, device=args.device, backend=args.backend,
                                                      quantize=args.quantize))
 
