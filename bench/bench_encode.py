@@ -5,7 +5,8 @@ all-MiniLM-L6-v2, batch size and thread count, each in a fresh process so that e
 sentence-transformers is measured twice: returning token embeddings (the same work as ColBERT encoding)
 and returning its default pooled sentence embeddings.
 
-latelex is measured on each backend: torch, onnx (float32) and onnx with int8 weights. The ONNX graphs are
+latelex is measured on each backend: torch, onnx (float32), onnx with int8 weights, and openvino (the float32 graph
+run by OpenVINO, in bfloat16 where the CPU has it; skipped when openvino is not installed). The ONNX graphs are
 exported (and verified) by a separate process first, so the measured processes load them from the cache, as every
 load after the first does; "load s" is the time to a ready encoder. sentence-transformers' own ONNX backend
 (``backend="onnx"``, and int8 through ``export_dynamic_quantized_onnx_model`` with the quantisation config that
@@ -31,6 +32,7 @@ Every row encodes the same texts (written to a file by the driver), in a fresh p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -45,7 +47,8 @@ from common import SHARED, machine, peak_rss_mb, print_table, scifact_texts  # n
 MODEL = SHARED / "models" / "all-MiniLM-L6-v2"
 
 #: latelex rows: system name -> (backend, quantize).
-LATELEX = {"latelex": ("torch", None), "latelex-onnx": ("onnx", None), "latelex-onnx-int8": ("onnx", "int8")}
+LATELEX = {"latelex": ("torch", None), "latelex-onnx": ("onnx", None), "latelex-onnx-int8": ("onnx", "int8"),
+           "latelex-openvino": ("openvino", None)}
 #: sentence-transformers rows: system name -> (output value, backend, int8).
 ST = {"st-tokens": ("token_embeddings", "torch", False), "st-pooled": ("sentence_embedding", "torch", False),
       "st-onnx": ("sentence_embedding", "onnx", False), "st-onnx-int8": ("sentence_embedding", "onnx", True)}
@@ -53,6 +56,7 @@ LABELS = {
     "latelex": "latelex ColBERT.encode_documents (torch)",
     "latelex-onnx": "latelex ColBERT.encode_documents (onnx fp32)",
     "latelex-onnx-int8": "latelex ColBERT.encode_documents (onnx int8)",
+    "latelex-openvino": "latelex ColBERT.encode_documents (openvino)",
     "st-tokens": "sentence-transformers encode (token_embeddings)",
     "st-pooled": "sentence-transformers encode (pooled)",
     "st-onnx": "sentence-transformers encode (pooled, backend=onnx)",
@@ -107,8 +111,14 @@ def st_onnx_model(max_length: int, int8: bool, work: Path):
 def load_latelex(system: str, max_length: int):
     from latelex.encoders.colbert import ColBERT
 
+    from latelex.errors import ConfigError
+
     backend, quantize = LATELEX[system]
-    return ColBERT.from_pretrained(MODEL, doc_maxlen=max_length, query_maxlen=64, backend=backend, quantize=quantize)
+    try:
+        return ColBERT.from_pretrained(MODEL, doc_maxlen=max_length, query_maxlen=64, backend=backend,
+                                       quantize=quantize)
+    except ConfigError as exc:  # a runtime that is not installed here
+        raise Unavailable(str(exc)) from None
 
 
 def worker(system: str, batch_size: int, threads: int, max_length: int, work: Path) -> dict:
@@ -118,7 +128,10 @@ def worker(system: str, batch_size: int, threads: int, max_length: int, work: Pa
     texts = json.loads((work / "texts.json").read_text(encoding="utf-8"))
     started = time.perf_counter()
     if system in LATELEX:
-        model = load_latelex(system, max_length)
+        try:
+            model = load_latelex(system, max_length)
+        except Unavailable as exc:
+            return {"system": system, "unavailable": str(exc)}
         load = time.perf_counter() - started
         model.encode_documents(texts[:batch_size], batch_size=batch_size, show_progress=False)  # warm-up
         start = time.perf_counter()
@@ -177,7 +190,8 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        load_latelex(args.prepare, args.max_length)
+        with contextlib.suppress(Unavailable):  # the worker reports it
+            load_latelex(args.prepare, args.max_length)
         return
     if args.worker:
         print(json.dumps(worker(args.worker, args.batch_size, args.threads, args.max_length, Path(args.work))))
@@ -193,7 +207,7 @@ def main() -> None:
             common = ["--batch-size", str(args.batch_size), "--threads", str(args.threads),
                       "--max-length", str(args.max_length), "--work", work]
             python = sys.executable if system in LATELEX else args.st_python
-            if LATELEX.get(system, ("torch",))[0] == "onnx":
+            if LATELEX.get(system, ("torch",))[0] in ("onnx", "openvino"):
                 proc = subprocess.run([sys.executable, __file__, "--prepare", system, *common], capture_output=True,
                                       text=True, env=env)
                 if proc.returncode != 0:

@@ -83,7 +83,7 @@ class SpladeConfig:
 
 
 #: Inference backends an encoder can run its forward pass on.
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino")
 #: Quantisations the ONNX backend offers (int8: dynamic quantisation of the weight matrices).
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
 #: Keys of an encoder spec that say how it runs, not what it computes: indexes ignore them when they compare encoders.
@@ -94,13 +94,14 @@ RUNTIME_SPEC_KEYS: tuple[str, ...] = ("backend", "quantize")
 class BackendConfig:
     """Which runtime computes an encoder's forward pass.
 
-    ``backend``: ``"torch"`` (the transformers model itself) or ``"onnx"`` (an exported graph run by onnxruntime,
-    verified against torch when it is exported). ``quantize``: ``None``, or ``"int8"`` (onnx only) for weights
-    quantised to int8 (faster, within a looser tolerance). Tokenisation and everything after the forward pass are
-    the same code for both backends.
+    ``backend``: ``"torch"`` (the transformers model itself), ``"onnx"`` (an exported graph run by onnxruntime,
+    verified against torch when it is exported) or ``"openvino"`` (the same float32 graph run by OpenVINO Runtime on
+    the CPU, in bfloat16 where the CPU computes it natively; verified too). ``quantize``: ``None``, or ``"int8"``
+    (onnx only) for weights quantised to int8 (faster, within a looser tolerance). Tokenisation and everything
+    after the forward pass are the same code for every backend.
     """
 
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
     quantize: Literal["int8"] | None = None
 
     def __post_init__(self) -> None:
@@ -110,6 +111,11 @@ class BackendConfig:
             raise ConfigError(f"quantize must be None or 'int8', not {self.quantize!r}")
         if self.quantize is not None and self.backend != "onnx":
             raise ConfigError(f"quantize={self.quantize!r} needs backend='onnx'; pass backend='onnx' or drop quantize")
+
+    @property
+    def engine(self) -> str | None:
+        """What runs the exported graph: ``"onnxruntime"`` or ``"openvino"``; None on torch."""
+        return {"onnx": "onnxruntime", "openvino": "openvino"}.get(self.backend)
 
     def spec_fields(self) -> dict[str, Any]:
         """What an encoder spec records about the backend: nothing for torch (so that specs from before backends

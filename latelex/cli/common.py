@@ -81,9 +81,10 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
 def add_backend_options(p, *, recorded: bool = False) -> None:
     """``--backend`` and ``--quantize``; ``recorded``: their default is what the index records (search)."""
     default = "the backend the index was built with" if recorded else "torch"
-    p.add_argument("--backend", choices=["torch", "onnx"],
-                   help=f"what runs the model: torch, or an ONNX graph with onnxruntime (exported, checked against "
-                        f"torch and cached on first use; needs latelex[onnx]) (default: {default})")
+    p.add_argument("--backend", choices=["torch", "onnx", "openvino"],
+                   help=f"what runs the model: torch, an ONNX graph with onnxruntime (exported, checked against "
+                        f"torch and cached on first use; needs latelex[onnx]), or the same graph with OpenVINO on "
+                        f"the CPU, in bfloat16 where the CPU has it (needs latelex[openvino]) (default: {default})")
     p.add_argument("--quantize", choices=["int8"],
                    help="with the onnx backend: int8 weights (faster on CPU, within a looser tolerance of torch); "
                         "implies --backend onnx")
@@ -124,7 +125,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
     backend, quantize = getattr(args, "backend", None), getattr(args, "quantize", None)
     if backend is None and quantize is None:
         return {}
-    if quantize is not None and backend == "torch":
+    if quantize is not None and backend in ("torch", "openvino"):
         raise usage(f"--quantize {quantize} needs --backend onnx")
     return {"backend": backend or "onnx", "quantize": quantize}
 

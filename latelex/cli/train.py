@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train.data import DevSet, TrainingData
 
     family = args.family or "colbert"
-    if args.backend == "onnx" or args.quantize:
-        raise usage("training runs on the torch backend; drop --backend onnx and --quantize (use them to index or "
-                    "search with the trained model)")
+    if args.backend in ("onnx", "openvino") or args.quantize:
+        raise usage(f"training runs on the torch backend; drop --backend {args.backend or 'onnx'} and --quantize "
+                    "(use them to index or search with the trained model)")
     if is_id_triples(args.triples):
         if not args.queries or not args.collection:
             raise usage("id triples need --queries and --collection to look their texts up")

@@ -3,10 +3,11 @@
 :func:`load_encoder` picks the family from the model folder when the caller does not say;
 :func:`encoder_from_spec` rebuilds an encoder from the description stored in an index manifest.
 
-Every encoder runs its forward pass on a backend: ``"torch"`` (default) or ``"onnx"`` (``backend="onnx"``, optionally
+Every encoder runs its forward pass on a backend: ``"torch"`` (default), ``"onnx"`` (``backend="onnx"``, optionally
 ``quantize="int8"``): an exported graph run by onnxruntime, verified against torch and cached
-(:mod:`.onnx_backend`, :mod:`.onnx_cache`). A spec records the onnx backend; indexes do not count it when they
-compare encoders, so an index built on one backend is searched on the other.
+(:mod:`.onnx_backend`, :mod:`.onnx_cache`), or ``"openvino"``: the same graph run by OpenVINO Runtime on the CPU
+(in bfloat16 where the CPU has it), verified and cached apart. A spec records the backend; indexes do not count it
+when they compare encoders, so an index built on one backend is searched on another.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class ColBERT:
         local = Path(name_or_path).expanduser().exists()
         source = str(model_dir) if local else builtin_name(str(name_or_path))
         digest = None
-        if runtime.backend == "onnx":
+        if runtime.engine:
             from .onnx_cache import source_digest
 
             digest = source_digest([model_dir, checkpoint.backbone_dir])  # once: to find the graph, or to record it
@@ -132,9 +132,9 @@ class ColBERT:
             with torch.no_grad():
                 projection.weight.copy_(checkpoint.projection)
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format=checkpoint.format,
-                    device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device), runtime=runtime)
+                    device=torch.device("cpu") if runtime.engine else pick_device(device), runtime=runtime)
         model._check_tokens()
-        if runtime.backend == "onnx":
+        if runtime.engine:
             return model._use_onnx(model_dir, local, device, onnx_dir, source_digest=digest)
         return model.to(model.device)
 
@@ -145,15 +145,15 @@ class ColBERT:
         (``digest``, their :func:`~.onnx_cache.source_digest`; :func:`~.onnx_cache.find_by_sources`), built without loading the torch model or importing transformers;
         None when there is none, or when the tokenizer read without transformers does not reproduce the one
         recorded with the graph (:mod:`.rust_tokenizer`). The caller then loads the model in full."""
-        from .onnx_backend import GraphBackbone, onnx_device, open_by_sources
+        from .onnx_backend import GraphBackbone, graph_device, open_by_sources
         from .onnx_cache import cache_folder
         from .rust_tokenizer import RustTokenizer
 
         tokenizer = RustTokenizer.load(checkpoint.backbone_dir)
         if tokenizer is None:
             return None
-        found = open_by_sources(cache_folder(model_dir, local, onnx_dir), _graph_stem(None, runtime.quantize),
-                                digest, "token_vectors", onnx_device(device))
+        found = open_by_sources(cache_folder(model_dir, local, onnx_dir), _graph_stem(None, runtime),
+                                digest, "token_vectors", graph_device(device, runtime.engine), runtime.engine)
         if found is None:
             return None
         graph, meta = found
@@ -206,10 +206,10 @@ class ColBERT:
         local = Path(name_or_path).expanduser().exists()
         source = str(model_dir) if local else builtin_name(str(name_or_path))
         model = cls(backbone, tokenizer, projection, config, source=source, checkpoint_format="new",
-                    device=torch.device("cpu") if runtime.backend == "onnx" else pick_device(device),
+                    device=torch.device("cpu") if runtime.engine else pick_device(device),
                     projection_init={"init": "uniform", "seed": seed}, runtime=runtime)
         model._check_tokens()
-        if runtime.backend == "onnx":
+        if runtime.engine:
             return model._use_onnx(model_dir, local, device, onnx_dir)
         return model.to(model.device)
 
@@ -314,10 +314,10 @@ class ColBERT:
         """Run the forward pass as a (cached, verified) ONNX graph from now on, and free the torch weights.
         ``source_digest``: that of the files the weights were read from; the graph's sidecar then records it, so
         that the next load finds the graph without loading the torch model (:meth:`_from_recorded_graph`)."""
-        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights, source_record
+        from .onnx_backend import GraphRequest, graph_device, load_graph, release_weights, source_record
         from .onnx_cache import cache_folder, weights_digest
 
-        where = onnx_device(device)
+        where = graph_device(device, self.runtime.engine)
         self.backbone.float()
         modules = [("backbone", self.backbone)]
         if self.projection is not None:
@@ -325,7 +325,7 @@ class ColBERT:
             modules.append(("projection", self.projection))
         example = self._collate(self._token_ids(["late interaction", "a longer example text, to pad"], query=False),
                                 query=False)
-        stem = _graph_stem(self.projection_init, self.quantize)
+        stem = _graph_stem(self.projection_init, self.runtime)
         parts = {"family": "colbert", "weights": weights_digest(modules), "inputs": list(example),
                  "backbone_config": self.backbone.config.to_json_string(use_diff=False),
                  "projection": None if self.projection is None else list(self.projection.weight.shape)}
@@ -336,7 +336,7 @@ class ColBERT:
             sources = source_record(source_digest, token_check(self.tokenizer, sorted(limits)), shape)
         request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
                                cache_folder(model_dir, local, onnx_dir), stem, parts, self.source, sources)
-        self._graph = load_graph(request, self.quantize, where, self._verify_onnx)
+        self._graph = load_graph(request, self.quantize, where, self._verify_onnx, self.runtime.engine)
         release_weights(self.backbone, self.projection)
         return self
 
@@ -357,7 +357,7 @@ class ColBERT:
                 candidate = encode()
             finally:
                 self._graph = None
-        return compare(reference, candidate, self.quantize)
+        return compare(reference, candidate, self.quantize, self.runtime.engine)
 
     # ------------------------------------------------------------------ adapters
 
@@ -621,19 +621,21 @@ def _project(backbone: torch.nn.Module, projection: torch.nn.Linear | None,
     return hidden
 
 
-def _graph_stem(projection_init: dict[str, Any] | None, quantize: str | None) -> str:
-    """The name of a ColBERT graph's cache entry: a new projection's seed and the quantisation tell them apart."""
+def _graph_stem(projection_init: dict[str, Any] | None, runtime: BackendConfig) -> str:
+    """The name of a ColBERT graph's cache entry: a new projection's seed, the quantisation and the engine (OpenVINO
+    entries apart from onnxruntime's) tell them apart."""
     seed = "" if projection_init is None else f"-seed{int(projection_init['seed'])}"
-    return f"latelex-colbert{seed}-{quantize or 'fp32'}"
+    engine = "-openvino" if runtime.engine == "openvino" else ""
+    return f"latelex-colbert{seed}-{runtime.quantize or 'fp32'}{engine}"
 
 
 def _runtime(backend: str, quantize: str | None) -> BackendConfig:
     """The checked backend settings; for onnx, also that onnxruntime is installed (before any model is loaded)."""
     runtime = BackendConfig(backend, quantize)
-    if runtime.backend == "onnx":
-        from .onnx_backend import require_onnxruntime
+    if runtime.engine:
+        from .onnx_backend import require_engine
 
-        require_onnxruntime()
+        require_engine(runtime.engine)
     return runtime
 
 

@@ -1,5 +1,7 @@
 """The ONNX backend: an encoder's forward pass exported to ONNX, optionally quantised to int8, verified against torch,
-cached, and run with onnxruntime.
+cached, and run with onnxruntime; and the openvino backend: the same float32 graph run by OpenVINO Runtime on the
+CPU (:class:`OpenVinoGraph`), in bfloat16 where the CPU computes it natively (AVX-512 BF16, AMX), verified by mean
+cosine (at least :data:`OPENVINO_MIN_MEAN_COSINE`) and cached in entries of its own.
 
 Only the forward pass is exported: for ColBERT the backbone and its projection (token ids to unnormalised token
 vectors, (B, L) to (B, L, dim)), for SPLADE the MLM head with its activation and pooling (token ids to pooled
@@ -58,6 +60,8 @@ RECIPE_VERSION = 1
 FP32_MAX_ABS_DIFF = 1e-4
 #: int8 graphs: the least mean cosine similarity to torch's outputs allowed.
 INT8_MIN_MEAN_COSINE = 0.98
+#: Graphs run by OpenVINO (in bfloat16 where the CPU computes it natively): the least mean cosine allowed.
+OPENVINO_MIN_MEAN_COSINE = 0.999
 #: How long a process waits for another that is exporting the same graph.
 EXPORT_LOCK_TIMEOUT_S = 1800.0
 
@@ -92,6 +96,33 @@ def require_onnxruntime():
     return onnxruntime
 
 
+def require_openvino():
+    """The openvino module (and the onnx exporter found), or a one-line ConfigError saying how to install them."""
+    try:
+        if importlib.util.find_spec("onnx") is None:
+            raise ImportError("onnx")
+        import openvino
+    except ImportError:
+        raise ConfigError("backend='openvino' needs the onnx and openvino packages; install them with "
+                          "pip install 'latelex[openvino]'") from None
+    return openvino
+
+
+def require_engine(engine: str):
+    """The runtime module of ``engine`` ("onnxruntime" or "openvino"), or a one-line ConfigError."""
+    return require_openvino() if engine == "openvino" else require_onnxruntime()
+
+
+def graph_device(device: str | torch.device | None, engine: str = "onnxruntime") -> torch.device:
+    """Where ``engine`` runs a graph: :func:`onnx_device` for onnxruntime; OpenVINO runs on the CPU only."""
+    if engine != "openvino":
+        return onnx_device(device)
+    if device is not None and torch.device(device).type != "cpu":
+        raise ConfigError(f"the openvino backend runs on the CPU, not {device}; pass device='cpu' or "
+                          f"backend='onnx'")
+    return torch.device("cpu")
+
+
 def onnx_device(device: str | torch.device | None) -> torch.device:
     """Where onnxruntime runs a graph: the CPU unless ``device`` names a CUDA device and this onnxruntime has CUDA."""
     if device is None:
@@ -110,12 +141,23 @@ def runtime_versions() -> dict[str, str]:
     """The versions that shape an exported or quantised graph (part of every cache key)."""
     from importlib import metadata
 
-    import onnxruntime
-
     from .. import __version__
 
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:  # the openvino backend runs without it
+        ort_version = "none"
     return {"latelex": __version__, "torch": torch.__version__.split("+")[0], "onnx": metadata.version("onnx"),
-            "onnxruntime": onnxruntime.__version__, "opset": str(OPSET), "recipe": str(RECIPE_VERSION)}
+            "onnxruntime": ort_version, "opset": str(OPSET), "recipe": str(RECIPE_VERSION)}
+
+
+def _engine_parts(engine: str) -> dict[str, str]:
+    """What an OpenVINO graph's cache key adds (nothing for onnxruntime, whose keys stay as they were)."""
+    if engine != "openvino":
+        return {}
+    return {"engine": "openvino", "openvino": str(require_openvino().__version__)}
 
 
 def source_versions() -> dict[str, str]:
@@ -149,17 +191,21 @@ class Verification:
         return f"{self.metric} {self.value:.3g} (needs {relation} {self.bound:g}) over {self.outputs} vectors"
 
 
-def compare(reference: Sequence[torch.Tensor], candidate: Sequence[torch.Tensor], quantize: str | None) -> Verification:
-    """Compare torch's outputs with a graph's: matrices (rows are vectors) or vectors, pairwise."""
-    metric = "mean_cosine" if quantize else "max_abs_diff"
-    bound = INT8_MIN_MEAN_COSINE if quantize else FP32_MAX_ABS_DIFF
+def compare(reference: Sequence[torch.Tensor], candidate: Sequence[torch.Tensor], quantize: str | None,
+            engine: str = "onnxruntime") -> Verification:
+    """Compare torch's outputs with a graph's: matrices (rows are vectors) or vectors, pairwise. float32 graphs on
+    onnxruntime by the largest difference; int8 graphs, and graphs on OpenVINO (which may compute in bfloat16), by
+    the mean cosine."""
+    lossy = bool(quantize) or engine == "openvino"
+    metric = "mean_cosine" if lossy else "max_abs_diff"
+    bound = (INT8_MIN_MEAN_COSINE if quantize else OPENVINO_MIN_MEAN_COSINE) if lossy else FP32_MAX_ABS_DIFF
     if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate)):
         return Verification(False, "shape", math.nan, 0.0, len(reference))
     ref = torch.cat([r.reshape(-1, r.shape[-1]).double() for r in reference]) if reference else torch.zeros(0, 1)
     got = torch.cat([c.reshape(-1, c.shape[-1]).double() for c in candidate]) if candidate else torch.zeros(0, 1)
     if not torch.isfinite(got).all():
         return Verification(False, metric, math.nan, bound, ref.shape[0])
-    if quantize is None:
+    if not lossy:
         scale = max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
         value = float((ref - got).abs().max()) / scale if ref.numel() else 0.0
         return Verification(value <= bound, metric, value, bound, ref.shape[0])
@@ -193,8 +239,41 @@ class OnnxGraph:
         return f"OnnxGraph({str(self.path)!r})"
 
 
-def open_graph(path: Path, device: torch.device, inputs: tuple[str, ...], output: str) -> OnnxGraph:
-    """An onnxruntime session over ``path`` with full graph optimisation and torch's CPU thread count."""
+class OpenVinoGraph:
+    """The same exported graph compiled by OpenVINO Runtime for the CPU: named (B, L) int64 inputs in, one float32
+    tensor out, as :class:`OnnxGraph`. It computes in bfloat16 where the CPU does so natively (``precision``), else
+    in float32. One infer request, so calls from several threads take turns."""
+
+    def __init__(self, compiled: Any, path: Path, inputs: tuple[str, ...], output: str, precision: str,
+                 verification: dict[str, Any] | None = None) -> None:
+        import threading
+
+        self.path = path
+        self.inputs = inputs
+        self.output = output
+        self.precision = precision
+        self.verification = verification
+        self._port = next(o for o in compiled.outputs if output in o.get_names())
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def run(self, feeds: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The graph's output for ``feeds`` (each (B, L) int64; other keys are ignored), as a CPU float32 tensor."""
+        arrays = {name: feeds[name].detach().cpu().numpy() for name in self.inputs}
+        with self._lock:
+            out = self._request.infer(arrays)[self._port]
+            return torch.from_numpy(out.astype("float32", copy=True))  # the request reuses its output buffer
+
+    def __repr__(self) -> str:
+        return f"OpenVinoGraph({str(self.path)!r}, precision={self.precision!r})"
+
+
+def open_graph(path: Path, device: torch.device, inputs: tuple[str, ...], output: str,
+               engine: str = "onnxruntime") -> "OnnxGraph | OpenVinoGraph":
+    """An onnxruntime session over ``path`` with full graph optimisation and torch's CPU thread count; with
+    ``engine="openvino"``, the graph compiled by OpenVINO Runtime for the CPU instead (:func:`_open_openvino`)."""
+    if engine == "openvino":
+        return _open_openvino(path, inputs, output)
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -212,6 +291,21 @@ def open_graph(path: Path, device: torch.device, inputs: tuple[str, ...], output
     if set(names) != set(inputs) or output not in {o.name for o in session.get_outputs()}:
         raise ModelError(f"{path} takes {', '.join(names)}, not {', '.join(inputs)}")
     return OnnxGraph(session, path, names, output)
+
+
+def _open_openvino(path: Path, inputs: tuple[str, ...], output: str) -> OpenVinoGraph:
+    """``path`` compiled by OpenVINO for the CPU at torch's thread count, for latency (one batch at a time), in
+    bfloat16 where the CPU lists it among its capabilities (AVX-512 BF16, AMX), else float32."""
+    ov = require_openvino()
+    core = ov.Core()
+    precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    config = {"INFERENCE_NUM_THREADS": max(1, torch.get_num_threads()), "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": precision}
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    names = tuple(i.get_any_name() for i in compiled.inputs)
+    if set(names) != set(inputs) or not any(output in o.get_names() for o in compiled.outputs):
+        raise ModelError(f"{path} takes {', '.join(names)}, not {', '.join(inputs)}")
+    return OpenVinoGraph(compiled, path, names, output, precision)
 
 
 # ---------------------------------------------------------------------- exporting
@@ -304,11 +398,13 @@ class GraphRequest:
 
 
 def load_graph(request: GraphRequest, quantize: str | None, device: torch.device,
-               verify: Callable[[OnnxGraph], Verification]) -> OnnxGraph:
+               verify: Callable[[OnnxGraph], Verification], engine: str = "onnxruntime") -> OnnxGraph:
     """The cached graph for ``request`` when the cache holds a valid one; else export it (and quantise it), check
-    it with ``verify`` and cache it. Raises :class:`ModelError` when export or verification fails."""
-    require_onnxruntime()
-    parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions()}
+    it with ``verify`` and cache it. Raises :class:`ModelError` when export or verification fails. ``engine``:
+    what runs it, onnxruntime or OpenVINO (whose entries are kept apart: their key names the engine)."""
+    require_engine(engine)
+    parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
+             **_engine_parts(engine)}
     key = onnx_cache.cache_key(parts)
     folder, stem = request.folder, request.stem
     try:
@@ -322,10 +418,10 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
         if reason is None:
             path = onnx_cache.entry_paths(folder, stem)[0]
             try:
-                graph = open_graph(path, device, inputs, request.output)
+                graph = open_graph(path, device, inputs, request.output, engine)
                 graph.verification = onnx_cache.read_sidecar(folder, stem).get("verification")
-            except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
-                reason = f"onnxruntime cannot load it ({_first_line(exc)})"
+            except Exception as exc:  # onnxruntime and OpenVINO raise their own types for unreadable graphs
+                reason = f"{engine} cannot load it ({_first_line(exc)})"
             else:
                 if request.sources is not None:
                     _keep_sources(folder, stem, request.sources)
@@ -333,15 +429,15 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
         if reason != "not exported yet":
             logger.warning("rebuilding the ONNX graph %s in %s: %s", stem, folder, reason)
         onnx_cache.discard_entry(folder, stem)
-        return _export_verified(request, quantize, device, verify, parts, key)
+        return _export_verified(request, quantize, device, verify, parts, key, engine)
 
 
-def open_by_sources(folder: Path, stem: str, digest: str, output: str,
-                    device: torch.device) -> tuple[OnnxGraph, dict[str, Any]] | None:
+def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: torch.device,
+                    engine: str = "onnxruntime") -> tuple[OnnxGraph, dict[str, Any]] | None:
     """The cached graph ``stem`` in ``folder`` and its sidecar, when the sidecar records that it was exported from
     model files whose :func:`~.onnx_cache.source_digest` is ``digest`` with today's :func:`source_versions`;
     None otherwise (the caller then loads the torch model and :func:`load_graph`)."""
-    require_onnxruntime()
+    require_engine(engine)
     if not onnx_cache.entry_paths(folder, stem)[1].exists():
         return None
     try:
@@ -350,7 +446,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str,
             if meta is None:
                 return None
             inputs = tuple(meta.get("key_parts", {}).get("inputs") or ())
-            graph = open_graph(onnx_cache.entry_paths(folder, stem)[0], device, inputs, output)
+            graph = open_graph(onnx_cache.entry_paths(folder, stem)[0], device, inputs, output, engine)
     except Exception:  # an unreadable folder or graph: the full load reports it, or rebuilds the entry
         return None
     graph.verification = meta.get("verification")
@@ -367,7 +463,8 @@ def _keep_sources(folder: Path, stem: str, sources: Mapping[str, Any]) -> None:
 
 
 def _export_verified(request: GraphRequest, quantize: str | None, device: torch.device,
-                     verify: Callable[[OnnxGraph], Verification], parts: dict[str, Any], key: str) -> OnnxGraph:
+                     verify: Callable[[OnnxGraph], Verification], parts: dict[str, Any], key: str,
+                     engine: str = "onnxruntime") -> OnnxGraph:
     folder, stem = request.folder, request.stem
     tag = f".{stem}.{os.getpid()}.tmp"
     exported = folder / f"{tag}.onnx"
@@ -381,7 +478,7 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
                 with _quiet_quantizer():
                     quantize_int8(exported, quantized)
                 built = quantized
-            graph = open_graph(built, device, tuple(request.example), request.output)
+            graph = open_graph(built, device, tuple(request.example), request.output, engine)
         except (ModelError, ConfigError):
             raise
         except Exception as exc:  # the exporter and onnxruntime raise many types
@@ -390,8 +487,9 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
         result = verify(graph)
         if not result.passed:
             what = "int8 " if quantize else ""
-            raise ModelError(f"the {what}ONNX graph of {request.source} does not match torch ({result.describe()}); "
-                             f"use backend='torch'{' or drop quantize' if quantize else ''}")
+            via = " run by OpenVINO" if engine == "openvino" else ""
+            raise ModelError(f"the {what}ONNX graph of {request.source}{via} does not match torch "
+                             f"({result.describe()}); use backend='torch'{' or drop quantize' if quantize else ''}")
         meta = {"key": key, "key_parts": parts, "stem": stem, "verification": asdict(result),
                 **({} if request.sources is None else {"sources": dict(request.sources)}),
                 "export_seconds": round(time.perf_counter() - started, 3),

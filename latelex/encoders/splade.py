@@ -132,10 +132,10 @@ class Splade:
         if config is not None and not isinstance(config, SpladeConfig):
             raise ConfigError(f"config must be a SpladeConfig, not {type(config).__name__}")
         runtime = BackendConfig(backend, quantize)
-        if runtime.backend == "onnx":
-            from .onnx_backend import require_onnxruntime
+        if runtime.engine:
+            from .onnx_backend import require_engine
 
-            require_onnxruntime()
+            require_engine(runtime.engine)
         directory = resolve_model_dir(name_or_path)
         layout = _read_layout(directory)
         settings = config_replace(config or layout.config or SpladeConfig(), **overrides)
@@ -153,7 +153,7 @@ class Splade:
             q_name = _spec_name(query_model, q_root)
         name = _spec_name(name_or_path, directory)
         digest = None
-        if runtime.backend == "onnx":
+        if runtime.engine:
             from .onnx_cache import source_digest
 
             # once: to find the graphs, or to record them
@@ -185,7 +185,7 @@ class Splade:
             activation=layout.activation,
             runtime=runtime,
         )
-        if runtime.backend == "onnx":
+        if runtime.engine:
             local = Path(name_or_path).expanduser().exists()
             return encoder._use_onnx(directory, local, device, onnx_dir, source_digest=digest)
         return encoder.to(pick_device(device))
@@ -199,7 +199,7 @@ class Splade:
         :func:`~.onnx_cache.source_digest`), built without loading the torch models or importing transformers;
         None when one is missing or its tokenizer, read without transformers, does not reproduce the one recorded
         with it (:mod:`.rust_tokenizer`). The caller then loads the models in full."""
-        from .onnx_backend import GraphBackbone, onnx_device, open_by_sources
+        from .onnx_backend import GraphBackbone, graph_device, open_by_sources
         from .onnx_cache import cache_folder
         from .rust_tokenizer import RustTokenizer
 
@@ -211,8 +211,8 @@ class Splade:
             tokenizer = RustTokenizer.load(part_dir)
             if tokenizer is None:
                 return None
-            opened = open_by_sources(folder, _graph_stem(part, settings.pooling, layout.activation, runtime.quantize),
-                                     digest, "weights", onnx_device(device))
+            opened = open_by_sources(folder, _graph_stem(part, settings.pooling, layout.activation, runtime),
+                                     digest, "weights", graph_device(device, runtime.engine), runtime.engine)
             if opened is None:
                 return None
             graph, meta = opened
@@ -410,11 +410,11 @@ class Splade:
         and free the torch weights. ``source_digest``: that of the files the weights were read from; each graph's
         sidecar then records it, so that the next load finds the graphs without loading the torch models
         (:meth:`_from_recorded_graphs`)."""
-        from .onnx_backend import GraphRequest, load_graph, onnx_device, release_weights, source_record
+        from .onnx_backend import GraphRequest, graph_device, load_graph, release_weights, source_record
         from .onnx_cache import cache_folder, weights_digest
         from .rust_tokenizer import token_check
 
-        where = onnx_device(device)
+        where = graph_device(device, self.runtime.engine)
         self.device = torch.device("cpu")
         folder = cache_folder(directory, local, onnx_dir)
         parts = [("document", self.model, self.tokenizer)]
@@ -425,7 +425,7 @@ class Splade:
             rows = _tokenize(tokenizer, ["learned sparse", "a longer example text, to pad"], 512, False)[0]
             input_ids, mask = _pad(rows, int(tokenizer.pad_token_id), self.device)
             example = {"input_ids": input_ids, "attention_mask": mask}
-            stem = _graph_stem(part, self.config.pooling, self.activation, self.quantize)
+            stem = _graph_stem(part, self.config.pooling, self.activation, self.runtime)
             key = {"family": "splade", "part": part, "weights": weights_digest([(part, model)]),
                    "model_config": model.config.to_json_string(use_diff=False), "inputs": list(example),
                    "pooling": self.config.pooling, "activation": self.activation}
@@ -443,7 +443,8 @@ class Splade:
             request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory), sources)
             self._graphs[part] = load_graph(
                 request, self.quantize, where,
-                lambda graph, model=model, tokenizer=tokenizer: self._verify_onnx(graph, model, tokenizer))
+                lambda graph, model=model, tokenizer=tokenizer: self._verify_onnx(graph, model, tokenizer),
+                self.runtime.engine)
         release_weights(self.model, self.query_model)
         return self
 
@@ -462,7 +463,7 @@ class Splade:
                 input_ids, mask = _pad(rows[start : start + 3], int(tokenizer.pad_token_id), self.device)
                 reference.append(_pool_weights(model, input_ids, mask, self.config.pooling, self.activation))
                 candidate.append(graph.run({"input_ids": input_ids, "attention_mask": mask}))
-        return compare(reference, candidate, self.quantize)
+        return compare(reference, candidate, self.quantize, self.runtime.engine)
 
     # ------------------------------------------------------------------ saving
 
@@ -707,9 +708,11 @@ def _load_mlm(directory: Path) -> torch.nn.Module:
         ) from None
 
 
-def _graph_stem(part: str, pooling: str, activation: str, quantize: str | None) -> str:
-    """The name of the cached graph of one part ("document" or "query") of a SPLADE encoder."""
-    return f"latelex-splade-{part}-{pooling}-{activation}-{quantize or 'fp32'}"
+def _graph_stem(part: str, pooling: str, activation: str, runtime: BackendConfig) -> str:
+    """The name of the cached graph of one part ("document" or "query") of a SPLADE encoder (OpenVINO's entries
+    apart from onnxruntime's)."""
+    engine = "-openvino" if runtime.engine == "openvino" else ""
+    return f"latelex-splade-{part}-{pooling}-{activation}-{runtime.quantize or 'fp32'}{engine}"
 
 
 def _output_size(model: torch.nn.Module) -> int:
