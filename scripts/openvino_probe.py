@@ -1,9 +1,9 @@
-"""Would an OpenVINO backend pay? The built-in model's cached ONNX graphs run by onnxruntime (float32, int8) and by
+"""The graph runtimes side by side: the built-in model's cached ONNX graphs run by onnxruntime (float32, int8) and by
 OpenVINO Runtime (float32, and bfloat16 inference precision where the CPU has it), on the same SciFact batches.
+It is how the openvino backend (``backend="openvino"``, which uses bfloat16 where the CPU has it) was judged worth
+adding; ``bench/bench_encode.py`` measures the backends themselves against sentence-transformers.
 
-This is a probe, not a backend: OpenVINO is not a dependency of latelex. Install it into the environment first.
-
-    .venv/bin/pip install openvino
+    .venv/bin/pip install -e ".[openvino]"
     .venv/bin/python scripts/openvino_probe.py                 # the first 512 abstracts, batches of 32 (~2 min)
     .venv/bin/python scripts/openvino_probe.py --limit 1024 --threads 2
 
@@ -39,7 +39,7 @@ def main() -> int:
         import openvino.properties as props
         import openvino.properties.hint as hints
     except ImportError:
-        raise SystemExit("this probe needs OpenVINO Runtime: .venv/bin/pip install openvino") from None
+        raise SystemExit("this probe needs OpenVINO Runtime: .venv/bin/pip install -e '.[openvino]'") from None
     import torch
 
     from latelex import ColBERT
