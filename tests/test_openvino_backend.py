@@ -130,3 +130,17 @@ def test_cli_backend_openvino(model_dir, tmp_path, capsys):
         main(["index", str(tmp_path / "x"), "--model", str(model_dir), "--collection", str(collection),
               "--backend", "openvino", "--quantize", "int8"])
     assert exited.value.code == 2 and "--quantize int8 needs --backend onnx" in capsys.readouterr().err
+
+
+def test_another_openvino_version_reopens_through_the_full_load(model_dir, monkeypatch):
+    ColBERT.from_pretrained(model_dir, backend="openvino")  # cached, with its sources recorded
+    loaded = []
+    real = colbert_module.load_transformer
+    monkeypatch.setattr(colbert_module, "load_transformer", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    ColBERT.from_pretrained(model_dir, backend="openvino")
+    assert loaded == []  # the fast open
+    monkeypatch.setattr(onnx_backend, "_engine_parts", lambda engine: {"engine": "openvino", "openvino": "0.0"}
+                        if engine == "openvino" else {})
+    encoder = ColBERT.from_pretrained(model_dir, backend="openvino")
+    assert loaded == [1]  # checked again on "this" OpenVINO
+    assert encoder._graph.verification["value"] >= onnx_backend.OPENVINO_MIN_MEAN_COSINE

@@ -39,7 +39,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
@@ -405,6 +405,9 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     require_engine(engine)
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
              **_engine_parts(engine)}
+    if request.sources is not None and engine == "openvino":  # a fast open must find the OpenVINO it was checked on
+        versions = {**request.sources.get("versions", {}), **_engine_parts(engine)}
+        request = replace(request, sources={**request.sources, "versions": versions})
     key = onnx_cache.cache_key(parts)
     folder, stem = request.folder, request.stem
     try:
@@ -442,7 +445,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: t
         return None
     try:
         with file_lock(folder / f".{stem}.lock", EXPORT_LOCK_TIMEOUT_S):
-            meta = onnx_cache.find_by_sources(folder, stem, digest, source_versions())
+            meta = onnx_cache.find_by_sources(folder, stem, digest, {**source_versions(), **_engine_parts(engine)})
             if meta is None:
                 return None
             inputs = tuple(meta.get("key_parts", {}).get("inputs") or ())
