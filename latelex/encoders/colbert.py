@@ -624,9 +624,10 @@ def _project(backbone: torch.nn.Module, projection: torch.nn.Linear | None,
 def _graph_stem(projection_init: dict[str, Any] | None, runtime: BackendConfig) -> str:
     """The name of a ColBERT graph's cache entry: a new projection's seed, the quantisation and the engine (OpenVINO
     entries apart from onnxruntime's) tell them apart."""
+    from .onnx_backend import stem_tail
+
     seed = "" if projection_init is None else f"-seed{int(projection_init['seed'])}"
-    engine = "-openvino" if runtime.engine == "openvino" else ""
-    return f"latelex-colbert{seed}-{runtime.quantize or 'fp32'}{engine}"
+    return f"latelex-colbert{seed}-{stem_tail(runtime)}"
 
 
 def _runtime(backend: str, quantize: str | None) -> BackendConfig:

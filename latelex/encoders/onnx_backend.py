@@ -153,6 +153,12 @@ def runtime_versions() -> dict[str, str]:
             "onnxruntime": ort_version, "opset": str(OPSET), "recipe": str(RECIPE_VERSION)}
 
 
+def stem_tail(runtime: Any) -> str:
+    """The end of a cache entry's name for a ``BackendConfig``: the quantisation, and ``-openvino`` for OpenVINO's
+    entries (kept apart from onnxruntime's)."""
+    return f"{runtime.quantize or 'fp32'}{'-openvino' if runtime.engine == 'openvino' else ''}"
+
+
 def _engine_parts(engine: str) -> dict[str, str]:
     """What an OpenVINO graph's cache key adds (nothing for onnxruntime, whose keys stay as they were)."""
     if engine != "openvino":
@@ -160,17 +166,17 @@ def _engine_parts(engine: str) -> dict[str, str]:
     return {"engine": "openvino", "openvino": str(require_openvino().__version__)}
 
 
-def source_versions() -> dict[str, str]:
-    """:func:`runtime_versions` and the transformers version (which shapes how a backbone is loaded and
-    exported): what a graph found by its sources (:func:`open_by_sources`) must have been exported with. Read
-    from package metadata, so that transformers is not imported."""
+def source_versions(engine: str = "onnxruntime") -> dict[str, str]:
+    """:func:`runtime_versions`, the transformers version (which shapes how a backbone is loaded and exported) and,
+    for OpenVINO, its version: what a graph found by its sources (:func:`open_by_sources`) must have been exported
+    and checked with. Read from package metadata, so that transformers is not imported."""
     from importlib import metadata
 
     try:
         transformers = metadata.version("transformers")
     except metadata.PackageNotFoundError:
         transformers = "none"
-    return {**runtime_versions(), "transformers": transformers}
+    return {**runtime_versions(), "transformers": transformers, **_engine_parts(engine)}
 
 
 # ---------------------------------------------------------------------- verification
@@ -405,9 +411,8 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     require_engine(engine)
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
              **_engine_parts(engine)}
-    if request.sources is not None and engine == "openvino":  # a fast open must find the OpenVINO it was checked on
-        versions = {**request.sources.get("versions", {}), **_engine_parts(engine)}
-        request = replace(request, sources={**request.sources, "versions": versions})
+    if request.sources is not None:  # the versions a fast open must find: this engine's
+        request = replace(request, sources={**request.sources, "versions": source_versions(engine)})
     key = onnx_cache.cache_key(parts)
     folder, stem = request.folder, request.stem
     try:
@@ -445,7 +450,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: t
         return None
     try:
         with file_lock(folder / f".{stem}.lock", EXPORT_LOCK_TIMEOUT_S):
-            meta = onnx_cache.find_by_sources(folder, stem, digest, {**source_versions(), **_engine_parts(engine)})
+            meta = onnx_cache.find_by_sources(folder, stem, digest, source_versions(engine))
             if meta is None:
                 return None
             inputs = tuple(meta.get("key_parts", {}).get("inputs") or ())
@@ -534,10 +539,10 @@ def _first_line(exc: BaseException) -> str:
 
 def source_record(digest: str, tokens: dict[str, Any], backbone: dict[str, Any]) -> dict[str, Any]:
     """What a graph's sidecar records of its sources (``GraphRequest.sources``): the
-    :func:`~.onnx_cache.source_digest` of the model files, today's :func:`source_versions`, what the model's
-    tokenizer gave (``tokens``, from :func:`~.rust_tokenizer.token_check`) and the backbone's config values the
-    encoder reads (``backbone``, for :class:`GraphBackbone`)."""
-    return {"digest": digest, "versions": source_versions(), "tokens": tokens, "backbone": dict(backbone)}
+    :func:`~.onnx_cache.source_digest` of the model files, what the model's tokenizer gave (``tokens``, from
+    :func:`~.rust_tokenizer.token_check`) and the backbone's config values the encoder reads (``backbone``, for
+    :class:`GraphBackbone`). :func:`load_graph` adds today's :func:`source_versions` for the engine that runs it."""
+    return {"digest": digest, "tokens": tokens, "backbone": dict(backbone)}
 
 
 class GraphBackbone(torch.nn.Module):

@@ -711,8 +711,9 @@ def _load_mlm(directory: Path) -> torch.nn.Module:
 def _graph_stem(part: str, pooling: str, activation: str, runtime: BackendConfig) -> str:
     """The name of the cached graph of one part ("document" or "query") of a SPLADE encoder (OpenVINO's entries
     apart from onnxruntime's)."""
-    engine = "-openvino" if runtime.engine == "openvino" else ""
-    return f"latelex-splade-{part}-{pooling}-{activation}-{runtime.quantize or 'fp32'}{engine}"
+    from .onnx_backend import stem_tail
+
+    return f"latelex-splade-{part}-{pooling}-{activation}-{stem_tail(runtime)}"
 
 
 def _output_size(model: torch.nn.Module) -> int:
