@@ -24,10 +24,12 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    from latelex.index.plaid.cpu_paths import centroid_path
+    from latelex.index.plaid.cpu_paths import centroid_path, isa_caps
 
     decision = centroid_path(16384, 128)  # a typical index's shape, at this thread count (measured, or cached)
     scores = f"PLAID centroid scores {decision.path} ({decision.reason})"
+    if isa_caps():  # e.g. ONEDNN_MAX_CPU_ISA=AVX2: torch's kernels run as on a CPU without AVX-512
+        scores += f"; torch's instruction sets capped: {isa_caps()}"
     return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
             f"Python {platform.python_version()}; {scores}")
 

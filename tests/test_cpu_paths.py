@@ -201,6 +201,26 @@ def test_the_disk_cache_is_written_and_reused(monkeypatch, isolated):
     assert (again.int8_ms, again.float32_ms) == (first.int8_ms, first.float32_ms)
 
 
+def test_a_decision_is_not_reused_under_an_instruction_set_cap(monkeypatch, isolated):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes an AVX-512 VNNI CPU compute int8 products as an AVX2-only one does: a
+    decision measured without the cap must not be read with it (nor the other way round)."""
+    for name in cpu_paths.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    timer = fake_timer(monkeypatch)
+    centroid_path(16384, 128)
+    clear_process_cache()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_paths.isa_caps().startswith("ONEDNN_MAX_CPU_ISA=AVX2, torch capability ")
+    assert centroid_path(16384, 128, measure=False) is None  # not the uncapped decision
+    capped = centroid_path(16384, 128)
+    assert timer.calls == 2 and "ONEDNN_MAX_CPU_ISA=AVX2" in capped.reason
+    keys = list(json.loads(isolated.read_text())["entries"])
+    assert len(keys) == 2 and sum("ONEDNN_MAX_CPU_ISA=AVX2" in k for k in keys) == 1
+    clear_process_cache()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert "ONEDNN" not in centroid_path(16384, 128, measure=False).reason and timer.calls == 2
+
+
 def test_nothing_cached_and_no_measuring_is_none(monkeypatch):
     timer = fake_timer(monkeypatch)
     assert centroid_path(16384, 128, measure=False) is None and timer.calls == 0
