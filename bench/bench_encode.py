@@ -5,8 +5,9 @@ all-MiniLM-L6-v2, batch size and thread count, each in a fresh process so that e
 sentence-transformers is measured twice: returning token embeddings (the same work as ColBERT encoding)
 and returning its default pooled sentence embeddings.
 
-latelex is measured on each backend: torch, onnx (float32), onnx with int8 weights, and openvino (the float32 graph
-run by OpenVINO, in bfloat16 where the CPU has it; skipped when openvino is not installed). The ONNX graphs are
+latelex is measured on each backend: torch, onnx (float32), onnx with int8 weights, openvino (the float32 graph
+run by OpenVINO, in bfloat16 where the CPU has it) and openvino int8 (weights and activations in int8, calibrated
+by NNCF; both skipped when openvino is not installed). The ONNX graphs are
 exported (and verified) by a separate process first, so the measured processes load them from the cache, as every
 load after the first does; "load s" is the time to a ready encoder. sentence-transformers' own ONNX backend
 (``backend="onnx"``, and int8 through ``export_dynamic_quantized_onnx_model`` with the quantisation config that
@@ -48,7 +49,7 @@ MODEL = SHARED / "models" / "all-MiniLM-L6-v2"
 
 #: latelex rows: system name -> (backend, quantize).
 LATELEX = {"latelex": ("torch", None), "latelex-onnx": ("onnx", None), "latelex-onnx-int8": ("onnx", "int8"),
-           "latelex-openvino": ("openvino", None)}
+           "latelex-openvino": ("openvino", None), "latelex-openvino-int8": ("openvino", "int8")}
 #: sentence-transformers rows: system name -> (output value, backend, int8).
 ST = {"st-tokens": ("token_embeddings", "torch", False), "st-pooled": ("sentence_embedding", "torch", False),
       "st-onnx": ("sentence_embedding", "onnx", False), "st-onnx-int8": ("sentence_embedding", "onnx", True)}
@@ -57,6 +58,7 @@ LABELS = {
     "latelex-onnx": "latelex ColBERT.encode_documents (onnx fp32)",
     "latelex-onnx-int8": "latelex ColBERT.encode_documents (onnx int8)",
     "latelex-openvino": "latelex ColBERT.encode_documents (openvino)",
+    "latelex-openvino-int8": "latelex ColBERT.encode_documents (openvino static int8)",
     "st-tokens": "sentence-transformers encode (token_embeddings)",
     "st-pooled": "sentence-transformers encode (pooled)",
     "st-onnx": "sentence-transformers encode (pooled, backend=onnx)",

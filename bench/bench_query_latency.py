@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import SHARED, machine, print_table  # noqa: E402
 
 BACKENDS = {"torch": {}, "onnx fp32": {"backend": "onnx"}, "onnx int8": {"backend": "onnx", "quantize": "int8"},
-            "openvino": {"backend": "openvino"}}
+            "openvino": {"backend": "openvino"}, "openvino int8": {"backend": "openvino", "quantize": "int8"}}
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -84,7 +84,8 @@ class SpladeConfig:
 
 #: Inference backends an encoder can run its forward pass on.
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino")
-#: Quantisations the ONNX backend offers (int8: dynamic quantisation of the weight matrices).
+#: Quantisations the graph backends offer. int8 on onnx: dynamic quantisation of the weight matrices; on openvino:
+#: static quantisation of weights and activations, calibrated once on fixed texts (:mod:`.encoders.static_int8`).
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
 #: Keys of an encoder spec that say how it runs, not what it computes: indexes ignore them when they compare encoders.
 RUNTIME_SPEC_KEYS: tuple[str, ...] = ("backend", "quantize")
@@ -96,8 +97,9 @@ class BackendConfig:
 
     ``backend``: ``"torch"`` (the transformers model itself), ``"onnx"`` (an exported graph run by onnxruntime,
     verified against torch when it is exported) or ``"openvino"`` (the same float32 graph run by OpenVINO Runtime on
-    the CPU, in bfloat16 where the CPU computes it natively; verified too). ``quantize``: ``None``, or ``"int8"``
-    (onnx only) for weights quantised to int8 (faster, within a looser tolerance). Tokenisation and everything
+    the CPU, in bfloat16 where the CPU computes it natively; verified too). ``quantize``: ``None``, or ``"int8"``:
+    on onnx, weights quantised to int8 (dynamic quantisation); on openvino, weights and activations in int8 (static
+    quantisation calibrated on fixed texts); either is faster and verified within a looser tolerance. Tokenisation and everything
     after the forward pass are the same code for every backend.
     """
 
@@ -109,8 +111,9 @@ class BackendConfig:
             raise ConfigError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {self.backend!r}")
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise ConfigError(f"quantize must be None or 'int8', not {self.quantize!r}")
-        if self.quantize is not None and self.backend != "onnx":
-            raise ConfigError(f"quantize={self.quantize!r} needs backend='onnx'; pass backend='onnx' or drop quantize")
+        if self.quantize is not None and self.backend == "torch":
+            raise ConfigError(f"quantize={self.quantize!r} needs backend='onnx' or 'openvino'; pass one or drop "
+                              f"quantize")
 
     @property
     def engine(self) -> str | None:

@@ -107,8 +107,8 @@ def test_an_index_built_on_onnx_is_searched_on_openvino(model_dir, tmp_path):
 
 
 def test_settings_and_a_missing_runtime_are_one_line_errors(model_dir, monkeypatch):
-    with pytest.raises(ConfigError, match="needs backend='onnx'"):
-        ColBERT.from_pretrained(model_dir, backend="openvino", quantize="int8")
+    with pytest.raises(ConfigError, match="needs backend='onnx' or 'openvino'"):
+        ColBERT.from_pretrained(model_dir, backend="torch", quantize="int8")
     with pytest.raises(ConfigError, match="runs on the CPU"):
         ColBERT.from_pretrained(model_dir, backend="openvino", device="cuda")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
@@ -126,10 +126,14 @@ def test_cli_backend_openvino(model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["search", str(tmp_path / "idx"), "--query", "cancer risk", "-k", "2"]) == 0
     assert "d1" in capsys.readouterr().out
+    assert main(["-q", "index", str(tmp_path / "q"), "--model", str(model_dir), "--kind", "flat", "--collection",
+                 str(collection), "--backend", "openvino", "--quantize", "int8"]) == 0
+    assert Retriever.inspect(tmp_path / "q")["encoder"]["quantize"] == "int8"
     with pytest.raises(SystemExit) as exited:  # a usage error, as argparse reports one
         main(["index", str(tmp_path / "x"), "--model", str(model_dir), "--collection", str(collection),
-              "--backend", "openvino", "--quantize", "int8"])
-    assert exited.value.code == 2 and "--quantize int8 needs --backend onnx" in capsys.readouterr().err
+              "--backend", "torch", "--quantize", "int8"])
+    assert exited.value.code == 2 and "--quantize int8 needs --backend onnx or --backend openvino" in \
+        capsys.readouterr().err
 
 
 def test_another_openvino_version_reopens_through_the_full_load(model_dir, monkeypatch):

@@ -335,10 +335,17 @@ class ColBERT:
             shape = {"hidden_size": int(self.backbone.config.hidden_size), "max_position_embeddings": self.max_positions}
             sources = source_record(source_digest, token_check(self.tokenizer, sorted(limits)), shape)
         request = GraphRequest(_TokenVectors(self.backbone, self.projection), example, "token_vectors",
-                               cache_folder(model_dir, local, onnx_dir), stem, parts, self.source, sources)
+                               cache_folder(model_dir, local, onnx_dir), stem, parts, self.source, sources,
+                               calibration=self._calibration_batches)
         self._graph = load_graph(request, self.quantize, where, self._verify_onnx, self.runtime.engine)
         release_weights(self.backbone, self.projection)
         return self
+
+    def _calibration_batches(self) -> list[dict[str, torch.Tensor]]:
+        """Feeds of fixed documents and queries, padded as encoding pads them, to calibrate static int8 on."""
+        from .static_int8 import calibration_batches
+
+        return calibration_batches(self._token_ids, self._collate)
 
     def _verify_onnx(self, graph: Any):
         """Compare ``graph``'s final token vectors (normalised, masked) with torch's on the verification texts,

@@ -18,6 +18,10 @@ onnxruntime's full graph optimisation at load time, and checks a new graph befor
 - int8: the mean cosine similarity of corresponding outputs (each token vector for ColBERT, each text's weight
   vector for SPLADE) is at least :data:`INT8_MIN_MEAN_COSINE`.
 
+int8 means dynamic quantisation of the weights on onnxruntime (:func:`quantize_int8`), and static quantisation of
+weights and activations on OpenVINO (:mod:`.static_int8`: NNCF, calibrated once on fixed texts given by the
+encoder as ``GraphRequest.calibration``); both are cached as ONNX files.
+
 A graph that fails is not kept and the load raises a one-line :class:`ModelError`.
 
 A ColBERT model loaded by name or folder also records in the graph's sidecar the files it was read from
@@ -401,6 +405,24 @@ class GraphRequest:
     #: What the entry's sidecar records of the files the weights came from (:func:`source_record`), kept by
     #: :func:`load_graph` whenever the entry is valid, for :func:`open_by_sources`; None: nothing recorded.
     sources: Mapping[str, Any] | None = None
+    #: The calibration feeds of a statically quantised graph (openvino with int8): batches of (B, L) inputs named
+    #: as ``example``'s, made only when the graph is exported (:func:`.static_int8.calibration_batches`).
+    calibration: Callable[[], Sequence[Mapping[str, Any]]] | None = None
+
+
+def _static_parts(quantize: str | None, engine: str) -> dict[str, str]:
+    """What a statically quantised graph's cache key adds: the calibration recipe and NNCF's version."""
+    if not (quantize and engine == "openvino"):
+        return {}
+    from importlib import metadata
+
+    from .static_int8 import CALIBRATION_VERSION
+
+    try:
+        nncf_version = metadata.version("nncf")
+    except metadata.PackageNotFoundError:
+        nncf_version = "none"
+    return {"calibration": str(CALIBRATION_VERSION), "nncf": nncf_version}
 
 
 def load_graph(request: GraphRequest, quantize: str | None, device: torch.device,
@@ -410,7 +432,7 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     what runs it, onnxruntime or OpenVINO (whose entries are kept apart: their key names the engine)."""
     require_engine(engine)
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
-             **_engine_parts(engine)}
+             **_engine_parts(engine), **_static_parts(quantize, engine)}
     if request.sources is not None:  # the versions a fast open must find: this engine's
         request = replace(request, sources={**request.sources, "versions": source_versions(engine)})
     key = onnx_cache.cache_key(parts)
@@ -482,7 +504,10 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
         try:
             export_onnx(request.module, request.example, request.output, exported)
             built = exported
-            if quantize == "int8":
+            if quantize == "int8" and engine == "openvino":
+                _quantize_static(request, exported, quantized)
+                built = quantized
+            elif quantize == "int8":
                 with _quiet_quantizer():
                     quantize_int8(exported, quantized)
                 built = quantized
@@ -509,6 +534,18 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
     finally:
         for leftover in (exported, quantized):
             leftover.unlink(missing_ok=True)
+
+
+def _quantize_static(request: GraphRequest, exported: Path, target: Path) -> None:
+    """The openvino backend's int8: weights and activations, calibrated on the request's calibration feeds."""
+    from .static_int8 import quantize_static, require_nncf
+
+    require_nncf()  # a missing extra is a one-line error, not an export failure
+    if request.calibration is None:
+        raise ModelError(f"{request.source} has no calibration texts for int8 on openvino; use backend='onnx' "
+                         f"with quantize='int8'")
+    with _quiet_quantizer():  # NNCF's ONNX path runs onnxruntime.quantization helpers too
+        quantize_static(exported, target, request.calibration())
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -440,13 +440,33 @@ class Splade:
                 checked = sorted(lengths | {n + 1 for n in lengths})
                 sources = source_record(source_digest, token_check(tokenizer, checked), shape)
             module = _PooledWeights(model, self.config.pooling, self.activation)
-            request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory), sources)
+            request = GraphRequest(module, example, "weights", folder, stem, key, self.name or str(directory), sources,
+                                   calibration=self._calibration(part, model, tokenizer))
             self._graphs[part] = load_graph(
                 request, self.quantize, where,
                 lambda graph, model=model, tokenizer=tokenizer: self._verify_onnx(graph, model, tokenizer),
                 self.runtime.engine)
         release_weights(self.model, self.query_model)
         return self
+
+    def _calibration(self, part: str, model: torch.nn.Module, tokenizer: Any) -> Callable[[], list[dict]]:
+        """What makes the calibration feeds of one part's graph for static int8: fixed documents and queries for
+        the document model (queries too when it encodes them), fixed queries for a separate query model."""
+        from .static_int8 import calibration_batches
+
+        limit = _length_limit(model, tokenizer)
+        pad_id = int(tokenizer.pad_token_id)
+
+        def token_ids(texts: list[str], query: bool) -> list[list[int]]:
+            maxlen = self.config.query_maxlen if query else self.config.doc_maxlen
+            return _tokenize(tokenizer, texts, min(maxlen, limit), False)[0]
+
+        def collate(rows: list[list[int]], query: bool) -> dict[str, torch.Tensor]:
+            return dict(zip(("input_ids", "attention_mask"), _pad(rows, pad_id, torch.device("cpu"))))
+
+        documents = part == "document"
+        queries = part == "query" or self.query_model is None
+        return lambda: calibration_batches(token_ids, collate, documents, queries)
 
     def _verify_onnx(self, graph: Any, model: torch.nn.Module, tokenizer: Any):
         """Compare ``graph``'s pooled weights (B, V) with torch's on the verification queries and documents, in
