@@ -112,7 +112,8 @@ def test_anything_changed_falls_back_to_the_full_load(model_dir, exports, change
     elif change == "graph":
         graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
     else:
-        monkeypatch.setattr(onnx_backend, "source_versions", lambda engine="onnxruntime": {"transformers": "0.0"})
+        monkeypatch.setattr(onnx_backend, "source_versions",
+                            lambda engine="onnxruntime", quantize=None: {"transformers": "0.0"})
     opened = []
     real = colbert_module.load_transformer
     monkeypatch.setattr(colbert_module, "load_transformer", lambda *a, **k: opened.append(1) or real(*a, **k))

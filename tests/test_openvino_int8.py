@@ -126,3 +126,15 @@ def test_nncf_is_imported_with_its_telemetry_off():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"  # and nothing else: NNCF's import-time log line is held back
+
+
+def test_another_calibration_or_nncf_version_exports_again(model_dir, exports, monkeypatch):
+    ColBERT.from_pretrained(model_dir, backend="openvino", quantize="int8")  # cached (or exported once)
+    before = len(exports)
+    real = onnx_backend._static_parts
+    monkeypatch.setattr(onnx_backend, "_static_parts", lambda q, e: {**real(q, e), "nncf": "0.0"} if real(q, e) else {})
+    encoder = ColBERT.from_pretrained(model_dir, backend="openvino", quantize="int8")
+    assert len(exports) == before + 1  # the stale entry was rebuilt, not used
+    assert encoder._graph.verification["passed"]
+    assert real("int8", "openvino")["calibration"] == str(static_int8.CALIBRATION_VERSION)
+    assert real("int8", "onnxruntime") == {} and real(None, "openvino") == {}  # other entries' keys are unchanged

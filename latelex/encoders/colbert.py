@@ -153,7 +153,8 @@ class ColBERT:
         if tokenizer is None:
             return None
         found = open_by_sources(cache_folder(model_dir, local, onnx_dir), _graph_stem(None, runtime),
-                                digest, "token_vectors", graph_device(device, runtime.engine), runtime.engine)
+                                digest, "token_vectors", graph_device(device, runtime.engine), runtime.engine,
+                                runtime.quantize)
         if found is None:
             return None
         graph, meta = found

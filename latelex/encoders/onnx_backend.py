@@ -170,17 +170,19 @@ def _engine_parts(engine: str) -> dict[str, str]:
     return {"engine": "openvino", "openvino": str(require_openvino().__version__)}
 
 
-def source_versions(engine: str = "onnxruntime") -> dict[str, str]:
-    """:func:`runtime_versions`, the transformers version (which shapes how a backbone is loaded and exported) and,
-    for OpenVINO, its version: what a graph found by its sources (:func:`open_by_sources`) must have been exported
-    and checked with. Read from package metadata, so that transformers is not imported."""
+def source_versions(engine: str = "onnxruntime", quantize: str | None = None) -> dict[str, str]:
+    """:func:`runtime_versions`, the transformers version (which shapes how a backbone is loaded and exported),
+    for OpenVINO its version, and for OpenVINO's int8 the calibration recipe and NNCF's version: what a graph found
+    by its sources (:func:`open_by_sources`) must have been exported and checked with. Read from package metadata,
+    so that transformers is not imported."""
     from importlib import metadata
 
     try:
         transformers = metadata.version("transformers")
     except metadata.PackageNotFoundError:
         transformers = "none"
-    return {**runtime_versions(), "transformers": transformers, **_engine_parts(engine)}
+    return {**runtime_versions(), "transformers": transformers, **_engine_parts(engine),
+            **_static_parts(quantize, engine)}
 
 
 # ---------------------------------------------------------------------- verification
@@ -434,7 +436,7 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
              **_engine_parts(engine), **_static_parts(quantize, engine)}
     if request.sources is not None:  # the versions a fast open must find: this engine's
-        request = replace(request, sources={**request.sources, "versions": source_versions(engine)})
+        request = replace(request, sources={**request.sources, "versions": source_versions(engine, quantize)})
     key = onnx_cache.cache_key(parts)
     folder, stem = request.folder, request.stem
     try:
@@ -463,7 +465,8 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
 
 
 def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: torch.device,
-                    engine: str = "onnxruntime") -> tuple[OnnxGraph, dict[str, Any]] | None:
+                    engine: str = "onnxruntime",
+                    quantize: str | None = None) -> tuple[OnnxGraph, dict[str, Any]] | None:
     """The cached graph ``stem`` in ``folder`` and its sidecar, when the sidecar records that it was exported from
     model files whose :func:`~.onnx_cache.source_digest` is ``digest`` with today's :func:`source_versions`;
     None otherwise (the caller then loads the torch model and :func:`load_graph`)."""
@@ -472,7 +475,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: t
         return None
     try:
         with file_lock(folder / f".{stem}.lock", EXPORT_LOCK_TIMEOUT_S):
-            meta = onnx_cache.find_by_sources(folder, stem, digest, source_versions(engine))
+            meta = onnx_cache.find_by_sources(folder, stem, digest, source_versions(engine, quantize))
             if meta is None:
                 return None
             inputs = tuple(meta.get("key_parts", {}).get("inputs") or ())

@@ -212,7 +212,8 @@ class Splade:
             if tokenizer is None:
                 return None
             opened = open_by_sources(folder, _graph_stem(part, settings.pooling, layout.activation, runtime),
-                                     digest, "weights", graph_device(device, runtime.engine), runtime.engine)
+                                     digest, "weights", graph_device(device, runtime.engine), runtime.engine,
+                                     runtime.quantize)
             if opened is None:
                 return None
             graph, meta = opened

@@ -8,9 +8,10 @@ chosen by a short micro-benchmark at the first search (:func:`centroid_path`): t
 at torch's current thread count. int8 must be :data:`MARGIN` times faster to be chosen.
 
 Decisions are cached in the process (by shape bucket and thread count: the caps below are read once, when
-torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU model, the CPU flags that
-matter, the instruction-set caps set in the environment (:data:`ISA_CAPS`), torch's and latelex's versions; a corrupt or unwritable cache file is ignored (the path is measured again). The environment variable
-``LATELEX_PLAID_CENTROIDS=int8|float32|auto`` (default auto) forces a path.
+torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU
+model, the CPU flags that matter, the instruction-set caps set in the environment (:data:`ISA_CAPS`), torch's
+and latelex's versions; a corrupt or unwritable cache file is ignored (the path is measured again). The
+environment variable ``LATELEX_PLAID_CENTROIDS=int8|float32|auto`` (default auto) forces a path.
 
 Nothing here runs on import.
 """
