@@ -88,7 +88,7 @@ def add_backend_options(p, *, recorded: bool = False) -> None:
     p.add_argument("--quantize", choices=["int8"],
                    help="int8 (faster on CPU, within a looser tolerance of torch): with --backend onnx, int8 "
                         "weights; with --backend openvino, int8 weights and activations, calibrated once on fixed "
-                        "texts (the fastest setting on CPUs with VNNI); alone, it implies --backend onnx")
+                        "texts (the fastest document encoding on CPUs with VNNI); alone, it implies --backend onnx")
 
 
 # ---------------------------------------------------------------------- helpers for the handlers
