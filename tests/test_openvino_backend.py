@@ -21,10 +21,8 @@ from latelex.encoders import onnx_backend  # noqa: E402
 from latelex.encoders.rust_tokenizer import RustTokenizer  # noqa: E402
 from latelex.errors import ConfigError  # noqa: E402
 from latelex.types import Document  # noqa: E402
+from tiny_models import MIXED_TEXTS as TEXTS  # noqa: E402
 from tiny_models import WORDS, build_bert  # noqa: E402
-
-TEXTS = ["cells", "what is the risk of cancer for patients in this study", "apple banana fruit, red & green!",
-         " ".join(WORDS), "x"]
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than.*truncated:UserWarning")
 
 
@@ -41,11 +39,8 @@ def mean_cosine(reference, candidate) -> float:
 
 
 def dense(batch) -> torch.Tensor:
-    out = torch.zeros(len(batch), batch.vocab_size, dtype=torch.float64)
-    for row, vector in enumerate(batch):
-        out[row, torch.as_tensor(np.asarray(vector.ids), dtype=torch.long)] = torch.as_tensor(
-            np.asarray(vector.weights), dtype=torch.float64)
-    return out
+    """A SparseBatch as a dense (N, vocab) float64 tensor."""
+    return torch.from_numpy(batch.to_scipy().toarray()).double()
 
 
 def test_colbert_on_openvino_matches_torch_and_is_cached_apart(model_dir, exports, monkeypatch):

@@ -16,6 +16,11 @@ WORDS = (
     "apple banana fruit fruits healthy health good bad red green blue small large new old high low"
 ).split()
 
+#: Texts of every shape a backend must agree on: one word, a sentence, punctuation, the whole vocabulary (longer
+#: than a tiny model's document limit) and a single character.
+MIXED_TEXTS = ["cells", "what is the risk of cancer for patients in this study", "apple banana fruit, red & green!",
+               " ".join(WORDS), "x"]
+
 
 def build_tokenizer(directory: Path):
     """A BERT-style WordPiece fast tokenizer (lower-case, [CLS] x [SEP]) saved in ``directory``."""

@@ -502,13 +502,19 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
     tag = f".{stem}.{os.getpid()}.tmp"
     exported = folder / f"{tag}.onnx"
     quantized = folder / f"{tag}.int8.onnx"
+    static = quantize == "int8" and engine == "openvino"
+    if static:
+        _check_static_ready(request)  # before the export's work, not after it
     try:
         started = time.perf_counter()
         try:
             export_onnx(request.module, request.example, request.output, exported)
             built = exported
-            if quantize == "int8" and engine == "openvino":
-                _quantize_static(request, exported, quantized)
+            if static:
+                from .static_int8 import quantize_static
+
+                with _quiet_quantizer():  # NNCF's ONNX path runs onnxruntime.quantization helpers too
+                    quantize_static(exported, quantized, request.calibration())
                 built = quantized
             elif quantize == "int8":
                 with _quiet_quantizer():
@@ -539,16 +545,15 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
             leftover.unlink(missing_ok=True)
 
 
-def _quantize_static(request: GraphRequest, exported: Path, target: Path) -> None:
-    """The openvino backend's int8: weights and activations, calibrated on the request's calibration feeds."""
-    from .static_int8 import quantize_static, require_nncf
+def _check_static_ready(request: GraphRequest) -> None:
+    """What the openvino backend's int8 (static quantisation) needs besides a graph: NNCF installed and the
+    request's calibration feeds; a one-line :class:`ModelError` for what is missing."""
+    from .static_int8 import require_nncf
 
-    require_nncf()  # a missing extra is a one-line error, not an export failure
+    require_nncf()
     if request.calibration is None:
         raise ModelError(f"{request.source} has no calibration texts for int8 on openvino; use backend='onnx' "
                          f"with quantize='int8'")
-    with _quiet_quantizer():  # NNCF's ONNX path runs onnxruntime.quantization helpers too
-        quantize_static(exported, target, request.calibration())
 
 
 @contextlib.contextmanager
