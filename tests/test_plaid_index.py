@@ -99,12 +99,37 @@ def test_query_lengths_around_the_padding_width_score_exactly(built):
 
 @pytest.mark.parametrize("dim,nbits", [(40, 2), (64, 2), (48, 4)])
 def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, dim, nbits):
-    # The exact kernel adds eight residual bytes at a time and the rest one by one: 10, 16 and 24 bytes per
-    # vector cover a remainder, none, and several rounds.
+    # The exact stage sums one table row per residual byte: 10, 16 and 24 bytes per vector (odd widths, one and
+    # several 16-byte groups).
     ids, docs = make_docs(40, seed=dim, n_clusters=12, dim=dim)
     index = PlaidIndex.build(tmp_path / "w", ids, docs, config=PlaidConfig(nbits=nbits, n_centroids=8))
     queries = [torch.from_numpy(docs[i][:5].copy()) for i in (0, 7, 19)]
     assert_hits(index.search(queries, k=10, **GENEROUS), brute_force(index, queries, 10))
+
+
+def test_the_pruned_pass_scores_the_same_through_inverted_lists_and_token_codes(built):
+    # pruned_interaction reads the kept centroids' inverted lists when they are shorter than the candidates' token
+    # codes; both reads must give exactly the scores of the token loop, whichever it picks.
+    from latelex.index.plaid import search as S
+
+    data = built._search_data()
+    n = len(built)
+    lengths = np.diff(data.doc_offsets)
+    paths = set()
+    for threshold in (-1e9, 0.2, 0.6, 0.9, 1e9):
+        for Q in make_queries():
+            scores = S.centroid_scores(data, S.pad_query(Q), Q.shape[0], threshold)
+            for docs in (np.arange(n), np.arange(1, n, 3), np.array([5, 80, 159])):
+                args = (scores.cells, scores.cell_scale, Q.shape[0])
+                by_codes = S.centroid_interaction(*args, data.codes, data.doc_offsets, docs, scores.keep)
+                by_lists = S.interaction_by_lists(*args, scores.keep, data.ivf_offsets, data.ivf_docs, docs, n)
+                picked = S.pruned_interaction(*args, data.codes, data.doc_offsets, docs, scores.keep, data.ivf_offsets,
+                                              data.ivf_docs)
+                np.testing.assert_array_equal(by_lists, by_codes)
+                np.testing.assert_array_equal(picked, by_codes)
+                pairs = int(np.diff(data.ivf_offsets)[scores.keep].sum())
+                paths.add("lists" if pairs + n // 8 < int(lengths[docs].sum()) else "codes")
+    assert paths == {"lists", "codes"}
 
 
 @pytest.mark.parametrize("int8", [False, True], ids=["float32 centroid scores", "int8 centroid scores"])

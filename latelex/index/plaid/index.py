@@ -154,11 +154,11 @@ class PlaidIndex(DescribedIndex):
                 if scales.shape != codes.shape or scales.dtype != np.uint8:
                     raise broken(f"chunk {name} has scale bytes that do not match its token vectors")
                 scales_parts.append(scales)
-            if codes.size and int(codes.max()) >= n_centroids:
+            if codes.size and (int(codes.max()) >= n_centroids or int(codes.min()) < 0):
                 raise broken(f"chunk {name} refers to centroids that do not exist")
             if int(chunk.get("first_document", -1)) != first:
                 raise broken(f"chunk {name} does not start where the previous one ends")
-            if (np.diff(ivf_offsets) < 0).any() or (ivf_docs.size and int(ivf_docs.max()) >= n):
+            if (np.diff(ivf_offsets) < 0).any() or (ivf_docs.size and (int(ivf_docs.max()) >= n or int(ivf_docs.min()) < 0)):
                 raise broken(f"chunk {name} has inverted lists that point outside it")
             try:
                 ids.extend(decode_strings(blob, id_offsets))

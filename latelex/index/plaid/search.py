@@ -9,11 +9,13 @@ For a query Q (Lq, dim) and centroids C (n_centroids, dim):
    candidates; the rows the exact stage reads are recomputed in float32 first, so final scores are float32 MaxSim;
 2. *pruned centroid interaction*: each candidate scores sum_q max over its token vectors of S[code, q],
    counting only token vectors whose centroid scores at least ``centroid_score_threshold`` for some query
-   token; the best ``ndocs`` go on. These passes read S as int16, in units of each query token's largest
+   token (read through those few centroids' inverted lists where that is the shorter read); the best ``ndocs``
+   go on. These passes read S as int16, in units of each query token's largest
    reachable score / 32767 (half the bytes per row read at random);
 3. *centroid interaction*: the same without pruning; the best ``max(k, ndocs // 4)`` go on;
-4. *exact*: those documents' vectors are decompressed (to unit length for format-2 indexes) and scored by
-   MaxSim; the best ``k`` are returned.
+4. *exact*: those documents' vectors are scored by MaxSim as if decompressed (to unit length for format-2
+   indexes): centroid scores plus sums of per-byte residual scores, gathered by torch's ``embedding_bag``; the
+   best ``k`` are returned.
 
 Ties are broken by document position (earlier first) at every stage, so results do not depend on thread
 count or batch composition.
@@ -126,6 +128,57 @@ def centroid_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep):
     return out
 
 
+@numba.njit(nogil=True, cache=True, fastmath=FAST)
+def interaction_by_lists(cells, cell_scale, lq, keep, ivf_offsets, ivf_docs, docs, n_documents):  # pragma: no cover - compiled
+    """:func:`centroid_interaction` of ``docs`` (sorted, unique) with the centroids ``keep`` lets through, read
+    through those centroids' inverted lists (``ivf_offsets`` (C + 1,), ``ivf_docs`` (E,) global positions of
+    the ``n_documents``) instead of through the documents' token vectors: a document has a token vector of
+    centroid c exactly when it is on c's list, and a maximum does not depend on the order it is taken in, so
+    the scores are the same. It reads one list entry per (kept centroid, document) pair, against one code per
+    token vector of every candidate."""
+    lqp = cells.shape[1]
+    slot = np.full(n_documents, -1, dtype=np.int32)
+    for i in range(docs.shape[0]):
+        slot[docs[i]] = i
+    best = np.full((docs.shape[0], lqp), -CELL_MAX - 1, dtype=np.int16)
+    for c in range(keep.shape[0]):
+        if keep[c]:
+            for e in range(ivf_offsets[c], ivf_offsets[c + 1]):
+                i = slot[ivf_docs[e]]
+                if i >= 0:
+                    for q in range(lqp):
+                        v = cells[c, q]
+                        best[i, q] = v if v > best[i, q] else best[i, q]
+    out = np.empty(docs.shape[0], dtype=np.float32)
+    for i in range(docs.shape[0]):
+        s = np.float32(0.0)
+        for q in range(lq):
+            if best[i, q] > -CELL_MAX - 1:
+                s += np.float32(best[i, q]) * cell_scale[q]
+        out[i] = s
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def pruned_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep, ivf_offsets, ivf_docs):  # pragma: no cover - compiled
+    """:func:`centroid_interaction` of ``docs`` with the centroids ``keep`` lets through (the pruned pass), by
+    whichever of two computations of the same scores reads fewer entries: the candidates' token codes, or the
+    kept centroids' inverted lists (:func:`interaction_by_lists`). On SciFact with ColBERT's threshold of 0.5,
+    about 7 % of the candidates' token vectors have a kept centroid, and the lists are the shorter read by 11
+    times (``scripts/plaid_stage_profile.py``)."""
+    n_documents = doc_offsets.shape[0] - 1
+    tokens = 0
+    for i in range(docs.shape[0]):
+        tokens += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
+    pairs = 0
+    for c in range(keep.shape[0]):
+        if keep[c]:
+            pairs += ivf_offsets[c + 1] - ivf_offsets[c]
+    if pairs + n_documents // 8 < tokens:  # filling the slot of each document costs about an eighth of an entry
+        return interaction_by_lists(cells, cell_scale, lq, keep, ivf_offsets, ivf_docs, docs, n_documents)
+    return centroid_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep)
+
+
 @numba.njit(nogil=True, cache=True)
 def used_centroids(codes, doc_offsets, docs, n_centroids):  # pragma: no cover - compiled
     """The distinct centroids that the token vectors of ``docs`` are assigned to, in order of first use:
@@ -164,8 +217,59 @@ def decompress_rows(codes, packed, centroids, byte_weights, out, scales):  # pra
                 out[i, base + p] = (centroids[c, base + p] + byte_weights[j, b, p]) * f
 
 
+@numba.njit(nogil=True, cache=True)
+def residual_lookups(packed, row_base, doc_offsets, docs):  # pragma: no cover - compiled
+    """(t, W) int64: for each token vector of ``docs`` in turn, the row ``j * 256 + byte`` of the flattened query
+    table (W * 256, Lqp) that its packed byte j selects. ``packed``: the residual rows (W bytes each) of one chunk,
+    whose first row is global token ``row_base``; every document in ``docs`` lies in that chunk."""
+    width = packed.shape[1]
+    n = 0
+    for i in range(docs.shape[0]):
+        n += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
+    out = np.empty((n, width), dtype=np.int64)
+    k = 0
+    for i in range(docs.shape[0]):
+        d = docs[i]
+        for t in range(doc_offsets[d], doc_offsets[d + 1]):
+            r = t - row_base
+            for j in range(width):
+                out[k, j] = j * 256 + packed[r, j]
+            k += 1
+    return out
+
+
 @numba.njit(nogil=True, cache=True, fastmath=FAST)
-def exact_interaction(scores_t, score_row, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
+def document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs, scales, scale_table):  # pragma: no cover - compiled
+    """(len(docs),) float32: the sum over the ``lq`` query tokens of each document's best token score, a token's
+    score being ``(scores_t[score_row[code], q] + residual[k, q]) * scale_table[scales[t]]`` (no scaling when
+    ``scales`` is empty), with ``residual`` (t, Lqp) the residual parts of the documents' tokens one after another
+    (:func:`residual_lookups`' order) and ``scores_t`` (u, Lqp) the centroids' scores (see :func:`exact_interaction`)."""
+    lqp = scores_t.shape[1]
+    scaled = scales.shape[0] > 0
+    out = np.empty(docs.shape[0], dtype=np.float32)
+    best = np.empty(lqp, dtype=np.float32)
+    k = 0
+    for i in range(docs.shape[0]):
+        d = docs[i]
+        for q in range(lqp):
+            best[q] = -np.inf
+        for t in range(doc_offsets[d], doc_offsets[d + 1]):
+            c = score_row[codes[t]]
+            f = scale_table[scales[t]] if scaled else np.float32(1.0)
+            for q in range(lqp):
+                v = (scores_t[c, q] + residual[k, q]) * f
+                best[q] = v if v > best[q] else best[q]
+            k += 1
+        s = np.float32(0.0)
+        for q in range(lq):
+            s += best[q]
+        out[i] = s
+    return out
+
+
+def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, table: torch.Tensor, codes: np.ndarray,
+                      packed: np.ndarray, row_base: int, doc_offsets: np.ndarray, docs: np.ndarray,
+                      scales: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
     """(len(docs),) float32 MaxSim of a query of ``lq`` tokens with documents, without decompressing their vectors.
 
     A decompressed vector is centroid + residual, so its similarity with query token q is
@@ -173,47 +277,21 @@ def exact_interaction(scores_t, score_row, lq, table, codes, packed, row_base, d
     centroid's scores) plus the sum over its packed bytes j of ``table[j, byte, q]`` (the dot product of q
     with the residual values that byte decodes to), times the vector's scale ``scale_table[scales[t]]`` when
     ``scales`` (T,) uint8 is not empty (unit-length decoding). ``scores_t`` (u, Lqp) and ``table``
-    (W, 256, Lqp) are padded to Lqp >= lq columns so that the inner loops run on whole vector registers; the
-    padding is not summed. ``packed``: the residual rows of one chunk, whose first row is global token
-    ``row_base``; every document in ``docs`` lies in that chunk.
+    (W, 256, Lqp) are padded to Lqp >= lq columns; the padding is not summed. ``packed``: the residual rows of
+    one chunk, whose first row is global token ``row_base``; every document in ``docs`` lies in that chunk.
+
+    The sums over bytes are one ``embedding_bag`` of the flattened table (torch's sum kernel keeps each token's
+    Lqp sums in registers; a numba loop over the bytes, which kept them in memory, took 1.4 times as long on
+    SciFact: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid scores and takes the
+    maxima.
     """
-    lqp = scores_t.shape[1]
-    width = packed.shape[1]
-    main = width - width % 8
-    scaled = scales.shape[0] > 0
-    out = np.empty(docs.shape[0], dtype=np.float32)
-    best = np.empty(lqp, dtype=np.float32)
-    acc = np.empty(lqp, dtype=np.float32)
-    for i in range(docs.shape[0]):
-        d = docs[i]
-        for q in range(lqp):
-            best[q] = -np.inf
-        for t in range(doc_offsets[d], doc_offsets[d + 1]):
-            r = t - row_base
-            c = score_row[codes[t]]
-            for q in range(lqp):
-                acc[q] = scores_t[c, q]
-            # Eight bytes per update of ``acc``: ``acc`` lives in memory (the compiler cannot prove it does not
-            # alias ``table``), so one update per byte made every byte wait on the previous store.
-            for j in range(0, main, 8):
-                b0, b1, b2, b3 = packed[r, j], packed[r, j + 1], packed[r, j + 2], packed[r, j + 3]
-                b4, b5, b6, b7 = packed[r, j + 4], packed[r, j + 5], packed[r, j + 6], packed[r, j + 7]
-                for q in range(lqp):
-                    acc[q] += (((table[j, b0, q] + table[j + 1, b1, q]) + (table[j + 2, b2, q] + table[j + 3, b3, q]))
-                               + ((table[j + 4, b4, q] + table[j + 5, b5, q]) + (table[j + 6, b6, q] + table[j + 7, b7, q])))
-            for j in range(main, width):
-                b = packed[r, j]
-                for q in range(lqp):
-                    acc[q] += table[j, b, q]
-            f = scale_table[scales[t]] if scaled else np.float32(1.0)
-            for q in range(lqp):
-                v = acc[q] * f
-                best[q] = v if v > best[q] else best[q]
-        s = np.float32(0.0)
-        for q in range(lq):
-            s += best[q]
-        out[i] = s
-    return out
+    lookups = residual_lookups(packed, row_base, doc_offsets, docs)
+    flat = table.reshape(-1, table.shape[2])
+    if lookups.shape[0]:
+        residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
+    else:
+        residual = np.zeros((0, table.shape[2]), dtype=np.float32)
+    return document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs, scales, scale_table)
 
 
 #: Query matrices are zero-padded to a multiple of this many tokens (one AVX-512 register of float32) so
@@ -286,12 +364,12 @@ def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, doc
     return torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy(), row
 
 
-def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> np.ndarray:
-    """(W, 256, Lq) float32: for packed byte j holding value b, the dot product of each query token with the
-    residual values b decodes to. ``Q``: (Lq, dim); ``byte_weights``: (W, 256, per_byte)."""
+def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> torch.Tensor:
+    """(W, 256, Lq) float32, contiguous: for packed byte j holding value b, the dot product of each query token
+    with the residual values b decodes to. ``Q``: (Lq, dim); ``byte_weights``: (W, 256, per_byte)."""
     width, _, per_byte = byte_weights.shape
     q = Q.reshape(Q.shape[0], width, per_byte).permute(1, 2, 0)  # (W, per_byte, Lq)
-    return torch.bmm(byte_weights, q).numpy()
+    return torch.bmm(byte_weights, q)
 
 
 def byte_weight_table(weights: np.ndarray, nbits: int) -> np.ndarray:
@@ -423,7 +501,8 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
         return candidates, np.zeros(0, dtype=np.float32)
     n_exact = max(k, ndocs // 4)
     if candidates.shape[0] > n_exact:
-        approx = centroid_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, scores.keep)
+        approx = pruned_interaction(scores.cells, scores.cell_scale, lq, data.codes, data.doc_offsets, candidates, scores.keep,
+                                    data.ivf_offsets, data.ivf_docs)
         candidates = candidates[order_by_score(approx, candidates, max(ndocs, n_exact))]
         if candidates.shape[0] > n_exact:
             full = np.ones(scores.keep.shape[0], dtype=np.bool_)
