@@ -1,9 +1,10 @@
 """Where a PLAID query's time goes: the stages of ``latelex.index.plaid.search.search_one`` timed one by one on a
-SciFact index, one thread, warm, over the 300 test queries, with the exact stage also run by the numba loop it
-replaced (kept here as the reference: both must give the same scores).
+SciFact index, one thread, over the 300 test queries, with the exact stage also run by the numba loop it replaced
+(kept here as the reference: both must give the same scores).
 
     latelex index runs/scifact-v2-int8 --kind plaid --collection ../shared/datasets/scifact --backend onnx --quantize int8
-    .venv/bin/python scripts/plaid_stage_profile.py --index runs/scifact-v2-int8
+    .venv/bin/python scripts/plaid_stage_profile.py --index runs/scifact-v2-int8                  # warm caches
+    .venv/bin/python scripts/plaid_stage_profile.py --index runs/scifact-v2-int8 --flush-mb 64    # cold, as after encoding
 
 The queries are encoded first (with the index's encoder); then each query runs every stage in turn, as search_one
 does at its defaults ("auto" settings, k=10), and the script checks that it found the documents
@@ -75,6 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, required=True, help="a retriever index of SciFact (kind plaid)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the queries; the last one is reported")
+    parser.add_argument("--flush-mb", type=int, default=0,
+                        help="write a buffer of this many MB before each query, as encoding it would, so that the "
+                             "search starts from cold caches (default 0: warm)")
     args = parser.parse_args()
 
     import torch
@@ -105,6 +109,7 @@ def main() -> None:
             data.check_part(c)
             yield a, b, data.residual_parts[c], int(data.part_starts[c])
 
+    flush = np.zeros(args.flush_mb << 20, dtype=np.uint8) if args.flush_mb else None
     stages: dict[str, list[float]] = {}
     reads: dict[str, list[int]] = {"token codes": [], "kept centroids' list entries": []}
     worst_gap, mismatched = 0.0, 0
@@ -113,6 +118,8 @@ def main() -> None:
         for v in reads.values():
             v.clear()
         for Q in encoded:
+            if flush is not None:
+                flush += 1
             clock = [time.perf_counter()]
 
             def tick(name: str) -> None:
@@ -154,6 +161,10 @@ def main() -> None:
             found = candidates[best]
             stages.setdefault("sum of the stages", []).append(sum(v[-1] for k, v in stages.items() if k[0].isdigit()))
             table_np = table.numpy()
+            if flush is not None:  # the reference starts from the caches the exact stage had
+                flush += 1
+                rows, row_of = S.exact_rows(data, Qp, scores, candidates)
+                table_np = S.query_table(Qp, data.byte_weights_t).numpy()
             clock[0] = time.perf_counter()
             loop = np.empty(candidates.shape[0], dtype=np.float32)
             for a, b, packed, base in chunks(candidates):
@@ -161,15 +172,21 @@ def main() -> None:
                                        candidates[a:b], data.scales, SCALE_TABLE)
             tick("(reference) exact stage as the former numba loop")
             worst_gap = max(worst_gap, float(np.abs(loop - exact).max() / max(1e-6, np.abs(loop).max())))
+            if flush is not None:
+                flush += 1
             clock[0] = time.perf_counter()
             hits = index.search([Q], k=10, threads=1)[0]
             tick("PlaidIndex.search, whole")
+            if flush is not None:
+                flush += 1
+            clock[0] = time.perf_counter()
             retriever.search("q", k=10, with_text=False, encoded=[Q])
             tick("Retriever.search, whole (encoded query, no texts)")
             mismatched += [h.doc_id for h in hits] != [index._stored_ids[d] for d in found.tolist()]
 
     print(machine())
-    print(f"{args.index}: {len(index)} documents, {data.codes.shape[0]:,} token vectors, {data.centroids_np.shape[0]:,} "
+    print(("cold caches (a " + str(args.flush_mb) + " MB buffer written before each query and whole search); " if flush is not None else "warm; ")
+          + f"{args.index}: {len(index)} documents, {data.codes.shape[0]:,} token vectors, {data.centroids_np.shape[0]:,} "
           f"centroids, {data.byte_weights.shape[0]} residual bytes per vector; {len(encoded)} queries, k=10, 'auto' settings, "
           "1 thread")
     print_table(["stage", "p50 ms", "mean ms"],

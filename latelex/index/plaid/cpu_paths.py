@@ -126,8 +126,9 @@ def cpu_identity() -> tuple[str, tuple[str, ...]]:
 #: older name ``DNNL_MAX_CPU_ISA``). With ``ONEDNN_MAX_CPU_ISA=AVX2`` an AVX-512 VNNI CPU runs oneDNN's AVX2 int8
 #: kernels: on an AMD EPYC, one thread, 16,384 x 128 centroids by 32 query tokens took 0.77 ms against 0.36 ms
 #: uncapped (float32: 2.25 ms), and the transposed product (query by centroids, 16 tokens) 7.3 ms against 0.3 ms,
-#: so decisions are kept per cap.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+#: so decisions are kept per cap. ``FBGEMM_ENABLE_INSTRUCTIONS`` caps FBGEMM, which runs the exact stage's
+#: ``embedding_bag``; ``NUMBA_CPU_NAME`` is the instruction set numba compiles the search kernels for.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "NUMBA_CPU_NAME")
 
 
 def isa_caps() -> str:
