@@ -107,6 +107,16 @@ def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, di
     assert_hits(index.search(queries, k=10, **GENEROUS), brute_force(index, queries, 10))
 
 
+@pytest.mark.parametrize("block", [1, 40, 1 << 18], ids=["a document per block", "a few per block", "one block"])
+def test_the_exact_stage_scores_the_same_in_blocks_of_lookups(built, block, monkeypatch):
+    # The exact stage gathers residual lookups in blocks of documents; block edges must not change a score.
+    from latelex.index.plaid import search as S
+
+    monkeypatch.setattr(S, "LOOKUP_BLOCK", block)
+    queries = make_queries()
+    assert_hits(built.search(queries, k=10, **GENEROUS), brute_force(built, queries, 10))
+
+
 def test_the_pruned_pass_scores_the_same_through_inverted_lists_and_token_codes(built):
     # pruned_interaction reads the kept centroids' inverted lists when they are shorter than the candidates' token
     # codes; both reads must give exactly the scores of the token loop, whichever it picks.

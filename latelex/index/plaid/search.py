@@ -267,6 +267,10 @@ def document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs,
     return out
 
 
+#: Residual-byte lookups gathered per ``embedding_bag`` call in the exact stage (8 bytes each: 2 MiB).
+LOOKUP_BLOCK = 1 << 18
+
+
 def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, table: torch.Tensor, codes: np.ndarray,
                       packed: np.ndarray, row_base: int, doc_offsets: np.ndarray, docs: np.ndarray,
                       scales: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
@@ -282,16 +286,24 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
 
     The sums over bytes are one ``embedding_bag`` of the flattened table (torch's sum kernel keeps each token's
     Lqp sums in registers; a numba loop over the bytes, which kept them in memory, took 1.4 times as long on
-    SciFact: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid scores and takes the
+    SciFact on a quiet machine, and as long when other work loaded its memory: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid scores and takes the
     maxima.
     """
-    lookups = residual_lookups(packed, row_base, doc_offsets, docs)
     flat = table.reshape(-1, table.shape[2])
-    if lookups.shape[0]:
+    out = np.empty(docs.shape[0], dtype=np.float32)
+    if docs.shape[0] == 0:
+        return out
+    # Documents in blocks of about LOOKUP_BLOCK lookups, so that a search that sends many documents to this
+    # stage (a large ndocs) does not hold 8 bytes per residual byte of all of them at once.
+    lengths = doc_offsets[docs + 1] - doc_offsets[docs]
+    block = (np.cumsum(lengths) - lengths) // max(1, LOOKUP_BLOCK // packed.shape[1])
+    bounds = np.flatnonzero(np.diff(block)) + 1
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), docs.shape[0]]):
+        part = docs[a:b]
+        lookups = residual_lookups(packed, row_base, doc_offsets, part)
         residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
-    else:
-        residual = np.zeros((0, table.shape[2]), dtype=np.float32)
-    return document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs, scales, scale_table)
+        out[a:b] = document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, part, scales, scale_table)
+    return out
 
 
 #: Query matrices are zero-padded to a multiple of this many tokens (one AVX-512 register of float32) so
