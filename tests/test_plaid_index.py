@@ -99,8 +99,8 @@ def test_query_lengths_around_the_padding_width_score_exactly(built):
 
 @pytest.mark.parametrize("dim,nbits", [(40, 2), (64, 2), (48, 4)])
 def test_residual_widths_with_and_without_a_remainder_score_exactly(tmp_path, dim, nbits):
-    # The exact stage sums one table row per residual byte: 10, 16 and 24 bytes per vector (odd widths, one and
-    # several 16-byte groups).
+    # The exact stage sums one query-table row per residual byte, whatever the width: 10, 16 and 24 bytes per
+    # vector, at 2 and 4 bits.
     ids, docs = make_docs(40, seed=dim, n_clusters=12, dim=dim)
     index = PlaidIndex.build(tmp_path / "w", ids, docs, config=PlaidConfig(nbits=nbits, n_centroids=8))
     queries = [torch.from_numpy(docs[i][:5].copy()) for i in (0, 7, 19)]
