@@ -202,8 +202,9 @@ def main() -> None:
             mismatched += [h.doc_id for h in hits] != [index._stored_ids[d] for d in found.tolist()]
 
     print(machine())
-    print(("cold caches (a " + str(args.flush_mb) + " MB buffer written before each query and whole search); " if flush is not None else "warm; ")
-          + f"{args.index}: {len(index)} documents, {data.codes.shape[0]:,} token vectors, {data.centroids_np.shape[0]:,} "
+    caches = (f"cold caches (a {args.flush_mb} MB buffer written before each query and whole search)"
+              if flush is not None else "warm caches")
+    print(f"{caches}; {args.index}: {len(index)} documents, {data.codes.shape[0]:,} token vectors, {data.centroids_np.shape[0]:,} "
           f"centroids, {data.byte_weights.shape[0]} residual bytes per vector; {len(encoded)} queries, k=10, 'auto' settings, "
           "1 thread")
     print_table(["stage", "p50 ms", "mean ms"],

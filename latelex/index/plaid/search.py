@@ -284,10 +284,11 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
     (W, 256, Lqp) are padded to Lqp >= lq columns; the padding is not summed. ``packed``: the residual rows of
     one chunk, whose first row is global token ``row_base``; every document in ``docs`` lies in that chunk.
 
-    The sums over bytes are one ``embedding_bag`` of the flattened table (torch's sum kernel keeps each token's
-    Lqp sums in registers; a numba loop over the bytes, which kept them in memory, took 1.4 times as long on
-    SciFact on a quiet machine, and as long when other work loaded its memory: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid scores and takes the
-    maxima.
+    The sums over bytes are ``embedding_bag`` calls on the flattened table, in blocks of documents of about
+    :data:`LOOKUP_BLOCK` lookups (torch's sum kernel keeps each token's Lqp sums in registers; a numba loop over
+    the bytes, which kept them in memory, took 1.4 times as long on SciFact on a quiet machine, and as long when
+    other work loaded its memory: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid
+    scores and takes the maxima.
     """
     flat = table.reshape(-1, table.shape[2])
     out = np.empty(docs.shape[0], dtype=np.float32)
