@@ -128,7 +128,8 @@ def cpu_identity() -> tuple[str, tuple[str, ...]]:
 #: uncapped (float32: 2.25 ms), and the transposed product (query by centroids, 16 tokens) 7.3 ms against 0.3 ms,
 #: so decisions are kept per cap. ``FBGEMM_ENABLE_INSTRUCTIONS`` caps FBGEMM, which runs the exact stage's
 #: ``embedding_bag``; ``NUMBA_CPU_NAME`` is the instruction set numba compiles the search kernels for.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "NUMBA_CPU_NAME")
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS",
+            "NUMBA_CPU_NAME")
 
 
 def isa_caps() -> str:

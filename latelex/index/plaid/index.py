@@ -158,7 +158,8 @@ class PlaidIndex(DescribedIndex):
                 raise broken(f"chunk {name} refers to centroids that do not exist")
             if int(chunk.get("first_document", -1)) != first:
                 raise broken(f"chunk {name} does not start where the previous one ends")
-            if (np.diff(ivf_offsets) < 0).any() or (ivf_docs.size and (int(ivf_docs.max()) >= n or int(ivf_docs.min()) < 0)):
+            if (np.diff(ivf_offsets) < 0).any() or (ivf_docs.size and (int(ivf_docs.max()) >= n
+                                                               or int(ivf_docs.min()) < 0)):
                 raise broken(f"chunk {name} has inverted lists that point outside it")
             try:
                 ids.extend(decode_strings(blob, id_offsets))

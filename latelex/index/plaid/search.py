@@ -160,13 +160,10 @@ def interaction_by_lists(cells, cell_scale, lq, keep, ivf_offsets, ivf_docs, doc
 
 
 @numba.njit(nogil=True, cache=True)
-def pruned_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep, ivf_offsets, ivf_docs):  # pragma: no cover - compiled
-    """:func:`centroid_interaction` of ``docs`` with the centroids ``keep`` lets through (the pruned pass), by
-    whichever of two computations of the same scores reads fewer entries: the candidates' token codes, or the
-    kept centroids' inverted lists (:func:`interaction_by_lists`). On SciFact with ColBERT's threshold of 0.5,
-    about 7 % of the candidates' token vectors have a kept centroid, and the lists are the shorter read by 11
-    times (``scripts/plaid_stage_profile.py``)."""
-    n_documents = doc_offsets.shape[0] - 1
+def lists_are_shorter(doc_offsets, docs, keep, ivf_offsets):  # pragma: no cover - compiled
+    """Whether the inverted lists of the centroids ``keep`` lets through hold fewer entries than ``docs`` have
+    token vectors, counting the slot :func:`interaction_by_lists` fills for each document as an eighth of an
+    entry: the read :func:`pruned_interaction` picks."""
     tokens = 0
     for i in range(docs.shape[0]):
         tokens += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
@@ -174,8 +171,18 @@ def pruned_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep, iv
     for c in range(keep.shape[0]):
         if keep[c]:
             pairs += ivf_offsets[c + 1] - ivf_offsets[c]
-    if pairs + n_documents // 8 < tokens:  # filling the slot of each document costs about an eighth of an entry
-        return interaction_by_lists(cells, cell_scale, lq, keep, ivf_offsets, ivf_docs, docs, n_documents)
+    return pairs + (doc_offsets.shape[0] - 1) // 8 < tokens
+
+
+@numba.njit(nogil=True, cache=True)
+def pruned_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep, ivf_offsets, ivf_docs):  # pragma: no cover - compiled
+    """:func:`centroid_interaction` of ``docs`` with the centroids ``keep`` lets through (the pruned pass), by
+    whichever of two computations of the same scores reads fewer entries (:func:`lists_are_shorter`): the
+    candidates' token codes, or the kept centroids' inverted lists (:func:`interaction_by_lists`). On SciFact
+    with ColBERT's threshold of 0.5, about 7 % of the candidates' token vectors have a kept centroid, and the
+    lists are the shorter read by 11 times (``scripts/plaid_stage_profile.py``)."""
+    if lists_are_shorter(doc_offsets, docs, keep, ivf_offsets):
+        return interaction_by_lists(cells, cell_scale, lq, keep, ivf_offsets, ivf_docs, docs, doc_offsets.shape[0] - 1)
     return centroid_interaction(cells, cell_scale, lq, codes, doc_offsets, docs, keep)
 
 
