@@ -504,3 +504,12 @@ def test_decompressed_vectors_are_unit_length_and_format_1_indexes_still_search(
     lengths = np.linalg.norm(old.decompressed(old.doc_ids[3]), axis=1)
     assert np.abs(lengths - 1.0).max() > 1e-3
     assert_hits(old.search(queries, k=10, **GENEROUS), brute_force(old, queries, 10))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_query_with_non_finite_values_is_refused(built, value):
+    query = make_queries()[0].numpy().copy()
+    query[-1, 2] = value
+    for given in (query, torch.from_numpy(query)):
+        with pytest.raises(InputError, match="query 1 has NaN or infinite values"):
+            built.search([make_queries()[0], given], k=3)

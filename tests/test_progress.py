@@ -90,3 +90,16 @@ def test_batch_progress_calls_the_hook_and_its_own_bar(capfd):
         advance(4)
     assert seen == [3, 4]
     assert "Work" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("show", [None, False])
+def test_batch_progress_without_a_bar_still_calls_the_hook(capfd, show):
+    # Short runs (and show=False) build no bar at all; the hook must still see every batch.
+    seen: list[int] = []
+    with batch_progress(7, "Work", show, seen.append) as advance:
+        advance(3)
+        advance(4)
+    with batch_progress(2, "Alone", show) as advance:  # no hook: advancing is allowed and does nothing
+        advance(2)
+    assert seen == [3, 4]
+    assert capfd.readouterr().err == ""

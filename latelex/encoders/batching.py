@@ -44,9 +44,12 @@ def progress(total: int, desc: str, show: bool | None, *, unit: str = "text"):
     """
     from tqdm.auto import tqdm
 
-    if show is None:
-        show = total >= PROGRESS_MIN_TEXTS
-    return tqdm(total=total, desc=desc, unit=unit, disable=not show, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not bar_shown(total, show), leave=False)
+
+
+def bar_shown(total: int, show: bool | None) -> bool:
+    """Whether a progress bar over ``total`` items is drawn: ``show``, or by default (None) for long runs."""
+    return total >= PROGRESS_MIN_TEXTS if show is None else bool(show)
 
 
 @contextmanager
@@ -61,6 +64,11 @@ def batch_progress(
     """
     if show is None and on_batch is not None:
         show = False
+    if not bar_shown(total, show):
+        # No bar to draw: skip tqdm altogether (building a disabled bar took 70 us, a tenth of a short query's
+        # encoding overhead).
+        yield on_batch or _ignore
+        return
     with progress(total, desc, show) as bar:
         if on_batch is None:
             yield bar.update
@@ -71,3 +79,7 @@ def batch_progress(
             on_batch(n)
 
         yield advance
+
+
+def _ignore(n: int) -> None:
+    """The progress hook of an encoding call that reports progress to nobody."""
