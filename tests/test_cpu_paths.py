@@ -5,6 +5,9 @@ wall-clock assertions."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,9 +29,11 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     clear_process_cache()
     cpu_paths._int_mm_problem.cache_clear()
+    cpu_paths.int8_levels.cache_clear()
     yield tmp_path / "cache" / CACHE_FILE
     clear_process_cache()
     cpu_paths._int_mm_problem.cache_clear()
+    cpu_paths.int8_levels.cache_clear()
 
 
 class FakeTimer:
@@ -296,3 +301,132 @@ def test_a_timing_failure_means_float32(monkeypatch):
     monkeypatch.setattr(cpu_paths, "time_products", failing)
     decision = centroid_path(16384, 128)
     assert decision.path == "float32" and "oneDNN refused" in decision.reason
+
+
+# --- exactness of the int8 product ----------------------------------------------------------------------
+
+
+def saturating_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What oneDNN's int8 kernels without VNNI compute for ``a @ b`` (int8): ``a`` shifted by 128 to unsigned, each
+    pair of adjacent products added in 16 bits with saturation, the shift's share taken off at the end."""
+    shifted = a.long() + 128  # (m, k)
+    products = shifted[:, :, None] * b.long()[None, :, :]  # (m, k, n)
+    k = products.shape[1] - products.shape[1] % 2
+    pairs = (products[:, 0:k:2] + products[:, 1:k:2]).clamp(-32768, 32767).sum(dim=1)
+    if k < products.shape[1]:
+        pairs += products[:, k:].sum(dim=1)
+    return (pairs - 128 * b.long().sum(dim=0)[None, :]).int()
+
+
+def check_exact(levels: int, dim: int, seed: int) -> bool:
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(-levels, levels + 1, (300, dim), dtype=torch.int8, generator=gen)
+    q = torch.randint(-levels, levels + 1, (24, dim), dtype=torch.int8, generator=gen)
+    a[:8] = levels
+    a[8:16] = -levels
+    q[:4] = levels
+    q[4:8] = -levels
+    return torch.equal(torch._int_mm(a, q.T).long(), a.long() @ q.long().T)
+
+
+@pytest.mark.parametrize("dim", [64, 128, 96])
+def test_int8_levels_are_exact_over_the_range_they_give(dim):
+    levels = cpu_paths.int8_levels(dim)
+    assert levels in (cpu_paths.FULL_LEVELS, cpu_paths.SAFE_LEVELS)  # not 0: this CPU runs the int8 path
+    assert check_exact(levels, dim, seed=dim)  # other values and shapes than int8_levels' own check
+
+
+def test_the_model_of_a_saturating_kernel_is_exact_within_63_and_wrong_beyond():
+    # The model below stands for oneDNN's AVX2 kernels in the tests that follow; the real ones run in
+    # test_avx2_kernels_saturate_and_the_safe_range_is_exact_there.
+    gen = torch.Generator().manual_seed(3)
+    for levels, exact in ((63, True), (127, False)):
+        a = torch.randint(-levels, levels + 1, (200, 128), dtype=torch.int8, generator=gen)
+        b = torch.randint(-levels, levels + 1, (128, 16), dtype=torch.int8, generator=gen)
+        assert torch.equal(saturating_int_mm(a, b).long(), a.long() @ b.long()) == exact
+
+
+def test_a_saturating_int8_kernel_gets_the_safe_range(monkeypatch, index):
+    monkeypatch.setattr(torch, "_int_mm", saturating_int_mm)
+    assert cpu_paths.int8_levels(DIM) == cpu_paths.SAFE_LEVELS
+    fake_timer(monkeypatch)  # int8 measured faster
+    decision = centroid_path(16384, 128)
+    assert decision.path == "int8" and decision.levels == 63 and "quantised to +-63" in decision.reason
+    monkeypatch.setattr(cpu_paths, "MIN_ROWS", 1)
+    data = index._search_data()
+    assert data.int8_levels == 63 and int(data.centroids_i8.abs().max()) == 63
+    exact = index.search(queries(), k=10, **GENEROUS)
+    monkeypatch.setenv(ENV_VAR, "float32")
+    assert [[h.doc_id for h in r] for r in exact] == [[h.doc_id for h in r] for r in index.search(queries(), k=10, **GENEROUS)]
+
+
+def test_an_int8_kernel_inexact_at_every_range_means_float32(monkeypatch):
+    def wrong(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = (a.long() @ b.long()).int()
+        if int(a.abs().max()) > 1:  # right on small values only (so that _int_mm_problem's check passes)
+            out[0, 0] += 1
+        return out
+
+    monkeypatch.setattr(torch, "_int_mm", wrong)
+    timer = fake_timer(monkeypatch)
+    decision = centroid_path(16384, 128)
+    assert decision.path == "float32" and "inexact on this CPU even within +-63" in decision.reason
+    assert timer.calls == 1  # timed all the same, and kept: the kernel will not change on this machine
+    monkeypatch.setenv(ENV_VAR, "int8")
+    with pytest.raises(ConfigError, match="inexact"):
+        centroid_path(16384, 128)
+
+
+def test_cached_decisions_keep_their_levels_and_older_files_are_measured_again(monkeypatch, isolated):
+    monkeypatch.setattr(torch, "_int_mm", saturating_int_mm)
+    timer = fake_timer(monkeypatch)
+    assert centroid_path(16384, 128).levels == 63
+    clear_process_cache()
+    again = centroid_path(16384, 128, measure=False)
+    assert again.levels == 63 and "cached in" in again.reason and timer.calls == 1
+    data = json.loads(isolated.read_text())
+    data["format"] = 1  # a file written before int8 decisions recorded their levels
+    for entry in data["entries"].values():
+        del entry["levels"]
+    isolated.write_text(json.dumps(data))
+    clear_process_cache()
+    assert centroid_path(16384, 128, measure=False) is None
+
+
+AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+
+PROBE = """
+import json, numpy as np, torch
+from latelex.index.plaid import cpu_paths
+from latelex.index.plaid.search import quantize_rows
+torch.set_num_threads(1)
+gen = torch.Generator().manual_seed(0)
+a = torch.randint(-127, 128, (512, 128), dtype=torch.int8, generator=gen)
+b = torch.randint(-127, 128, (24, 128), dtype=torch.int8, generator=gen)
+full_exact = torch.equal(torch._int_mm(a, b.T).long(), a.long() @ b.long().T)
+rng = np.random.default_rng(0)
+c = rng.standard_normal((4096, 128)).astype(np.float32)
+q = rng.standard_normal((24, 128)).astype(np.float32)
+exact = c @ q.T
+errors = {}
+for levels in (127, 63):
+    c8, cs = quantize_rows(c, levels)
+    q8, qs = quantize_rows(q, levels)
+    raw = torch._int_mm(torch.from_numpy(c8), torch.from_numpy(q8).T).numpy()
+    errors[levels] = float(np.abs(raw * cs[:, None] * qs[None, :] - exact).max() / np.abs(exact).max())
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "full_exact": full_exact,
+                  "levels": cpu_paths.int8_levels(128), "errors": errors}))
+"""
+
+
+@pytest.mark.skipif("avx2" not in cpu_paths.cpu_identity()[1], reason="an x86 CPU with AVX2 runs oneDNN's AVX2 kernels")
+def test_avx2_kernels_saturate_and_the_safe_range_is_exact_there():
+    # oneDNN's own AVX2 int8 kernels, as an AVX2-only CPU runs them (on a newer CPU, capped by the environment).
+    env = {**os.environ, **AVX2_CAPS}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["capability"] == "AVX2"
+    assert not found["full_exact"]  # full-range products saturate: what made the int8 path wrong on such CPUs
+    assert found["levels"] == cpu_paths.SAFE_LEVELS
+    errors = {int(k): v for k, v in found["errors"].items()}
+    assert errors[63] < 0.05 < errors[127]  # quantisation error only at 63; saturation errors at 127

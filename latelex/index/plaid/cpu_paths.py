@@ -7,6 +7,12 @@ chosen by a short micro-benchmark at the first search (:func:`centroid_path`): t
 (rows, dim) centroids by :data:`QUERY_ROWS` query tokens, warmed up, best of a few repeats (under 100 ms),
 at torch's current thread count. int8 must be :data:`MARGIN` times faster to be chosen.
 
+int8 is chosen only where ``torch._int_mm`` computes exact products (:func:`int8_levels`): oneDNN's int8 kernels
+for CPUs without VNNI (AVX2, and AVX-512 without VNNI) add pairs of 8-bit products in 16 bits with saturation
+(one operand shifted by 128), so products of full-range int8 values come out wrong: errors up to 2,048,192 on
+extreme values, and up to 76,766 on random ones, measured under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMD EPYC. Values
+within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so such CPUs quantise centroids and queries to +-63.
+
 Decisions are cached in the process (by shape bucket and thread count: the caps below are read once, when
 torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU
 model, the CPU flags that matter, the instruction-set caps set in the environment (:data:`ISA_CAPS`), torch's
@@ -63,22 +69,30 @@ BUDGET_S = 0.02
 LIMIT_S = 0.07
 
 CACHE_FILE = "cpu-paths.json"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: int8 decisions record their levels (format-1 files hold unchecked int8 decisions)
 _MAX_ENTRIES = 256
 
 #: CPU flags (x86 /proc/cpuinfo "flags", Arm "Features") that decide int8 product speed.
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
+#: The magnitudes int8 values may take (:func:`int8_levels`): the full range where ``torch._int_mm`` is exact over
+#: it, else a range whose pairwise 16-bit sums cannot saturate.
+FULL_LEVELS = 127
+SAFE_LEVELS = 63
+
+
 @dataclass(frozen=True)
 class CentroidPath:
     """The product PLAID scores centroids with: ``path`` ``"int8"`` or ``"float32"``, why (``reason``, one line),
-    and the measured best times in milliseconds (None when nothing was measured)."""
+    the measured best times in milliseconds (None when nothing was measured), and for int8 the largest magnitude
+    centroids and queries are quantised to (``levels``: :data:`FULL_LEVELS` or :data:`SAFE_LEVELS`)."""
 
     path: str
     reason: str
     int8_ms: float | None = None
     float32_ms: float | None = None
+    levels: int = FULL_LEVELS
 
 
 _lock = threading.Lock()
@@ -177,16 +191,23 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
     Forced by ``LATELEX_PLAID_CENTROIDS`` if set; otherwise from the process cache, then the disk cache, then
     (``measure=True``) measured and stored in both. With ``measure=False`` and nothing cached, None: the path
     is decided at the first search. ConfigError for an invalid override, or ``int8`` forced where
-    ``torch._int_mm`` does not work.
+    ``torch._int_mm`` does not work or is inexact even within +-:data:`SAFE_LEVELS`.
     """
     forced = override()
     if forced == "float32":
         return CentroidPath("float32", f"forced by {ENV_VAR}=float32")
     if forced == "int8":
-        problem = _int_mm_problem()
+        problem, levels = _int_mm_problem(), 0
+        if not problem:
+            try:
+                levels = int8_levels(int(dim))
+            except Exception as exc:
+                problem = f"torch._int_mm failed: {_one_line(exc)}"
+        if not problem and not levels:
+            problem = f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}"
         if problem:
             raise ConfigError(f"{ENV_VAR}=int8, but {problem} in torch {torch.__version__}; set it to float32 or auto")
-        return CentroidPath("int8", f"forced by {ENV_VAR}=int8")
+        return CentroidPath("int8", f"forced by {ENV_VAR}=int8{_levels_note(levels)}", levels=levels)
     if n_centroids < MIN_ROWS:
         return CentroidPath("float32", f"{n_centroids} centroids: too few for int8 products to pay (float32 below {MIN_ROWS})")
     rows = min(MAX_ROWS, 1 << (int(n_centroids) - 1).bit_length())
@@ -214,9 +235,13 @@ def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
     if problem:
         return CentroidPath("float32", problem)
     try:
+        levels = int8_levels(dim)
         i8, f32 = time_products(rows, dim)
     except Exception as exc:  # any failure of the int8 kernel means float32
         return CentroidPath("float32", f"torch._int_mm failed: {_one_line(exc)}")
+    if not levels:  # recorded with its timings: an inexact kernel stays inexact on this machine
+        return CentroidPath("float32", f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}",
+                            round(i8, 4), round(f32, 4))
     model, flags = cpu_identity()
     chosen = "int8" if i8 * MARGIN <= f32 else "float32"
     caps = isa_caps()
@@ -225,7 +250,37 @@ def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
               f"{threads} thread{'s' * (threads != 1)}")
     if chosen == "float32" and i8 < f32:
         reason += f"; int8 must be {MARGIN}x faster"
-    return CentroidPath(chosen, reason, round(i8, 4), round(f32, 4))
+    if chosen == "int8":
+        reason += _levels_note(levels)
+    return CentroidPath(chosen, reason, round(i8, 4), round(f32, 4), levels)
+
+
+def _levels_note(levels: int) -> str:
+    """What a reason adds for int8 values limited below the full range."""
+    if levels == FULL_LEVELS:
+        return ""
+    return (f"; int8 products of full-range values are inexact on this CPU (no VNNI), so centroids and queries are "
+            f"quantised to +-{levels}")
+
+
+@lru_cache(maxsize=None)
+def int8_levels(dim: int) -> int:
+    """The largest magnitude L, :data:`FULL_LEVELS` or :data:`SAFE_LEVELS`, such that ``torch._int_mm`` of int8
+    values within +-L gives exact int32 products of ``dim``-long rows on this CPU (compared with an int64 product,
+    on random values and on every sign pattern of the extremes); 0 when neither range is exact. Raises whatever
+    ``torch._int_mm`` raises."""
+    gen = torch.Generator().manual_seed(1)
+    for levels in (FULL_LEVELS, SAFE_LEVELS):
+        rows = torch.randint(-levels, levels + 1, (256, dim), dtype=torch.int8, generator=gen)
+        query = torch.randint(-levels, levels + 1, (QUERY_ROWS, dim), dtype=torch.int8, generator=gen)
+        high = torch.full((64, dim), levels, dtype=torch.int8)
+        mixed = high.clone()
+        mixed[:, 1::2] = -levels
+        extremes = torch.cat([high, -high, mixed, -mixed])
+        pairs = ((rows, query), (extremes, extremes[::8]), (rows, extremes[::8]), (extremes, query))
+        if all(torch.equal(torch._int_mm(a, b.T).long(), a.long() @ b.long().T) for a, b in pairs):
+            return levels
+    return 0
 
 
 @lru_cache(maxsize=1)
@@ -273,11 +328,12 @@ def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
     entry = _read_entries(file).get(_disk_key(key))
     if not isinstance(entry, dict):
         return None
-    path, reason, i8, f32 = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms"))
+    path, reason, i8, f32, levels = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms", "levels"))
     timings_ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for t in (i8, f32))
-    if path not in ("int8", "float32") or not isinstance(reason, str) or not timings_ok:
+    if (path not in ("int8", "float32") or not isinstance(reason, str) or not timings_ok
+            or levels not in (FULL_LEVELS, SAFE_LEVELS) or isinstance(levels, bool)):
         return None
-    return CentroidPath(path, f"{reason} (cached in {file})", float(i8), float(f32))
+    return CentroidPath(path, f"{reason} (cached in {file})", float(i8), float(f32), int(levels))
 
 
 def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
@@ -288,7 +344,7 @@ def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
         entries = _read_entries(file)
         entries.pop(_disk_key(key), None)
         entries[_disk_key(key)] = {"path": decision.path, "reason": decision.reason, "int8_ms": decision.int8_ms,
-                                   "float32_ms": decision.float32_ms}
+                                   "float32_ms": decision.float32_ms, "levels": decision.levels}
         entries = dict(list(entries.items())[-_MAX_ENTRIES:])  # the newest, should hardware keep changing
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-paths-", suffix=".tmp", dir=directory)

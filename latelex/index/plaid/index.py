@@ -285,11 +285,13 @@ class PlaidIndex(DescribedIndex):
         """What searches read: the float32 centroids, or with them int8 row-quantised ones where
         :func:`~.cpu_paths.centroid_path` picks int8 products (measured at the first search in a process)."""
         centroids = self._data.centroids_np
-        if centroid_path(centroids.shape[0], centroids.shape[1]).path == "float32":
+        decision = centroid_path(centroids.shape[0], centroids.shape[1])
+        if decision.path == "float32":
             return self._data
-        if self._data_int8 is None:
-            codes, scales = quantize_rows(centroids)
-            self._data_int8 = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales)
+        if self._data_int8 is None or self._data_int8.int8_levels != decision.levels:
+            codes, scales = quantize_rows(centroids, decision.levels)
+            self._data_int8 = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
+                                                  int8_levels=decision.levels)
         return self._data_int8
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:

@@ -333,13 +333,14 @@ def pad_query(Q: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_rows(x: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
     """``(codes (n, dim) int8, scales (n,) float32)`` with ``x`` (n, dim) float32 ~ codes * scales[:, None]:
-    each row scaled so that its largest magnitude is 127 (an all-zero row gets scale 1). In numpy, because a
-    query's few rows would spend longer in torch's per-operation overhead than in the arithmetic."""
+    each row scaled so that its largest magnitude is ``levels`` (at most 127; 63 where the CPU's int8 product
+    is exact only within that range, :func:`.cpu_paths.int8_levels`; an all-zero row gets scale 1). In numpy,
+    because a query's few rows would spend longer in torch's per-operation overhead than in the arithmetic."""
     x = np.asarray(x, dtype=np.float32)
     amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    scales = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    scales = np.where(amax > 0, amax / np.float32(levels), np.float32(1)).astype(np.float32)
     return np.rint(x / scales[:, None]).astype(np.int8), scales
 
 
@@ -369,8 +370,8 @@ def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: fl
         exact = torch.mm(data.centroids, Qp.T).numpy()
         best, keep = best_cells(exact, data.centroid_scales, np.ones(Qn.shape[0], np.float32), lq, threshold, cell_scale, cells)
         return CentroidScores(exact, cells, cell_scale, best, keep)
-    q8, q_scales = quantize_rows(Qn)
-    raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact
+    q8, q_scales = quantize_rows(Qn, data.int8_levels)
+    raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact at these levels
     best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, cell_scale, cells)
     return CentroidScores(None, cells, cell_scale, best, keep)
 
@@ -436,6 +437,7 @@ class SearchData:
     centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
     centroid_norm: float  # largest centroid norm
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids: the int8 path (.cpu_paths)
+    int8_levels: int = 127  # largest magnitude of centroids_i8 and of the quantised queries (.cpu_paths.int8_levels)
     check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 
