@@ -259,8 +259,8 @@ def _levels_note(levels: int) -> str:
     """What a reason adds for int8 values limited below the full range."""
     if levels == FULL_LEVELS:
         return ""
-    return (f"; int8 products of full-range values are inexact on this CPU (no VNNI), so centroids and queries are "
-            f"quantised to +-{levels}")
+    return (f"; torch._int_mm is inexact on full-range values here (int8 kernels without VNNI), so centroids and "
+            f"queries are quantised to +-{levels}")
 
 
 @lru_cache(maxsize=None)
