@@ -1,16 +1,20 @@
 """Reading ``.npy`` files: never a pickle, and safe from many threads at once.
 
 numpy parses an ``.npy`` header with :func:`ast.literal_eval`. On CPython 3.11 the AST constructor keeps its
-recursion depth per interpreter, not per thread (CPython gh-106905), so two threads that open arrays at the same
-moment (the shards of a sharded index, the server's worker threads) can fail with ``SystemError: AST constructor
-recursion depth mismatch``. Every ``.npy`` read in latelex goes through :func:`load_npy`, which parses headers one
-at a time under a lock and reads the data outside it.
+recursion depth per interpreter, not per thread (CPython gh-106905), so a thread that parses a header while another
+thread builds an AST (another header, another library's ``literal_eval`` or ``ast.parse``) can fail with
+``SystemError: AST constructor recursion depth mismatch``. A lock around numpy's parser was not enough: a sharded
+index's compact still failed once in a hermetic run, as other threads' parsing happens outside any lock of ours. So :func:`load_npy`, through which every ``.npy`` read in latelex goes, parses the headers numpy writes for
+plain dtypes (the only ones latelex writes) itself, with a regular expression and no AST; other headers
+(structured dtypes) go to numpy's parser under a lock, as before.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import threading
 from typing import Union
 
@@ -27,12 +31,18 @@ def load_npy(source: NpySource, mmap: bool = False) -> np.ndarray:
     ``mmap`` maps a file read-only (``mmap_mode="r"``) instead of reading it; it needs a path. An array read from
     a path is writable; one read from bytes shares their memory, so it is writable only over a ``bytearray``.
     Raises ``ValueError`` for a file that is not a valid ``.npy`` file or holds objects, ``OSError`` for one that
-    cannot be read; an ``.npz`` archive under a path comes back as numpy's ``NpzFile`` (callers reject it)."""
+    cannot be read (an ``.npz`` archive is a ``ValueError`` too)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _from_bytes(memoryview(source))
     if mmap:
-        with _HEADER_LOCK:  # a mapped load reads only the header: holding the lock over all of it costs nothing
-            return np.load(source, mmap_mode="r", allow_pickle=False)
+        with open(source, "rb") as f:
+            shape, fortran, dtype = _read_header(f)
+            offset = f.tell()
+        if not _count(shape) or not dtype.itemsize:  # nothing to map (mmap refuses a zero-length mapping)
+            array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+            array.flags.writeable = False
+            return array
+        return np.memmap(source, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
     with open(source, "rb") as f:
         shape, fortran, dtype = _read_header(f)
         count = _count(shape)
@@ -53,9 +63,29 @@ def _from_bytes(data: memoryview) -> np.ndarray:
     return _shaped(array, shape, fortran)
 
 
+#: The header numpy writes for a plain dtype: its three keys in order, the shape a tuple of integers.
+_PLAIN_HEADER = re.compile(r"\{'descr': '([<>|=][a-zA-Z][0-9]*)', 'fortran_order': (True|False), "
+                           r"'shape': \(((?:[0-9]+, )*(?:[0-9]+,?)?)\), \} *\n?")
+
+
 def _read_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     fmt = np.lib.format
-    with _HEADER_LOCK:
+    start = f.tell()
+    version = fmt.read_magic(f)  # checks the magic string; no parsing
+    if version in ((1, 0), (2, 0), (3, 0)):
+        size_format = "<H" if version == (1, 0) else "<I"
+        raw = f.read(struct.calcsize(size_format))
+        if len(raw) == struct.calcsize(size_format):
+            text = f.read(struct.unpack(size_format, raw)[0]).decode("utf-8" if version == (3, 0) else "latin1")
+            plain = _PLAIN_HEADER.fullmatch(text)
+            if plain:
+                descr, fortran, dims = plain.groups()
+                dtype = np.dtype(descr)
+                if dtype.hasobject:
+                    raise ValueError("the array holds Python objects, which are never unpickled")
+                return tuple(int(d) for d in dims.replace(",", " ").split()), fortran == "True", dtype
+    f.seek(start)
+    with _HEADER_LOCK:  # any other header (structured dtypes, or not valid): numpy's parser, one at a time
         version = fmt.read_magic(f)
         if version == (1, 0):
             shape, fortran, dtype = fmt.read_array_header_1_0(f)
