@@ -4,9 +4,10 @@ numpy parses an ``.npy`` header with :func:`ast.literal_eval`. On CPython 3.11 t
 recursion depth per interpreter, not per thread (CPython gh-106905), so a thread that parses a header while another
 thread builds an AST (another header, another library's ``literal_eval`` or ``ast.parse``) can fail with
 ``SystemError: AST constructor recursion depth mismatch``. A lock around numpy's parser was not enough: a sharded
-index's compact still failed once in a hermetic run, as other threads' parsing happens outside any lock of ours. So :func:`load_npy`, through which every ``.npy`` read in latelex goes, parses the headers numpy writes for
-plain dtypes (the only ones latelex writes) itself, with a regular expression and no AST; other headers
-(structured dtypes) go to numpy's parser under a lock, as before.
+index's compact still failed once in a hermetic run, as other threads' parsing happens outside any lock of ours.
+So :func:`load_npy`, through which every ``.npy`` read in latelex goes, parses the headers numpy writes for plain
+dtypes (the only ones latelex writes) itself, with a regular expression and no AST; other headers (structured
+dtypes) go to numpy's parser under a lock, as before.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def _read_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
             plain = _PLAIN_HEADER.fullmatch(text)
             if plain:
                 descr, fortran, dims = plain.groups()
-                dtype = np.dtype(descr)
+                try:
+                    dtype = np.dtype(descr)
+                except TypeError:
+                    raise ValueError(f"the header names an unknown dtype {descr!r}") from None
                 if dtype.hasobject:
                     raise ValueError("the array holds Python objects, which are never unpickled")
                 return tuple(int(d) for d in dims.replace(",", " ").split()), fortran == "True", dtype

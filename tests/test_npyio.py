@@ -64,6 +64,10 @@ def test_objects_truncation_and_other_files_are_value_errors(tmp_path):
     for source in (path, data[:-8]):
         with pytest.raises(ValueError, match="99 of the 100|fewer than the 100"):
             load_npy(source)
+    header = "{'descr': '<q9', 'fortran_order': False, 'shape': (2,), }".ljust(117) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(16))
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_npy(path, mmap=True)
     path.write_bytes(b"not an array at all")
     with pytest.raises(ValueError):
         load_npy(path)
