@@ -81,6 +81,9 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asi
 FULL_LEVELS = 127
 SAFE_LEVELS = 63
 
+#: Why int8 is not used where ``torch._int_mm`` is wrong even within +-SAFE_LEVELS.
+INEXACT = f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}"
+
 
 @dataclass(frozen=True)
 class CentroidPath:
@@ -204,7 +207,7 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
             except Exception as exc:
                 problem = f"torch._int_mm failed: {_one_line(exc)}"
         if not problem and not levels:
-            problem = f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}"
+            problem = INEXACT
         if problem:
             raise ConfigError(f"{ENV_VAR}=int8, but {problem} in torch {torch.__version__}; set it to float32 or auto")
         return CentroidPath("int8", f"forced by {ENV_VAR}=int8{_levels_note(levels)}", levels=levels)
@@ -240,8 +243,7 @@ def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
     except Exception as exc:  # any failure of the int8 kernel means float32
         return CentroidPath("float32", f"torch._int_mm failed: {_one_line(exc)}")
     if not levels:  # recorded with its timings: an inexact kernel stays inexact on this machine
-        return CentroidPath("float32", f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}",
-                            round(i8, 4), round(f32, 4))
+        return CentroidPath("float32", INEXACT, round(i8, 4), round(f32, 4))
     model, flags = cpu_identity()
     chosen = "int8" if i8 * MARGIN <= f32 else "float32"
     caps = isa_caps()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .codec import SCALE_TABLE
+from .cpu_paths import FULL_LEVELS
 
 #: LLVM fast-math flags of the scoring kernels: reassociation and fused multiply-add let the loops over query
 #: tokens vectorise; no-NaN / no-infinity are left out because the kernels start maxima at -inf.
@@ -278,6 +279,12 @@ def document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs,
 LOOKUP_BLOCK = 1 << 18
 
 
+def runs(labels: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of equal consecutive values in ``labels`` (n,), in order (none when empty)."""
+    bounds = (np.flatnonzero(np.diff(labels)) + 1).tolist()
+    return list(zip([0, *bounds], [*bounds, labels.shape[0]])) if labels.shape[0] else []
+
+
 def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, table: torch.Tensor, codes: np.ndarray,
                       packed: np.ndarray, row_base: int, doc_offsets: np.ndarray, docs: np.ndarray,
                       scales: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
@@ -305,8 +312,7 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
     # stage (a large ndocs) does not hold 8 bytes per residual byte of all of them at once.
     lengths = doc_offsets[docs + 1] - doc_offsets[docs]
     block = (np.cumsum(lengths) - lengths) // max(1, LOOKUP_BLOCK // packed.shape[1])
-    bounds = np.flatnonzero(np.diff(block)) + 1
-    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), docs.shape[0]]):
+    for a, b in runs(block):
         part = docs[a:b]
         lookups = residual_lookups(packed, row_base, doc_offsets, part)
         residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
@@ -333,7 +339,7 @@ def pad_query(Q: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def quantize_rows(x: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
+def quantize_rows(x: np.ndarray, levels: int = FULL_LEVELS) -> tuple[np.ndarray, np.ndarray]:
     """``(codes (n, dim) int8, scales (n,) float32)`` with ``x`` (n, dim) float32 ~ codes * scales[:, None]:
     each row scaled so that its largest magnitude is ``levels`` (at most 127; 63 where the CPU's int8 product
     is exact only within that range, :func:`.cpu_paths.int8_levels`; an all-zero row gets scale 1). In numpy,
@@ -437,7 +443,7 @@ class SearchData:
     centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
     centroid_norm: float  # largest centroid norm
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids: the int8 path (.cpu_paths)
-    int8_levels: int = 127  # largest magnitude of centroids_i8 and of the quantised queries (.cpu_paths.int8_levels)
+    int8_levels: int = FULL_LEVELS  # largest magnitude of centroids_i8 and of the quantised queries (.cpu_paths.int8_levels)
     check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 
@@ -539,8 +545,7 @@ def search_one(data: SearchData, Q: torch.Tensor, k: int, ncells: int, threshold
     table = query_table(Qp, data.byte_weights_t)
     # Candidates are sorted, so each chunk's documents form one run.
     doc_chunk = np.searchsorted(data.part_first_doc, candidates, side="right") - 1
-    bounds = np.flatnonzero(np.diff(doc_chunk)) + 1
-    for a, b in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [candidates.shape[0]]]).tolist()):
+    for a, b in runs(doc_chunk):
         c = int(doc_chunk[a])
         data.check_part(c)
         exact[a:b] = exact_interaction(rows, row_of, lq, table, data.codes, data.residual_parts[c], int(data.part_starts[c]),
