@@ -322,9 +322,9 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
 
 #: Query matrices are zero-padded to a multiple of this many tokens (one AVX2 register of float32) so that the
 #: kernels' inner loops over query tokens vectorise without a scalar remainder. Against 16 (one AVX-512
-#: register), 8 made ``PlaidIndex.search`` 2.4 % faster on an AVX-512 EPYC and 4.1 % under the emulated AVX2 caps
-#: (medians of per-query ratios, both widths alternating query by query over the 300 SciFact test queries of
-#: the built-in model, whose median query has 21 tokens: 24 columns instead of 32), with the same rankings.
+#: register), 8 made ``PlaidIndex.search`` 1.8 % faster on an AVX-512 EPYC and 4.6 % under the emulated AVX2 caps,
+#: with the same top 10 for all 300 SciFact test queries of the built-in model, whose median query has 21 tokens
+#: (24 columns instead of 32): ``scripts/plaid_pad_ab.py``, medians of per-query ratios.
 PAD_TOKENS = 8
 
 
