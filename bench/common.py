@@ -12,7 +12,8 @@ SHARED = Path(os.environ.get("LATELEX_SHARED", Path(__file__).resolve().parents[
 
 def machine() -> str:
     """One line naming the CPU, its core count, the Python and the torch version, and the precision of PLAID's
-    candidate-stage centroid scores on this CPU at torch's current thread count, with the measurement behind it."""
+    candidate-stage centroid scores on this CPU at torch's current thread count, with the measurement behind it, and
+    the onnx backend's int8 weight type here (:func:`onnx_int8_weights`)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -31,7 +32,20 @@ def machine() -> str:
     if isa_caps():  # e.g. ONEDNN_MAX_CPU_ISA=AVX2: torch's kernels run as on a CPU without AVX-512
         scores += f"; torch's instruction sets capped: {isa_caps()}"
     return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"Python {platform.python_version()}; {scores}")
+            f"Python {platform.python_version()}; {scores}{onnx_int8_weights()}")
+
+
+def onnx_int8_weights() -> str:
+    """'; onnx int8 weights W (why)' where onnxruntime is installed: the weight type the onnx backend's int8 graphs
+    use on this CPU (latelex.encoders.ort_int8); empty otherwise."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return ""
+    from latelex.encoders.ort_int8 import weights
+
+    choice = weights()
+    return f"; onnx int8 weights {choice.weights} ({choice.reason})"
 
 
 def peak_rss_mb() -> float:

@@ -150,6 +150,17 @@ def _identity(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str = "auto") -> str:
+    """The environment variable ``name`` stripped and lower-cased, ``default`` when unset or empty; a one-line
+    ConfigError when it is not one of ``choices`` (for the variables that force a hardware path)."""
+    import os
+
+    value = os.environ.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {os.environ[name]!r}")
+    return value
+
+
 C = TypeVar("C")
 
 
@@ -186,6 +197,7 @@ __all__ = [
     "PUNCTUATION",
     "QUANTIZATIONS",
     "RUNTIME_SPEC_KEYS",
+    "env_choice",
     "same_encoder",
     "ColBERTConfig",
     "SpladeConfig",

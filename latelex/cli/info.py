@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(encoder, dict):  # which backend ran the model that built the index (torch when none is recorded)
         backend = encoder.get("backend") or "torch"
         info["encoder_backend"] = backend + (f" ({encoder['quantize']})" if encoder.get("quantize") else "")
+        if backend == "onnx" and encoder.get("quantize") == "int8":  # which int8 kernels this CPU computes exactly
+            from ..encoders.ort_int8 import weights
+
+            choice = weights()
+            info["onnx_int8_weights"] = f"{choice.weights} on this CPU ({choice.reason})"
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -18,7 +18,8 @@ onnxruntime's full graph optimisation at load time, and checks a new graph befor
 - int8: the mean cosine similarity of corresponding outputs (each token vector for ColBERT, each text's weight
   vector for SPLADE) is at least :data:`INT8_MIN_MEAN_COSINE`.
 
-int8 means dynamic quantisation of the weights on onnxruntime (:func:`quantize_int8`), and static quantisation of
+int8 means dynamic quantisation of the weights on onnxruntime (:func:`quantize_int8`; to int8, or to uint8 on CPUs
+whose uint8 x int8 kernels saturate, :mod:`.ort_int8`, in entries of their own), and static quantisation of
 weights and activations on OpenVINO (:mod:`.static_int8`: NNCF, calibrated once on fixed texts given by the
 encoder as ``GraphRequest.calibration``); both are cached as ONNX files.
 
@@ -158,9 +159,18 @@ def runtime_versions() -> dict[str, str]:
 
 
 def stem_tail(runtime: Any) -> str:
-    """The end of a cache entry's name for a ``BackendConfig``: the quantisation, and ``-openvino`` for OpenVINO's
-    entries (kept apart from onnxruntime's)."""
-    return f"{runtime.quantize or 'fp32'}{'-openvino' if runtime.engine == 'openvino' else ''}"
+    """The end of a cache entry's name for a ``BackendConfig``: the quantisation, ``-u8u8`` for onnxruntime's int8
+    graphs with uint8 weights (:func:`int8_weights`), and ``-openvino`` for OpenVINO's entries (each kept apart, so
+    that machines sharing a cache do not rebuild each other's graphs)."""
+    u8u8 = runtime.quantize and runtime.engine == "onnxruntime" and int8_weights() == "uint8"
+    return f"{runtime.quantize or 'fp32'}{'-u8u8' if u8u8 else ''}{'-openvino' if runtime.engine == 'openvino' else ''}"
+
+
+def int8_weights() -> str:
+    """The weight type of onnxruntime's int8 graphs on this CPU, ``"int8"`` or ``"uint8"`` (:mod:`.ort_int8`)."""
+    from .ort_int8 import weights
+
+    return weights().weights
 
 
 def _engine_parts(engine: str) -> dict[str, str]:
@@ -371,8 +381,10 @@ def _quiet_transformers_logging():
     return quiet_transformers()
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of ``source``'s MatMul weights (QInt8, per output channel), written to ``target``.
+def quantize_int8(source: Path, target: Path, weights: str = "int8") -> None:
+    """Dynamic int8 quantisation of ``source``'s MatMul weights (per output channel), written to ``target``:
+    ``weights="int8"`` (QInt8, symmetric) or ``"uint8"`` (QUInt8, for CPUs whose uint8 x int8 kernels saturate:
+    :mod:`.ort_int8`).
 
     Per-channel scales keep MiniLM's token vectors at a mean cosine of about 0.993 to float32 (0.957 per tensor).
     The graph goes through onnxruntime's quantisation pre-processing first (shape inference and basic fusions).
@@ -380,11 +392,13 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if weights not in ("int8", "uint8"):
+        raise ValueError(f"weights must be 'int8' or 'uint8', not {weights!r}")
     prepared = target.with_name(target.name + ".pre.onnx")
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True)
+        quantize_dynamic(str(prepared), str(target), op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8)
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -427,6 +441,14 @@ def _static_parts(quantize: str | None, engine: str) -> dict[str, str]:
     return {"calibration": str(CALIBRATION_VERSION), "nncf": nncf_version}
 
 
+def _weight_parts(quantize: str | None, engine: str) -> dict[str, str]:
+    """What the key of an onnxruntime int8 graph with uint8 weights adds (int8 weights add nothing, so that keys
+    made before the choice existed stay valid)."""
+    if quantize and engine == "onnxruntime" and int8_weights() == "uint8":
+        return {"int8_weights": "uint8"}
+    return {}
+
+
 def load_graph(request: GraphRequest, quantize: str | None, device: torch.device,
                verify: Callable[[OnnxGraph], Verification], engine: str = "onnxruntime") -> OnnxGraph:
     """The cached graph for ``request`` when the cache holds a valid one; else export it (and quantise it), check
@@ -434,7 +456,7 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     what runs it, onnxruntime or OpenVINO (whose entries are kept apart: their key names the engine)."""
     require_engine(engine)
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
-             **_engine_parts(engine), **_static_parts(quantize, engine)}
+             **_engine_parts(engine), **_static_parts(quantize, engine), **_weight_parts(quantize, engine)}
     if request.sources is not None:  # the versions a fast open must find: this engine's
         request = replace(request, sources={**request.sources, "versions": source_versions(engine, quantize)})
     key = onnx_cache.cache_key(parts)
@@ -518,7 +540,7 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
                 built = quantized
             elif quantize == "int8":
                 with _quiet_quantizer():
-                    quantize_int8(exported, quantized)
+                    quantize_int8(exported, quantized, parts.get("int8_weights", "int8"))
                 built = quantized
             graph = open_graph(built, device, tuple(request.example), request.output, engine)
         except (ModelError, ConfigError):

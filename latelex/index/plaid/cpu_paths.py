@@ -11,7 +11,11 @@ int8 is chosen only where ``torch._int_mm`` computes exact products (:func:`int8
 for CPUs without VNNI (AVX2, and AVX-512 without VNNI) add pairs of 8-bit products in 16 bits with saturation
 (one operand shifted by 128), so products of full-range int8 values come out wrong: errors up to 2,048,192 on
 extreme values, and up to 76,766 on random ones, measured under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMD EPYC. Values
-within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so such CPUs quantise centroids and queries to +-63.
+within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so such a configuration quantises centroids and queries
+to +-63. torch calls oneDNN for ``_int_mm`` only on CPUs with VNNI, so the saturating kernels are reached when
+``ONEDNN_MAX_CPU_ISA`` caps such a CPU; under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``),
+torch's own loop ran instead (oneDNN's verbose log stayed empty), exact over the full range, and slow (the 25 ms
+above).
 
 Decisions are cached in the process (by shape bucket and thread count: the caps below are read once, when
 torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU
@@ -104,10 +108,9 @@ _decisions: dict[tuple[int, int, int], CentroidPath] = {}
 
 def override() -> str:
     """``LATELEX_PLAID_CENTROIDS`` lower-cased (``"auto"`` when unset or empty); ConfigError for another value."""
-    value = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise ConfigError(f"{ENV_VAR} must be one of {', '.join(CHOICES)}, not {os.environ[ENV_VAR]!r}")
-    return value
+    from ...config import env_choice
+
+    return env_choice(ENV_VAR, CHOICES)
 
 
 def cache_dir() -> Path:
