@@ -3,13 +3,26 @@
 onnxruntime's dynamic quantisation computes ``uint8 activations x int8 weights`` (U8S8) by default. On x86 CPUs
 without VNNI (AVX2-only CPUs, and AVX-512 without VNNI) its MLAS kernels add pairs of 8-bit products in 16 bits with
 saturation (``vpmaddubsw``), so products of large activations and weights come out wrong, as onnxruntime's
-quantisation guide says. Under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), the probe below
-got errors of 3,576,907 on products up to 9,681,337; ``uint8 x uint8`` (U8U8, which MLAS widens to 16 bits
-before multiplying) was exact there. On the built-in ColBERT model, over 300 SciFact queries and 100 abstracts,
-the mean cosine of the int8 graph's token vectors to torch's was 0.9920 (queries) and 0.9912 (documents) with
-the saturating kernels, 0.9928 and 0.9921 on an AVX-512 VNNI CPU, and 0.9929 and 0.9921 with uint8 weights.
-On that VNNI CPU int8 weights are faster (one 24-token query 4.1 ms against 5.8 ms; 32 documents of 256 tokens
-0.82 s against 1.18 s, two threads), so int8 weights are kept wherever their kernels are exact.
+quantisation guide says. Under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), MatMulInteger of
+uint8 by int8 values gave errors of 3,576,907 on products up to 9,681,337; ``uint8 x uint8`` (U8U8, which MLAS
+widens to 16 bits before multiplying) was exact there. Mean cosine of the built-in ColBERT model's int8 token
+vectors to torch's, over the same first 100 SciFact test queries and 30 abstracts (``scripts/int8_fidelity.py``):
+
+=========================================  ===========  ===========
+graph, CPU                                 queries      documents
+=========================================  ===========  ===========
+int8 weights, AVX-512 VNNI EPYC            0.99290      0.99205
+int8 weights, emulated AVX2 (saturating)   0.99171      0.99062
+uint8 weights, AVX-512 VNNI EPYC           0.99298      0.99214
+uint8 weights, emulated AVX2               0.99281      0.99148
+=========================================  ===========  ===========
+
+SciFact test nDCG@10 with uint8 weights (``LATELEX_ONNX_INT8_WEIGHTS=uint8 scripts/backend_quality.py --backends
+torch onnx-int8``): exact 0.7260 and PLAID mean 0.7297, against torch's 0.7245 and 0.7302. On that VNNI CPU int8
+weights are faster (one query encoded in 3.9 to 4.3 ms against 5.6 to 5.9 ms, p50 of
+``bench/bench_query_latency.py --backends "onnx int8"`` with each type forced), so int8 weights are kept wherever
+their kernels are exact; where they are not, exactness is chosen over speed (optimum's AVX2 quantisation config,
+which sentence-transformers' int8 exports use, quantises weights to uint8 as well), and ``LATELEX_ONNX_INT8_WEIGHTS=int8`` picks speed.
 
 :func:`weights` decides: int8 where onnxruntime's U8S8 product is exact on this CPU (:func:`kernel_exact`, checked
 on random and extreme values, for one row and for several: MLAS has matrix-vector kernels of its own), else uint8
