@@ -88,7 +88,7 @@ BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino")
 #: static quantisation of weights and activations, calibrated once on fixed texts (:mod:`.encoders.static_int8`).
 QUANTIZATIONS: tuple[str, ...] = ("int8",)
 #: Keys of an encoder spec that say how it runs, not what it computes: indexes ignore them when they compare encoders.
-RUNTIME_SPEC_KEYS: tuple[str, ...] = ("backend", "quantize")
+RUNTIME_SPEC_KEYS: tuple[str, ...] = ("backend", "quantize", "int8_weights")
 
 
 @dataclass(frozen=True)

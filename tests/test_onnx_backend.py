@@ -354,6 +354,10 @@ def test_cli_flags_reach_the_encoder(bert_dir, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["encoder_backend"] == "onnx (int8)"
     assert info["onnx_int8_weights"].startswith(onnx_backend.int8_weights() + " on this CPU (")
+    # the weight type that encoded the documents is recorded, and does not count when encoders are compared
+    assert info["encoder"]["int8_weights"] == onnx_backend.int8_weights()
+    assert info["onnx_int8_weights"].endswith(f"the index was built with {onnx_backend.int8_weights()} weights")
+    assert same_encoder(info["encoder"], {k: v for k, v in info["encoder"].items() if k != "int8_weights"})
     assert (model / "onnx" / f"latelex-colbert-{onnx_backend.stem_tail(BackendConfig('onnx', 'int8'))}.onnx").exists()
     for flags in ([], ["--backend", "torch"], ["--backend", "onnx"]):
         assert main(["-q", "search", str(idx), "--query", "cancer risk study", "-k", "3", *flags]) == 0

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
             from ..encoders.ort_int8 import weights
 
             choice = weights()
-            info["onnx_int8_weights"] = f"{choice.weights} on this CPU ({choice.reason})"
+            built = encoder.get("int8_weights")  # recorded since the choice exists
+            info["onnx_int8_weights"] = (f"{choice.weights} on this CPU ({choice.reason})"
+                                         + (f"; the index was built with {built} weights" if built else ""))
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -236,6 +236,10 @@ class ColBERT:
         if self.projection_init is not None:
             out["projection_init"] = dict(self.projection_init)
         out.update(self.runtime.spec_fields())
+        if self.runtime.quantize:
+            from .onnx_backend import weight_spec
+
+            out.update(weight_spec(self.runtime))
         return out
 
     @property

@@ -166,6 +166,15 @@ def stem_tail(runtime: Any) -> str:
     return f"{runtime.quantize or 'fp32'}{'-u8u8' if u8u8 else ''}{'-openvino' if runtime.engine == 'openvino' else ''}"
 
 
+def weight_spec(runtime: Any) -> dict[str, str]:
+    """What an encoder spec records of an onnxruntime int8 graph's weight type on the machine that encodes
+    (``{"int8_weights": "int8" | "uint8"}``; nothing for other backends): an index built on one CPU and searched on
+    another may encode its queries with the other type, and ``latelex info`` says so."""
+    if runtime.quantize and runtime.engine == "onnxruntime":
+        return {"int8_weights": int8_weights()}
+    return {}
+
+
 def int8_weights() -> str:
     """The weight type of onnxruntime's int8 graphs on this CPU, ``"int8"`` or ``"uint8"`` (:mod:`.ort_int8`)."""
     from .ort_int8 import weights

@@ -265,13 +265,18 @@ class Splade:
         """A JSON-ready description that :meth:`from_spec` reopens: family, model, query model, config (and, on
         the onnx backend, ``backend`` and ``quantize``, which indexes record but do not count when they compare
         encoders)."""
-        return {
+        out = {
             "family": "splade",
             "model": self.name,
             "query_model": self.query_name,
             "config": config_to_dict(self.config),
             **self.runtime.spec_fields(),
         }
+        if self.runtime.quantize:
+            from .onnx_backend import weight_spec
+
+            out.update(weight_spec(self.runtime))
+        return out
 
     @property
     def backend(self) -> str:
