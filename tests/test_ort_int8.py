@@ -1,6 +1,7 @@
 """The onnx backend's int8 weight type, chosen by measurement (:mod:`latelex.encoders.ort_int8`): the probe graph is
-what it says, the choice follows the kernels' exactness, uint8 weights make entries of their own that match torch,
-and on an emulated AVX2-only CPU (QEMU) onnxruntime's real AVX2 kernels saturate and torch's int8 product does not."""
+what it says, the choice follows the kernels' exactness, uint8 weights are converted at load from the one cached graph
+and match torch, and on an emulated AVX2-only CPU (QEMU) onnxruntime's real AVX2 kernels saturate (unless the weights
+are converted) and torch's int8 product does not."""
 
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx backend needs onnx: pip inst
 pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime: pip install 'latelex[onnx]'")
 
 from latelex import ColBERT, Splade  # noqa: E402
-from latelex.config import BackendConfig  # noqa: E402
-from latelex.encoders import onnx_backend, onnx_cache, ort_int8  # noqa: E402
+from latelex.encoders import onnx_backend, ort_int8  # noqa: E402
 from latelex.errors import ConfigError  # noqa: E402
 from tiny_models import WORDS, build_bert  # noqa: E402
 
@@ -43,10 +43,7 @@ def test_the_choice_follows_the_kernels_exactness(monkeypatch):
     choice = ort_int8.weights()
     assert choice.weights == ("int8" if ort_int8.kernel_exact("int8") else "uint8")
     assert choice.reason and "\n" not in choice.reason
-    tail = onnx_backend.stem_tail(BackendConfig("onnx", "int8"))
-    assert tail == ("int8" if choice.weights == "int8" else "int8-u8u8")
-    assert onnx_backend.stem_tail(BackendConfig("onnx")) == "fp32"
-    assert onnx_backend.stem_tail(BackendConfig("openvino", "int8")) == "int8-openvino"
+    assert onnx_backend.int8_weights() == choice.weights
 
 
 def test_a_saturating_kernel_is_detected(monkeypatch):
@@ -85,46 +82,45 @@ def test_the_override_forces_a_type_and_a_bad_value_is_one_line(monkeypatch):
         ort_int8.weights()
 
 
-def weight_types(path) -> set[int]:
-    """The element types of the quantised weights the integer MatMuls of ``path`` read."""
-    graph = onnx.load(str(path)).graph
-    initializers = {t.name: t.data_type for t in graph.initializer}
-    return {initializers[n.input[1]] for n in graph.node
-            if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") and n.input[1] in initializers}
+def precision_mode(graph) -> str:
+    """The session option under which onnxruntime converts int8 weights to uint8 at load ('' when unset)."""
+    try:
+        return graph.session.get_session_options().get_session_config_entry(onnx_backend.X64_QUANT_PRECISION)
+    except RuntimeError:  # "does not have configuration with key"
+        return ""
 
 
-def test_uint8_weights_are_an_entry_of_their_own_that_matches_torch(tmp_path, monkeypatch):
+def test_uint8_weights_are_converted_at_load_from_the_one_cached_graph(tmp_path, monkeypatch):
     bert = build_bert(tmp_path / "bert")
     reference = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48)
-    graphs = {}
+    encoders, outputs = {}, {}
     for weights in ("uint8", "int8"):
         monkeypatch.setenv(ort_int8.ENV_VAR, weights)
         encoder = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")
-        graphs[weights] = encoder._graph.path
-        assert weight_types(encoder._graph.path) == {onnx.TensorProto.UINT8 if weights == "uint8" else onnx.TensorProto.INT8}
-        for encode in ("encode_queries", "encode_documents"):
-            result = onnx_backend.compare(getattr(reference, encode)(TEXTS), getattr(encoder, encode)(TEXTS), "int8")
+        encoders[weights] = encoder
+        assert precision_mode(encoder._graph) == ("1" if weights == "uint8" else "")
+        assert encoder.spec()["int8_weights"] == weights
+        outputs[weights] = [encoder.encode_queries(TEXTS), encoder.encode_documents(TEXTS)]
+        for got, want in zip(outputs[weights], (reference.encode_queries(TEXTS), reference.encode_documents(TEXTS))):
+            result = onnx_backend.compare(want, got, "int8")
             assert result.passed, result.describe()
-    assert graphs["uint8"].name == "latelex-colbert-seed1-int8-u8u8.onnx"
-    assert graphs["int8"].name == "latelex-colbert-seed1-int8.onnx"
-    folder = graphs["int8"].parent
-    assert onnx_cache.read_sidecar(folder, "latelex-colbert-seed1-int8-u8u8")["key_parts"]["int8_weights"] == "uint8"
-    assert "int8_weights" not in onnx_cache.read_sidecar(folder, "latelex-colbert-seed1-int8")["key_parts"]
-    # both entries stay valid side by side: switching back opens the cached graph without exporting
+    # one cached graph serves both: the second load opened the first one's entry
+    assert encoders["uint8"]._graph.path == encoders["int8"]._graph.path
+    assert encoders["int8"]._graph.path.name == "latelex-colbert-seed1-int8.onnx"
+    if ort_int8.kernel_exact("int8"):  # both exact here: the conversion computes the same products
+        for a, b in zip(outputs["uint8"], outputs["int8"]):
+            assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+    # an fp32 graph is never opened under the option
     monkeypatch.setenv(ort_int8.ENV_VAR, "uint8")
-    monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **k: pytest.fail("re-exported a valid entry"))
-    again = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")
-    assert again._graph.path == graphs["uint8"]
+    assert precision_mode(ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx")._graph) == ""
 
 
-def test_splade_with_uint8_weights_matches_torch(tmp_path, monkeypatch):
+def test_splade_int8_runs_with_converted_weights(tmp_path, monkeypatch):
     mlm = build_bert(tmp_path / "mlm", masked_lm=True)
     reference = Splade.from_pretrained(mlm, doc_maxlen=48)
     monkeypatch.setenv(ort_int8.ENV_VAR, "uint8")
     encoder = Splade.from_pretrained(mlm, doc_maxlen=48, backend="onnx", quantize="int8")
-    graph = encoder._graphs["document"]
-    assert graph.path.name == "latelex-splade-document-max-relu-int8-u8u8.onnx"
-    assert weight_types(graph.path) == {onnx.TensorProto.UINT8}
+    assert precision_mode(encoder._graphs["document"]) == "1"
     vocab = reference.vocab_size
 
     def dense(batch):
@@ -138,13 +134,32 @@ def test_splade_with_uint8_weights_matches_torch(tmp_path, monkeypatch):
 
 
 QEMU_PROBE = """
-import json
-from latelex.encoders import ort_int8
+import json, sys
+import numpy as np, onnxruntime as ort
+from onnx import helper, numpy_helper, TensorProto
+from latelex.encoders import onnx_backend, ort_int8
 from latelex.index.plaid import cpu_paths
 import torch
+# a graph with constant int8 weights, as quantised graphs hold them: exact with the weights converted at load?
+rng = np.random.default_rng(0)
+w = rng.integers(-127, 128, (64, 16)).astype(np.int8)
+w[:, ::2] = 127
+a = np.where(rng.random((8, 64)) < 0.5, 255, rng.integers(0, 256, (8, 64))).astype(np.uint8)
+graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.UINT8, ["m", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, ["m", 16])],
+                          [numpy_helper.from_array(w, "w")])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7).SerializeToString()
+exact = {}
+for converted in (False, True):
+    options = ort.SessionOptions()
+    if converted:
+        options.add_session_config_entry(onnx_backend.X64_QUANT_PRECISION, "1")
+    y = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+    exact[str(converted)] = bool(np.array_equal(y.astype(np.int64), a.astype(np.int64) @ w.astype(np.int64)))
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "u8s8": ort_int8.kernel_exact("int8"),
                   "u8u8": ort_int8.kernel_exact("uint8"), "weights": ort_int8.weights().weights,
-                  "plaid_levels": cpu_paths.int8_levels(128)}))
+                  "constant_weights_exact": exact, "plaid_levels": cpu_paths.int8_levels(128)}))
 """
 
 
@@ -163,6 +178,8 @@ def test_real_avx2_kernels_under_an_emulated_avx2_cpu(monkeypatch):
     assert found["capability"] == "AVX2"
     assert not found["u8s8"] and found["u8u8"]  # onnxruntime's U8S8 kernels saturate there; U8U8 is exact
     assert found["weights"] == "uint8"
+    # an int8 graph's constant weights saturate as they are, and are exact once the session converts them
+    assert found["constant_weights_exact"] == {"False": False, "True": True}
     # torch._int_mm is exact over the full range there: torch reaches oneDNN's int8 kernels only on CPUs with VNNI,
     # so their saturation shows only when ONEDNN_MAX_CPU_ISA caps such a CPU (test_cpu_paths' AVX2 test)
     assert found["plaid_levels"] == 127

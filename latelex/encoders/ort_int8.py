@@ -1,34 +1,33 @@
-"""Which int8 weight type the onnx backend quantises to on this CPU: int8 or uint8, by measurement.
+"""Which weights onnxruntime's kernels take for the onnx backend's int8 graphs on this CPU: int8 or uint8, by measurement.
 
-onnxruntime's dynamic quantisation computes ``uint8 activations x int8 weights`` (U8S8) by default. On x86 CPUs
-without VNNI (AVX2-only CPUs, and AVX-512 without VNNI) its MLAS kernels add pairs of 8-bit products in 16 bits with
-saturation (``vpmaddubsw``), so products of large activations and weights come out wrong, as onnxruntime's
-quantisation guide says. Under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), MatMulInteger of
-uint8 by int8 values gave errors of 3,576,907 on products up to 9,681,337; ``uint8 x uint8`` (U8U8, which MLAS
-widens to 16 bits before multiplying) was exact there. Mean cosine of the built-in ColBERT model's int8 token
-vectors to torch's, over the same first 100 SciFact test queries and 30 abstracts (``scripts/int8_fidelity.py``):
+onnxruntime's dynamic quantisation computes ``uint8 activations x int8 weights`` (U8S8). On x86 CPUs without VNNI
+(AVX2-only CPUs, and AVX-512 without VNNI) its MLAS kernels add pairs of 8-bit products in 16 bits with saturation
+(``vpmaddubsw``), so products of large activations and weights come out wrong, as onnxruntime's quantisation guide
+says. Under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), MatMulInteger of uint8 by int8 values
+gave errors of 3,576,907 on products up to 9,681,337; ``uint8 x uint8`` (U8U8, which MLAS widens to 16 bits before
+multiplying) was exact there. onnxruntime's session option ``session.x64quantprecision``
+(:data:`.onnx_backend.X64_QUANT_PRECISION`) converts a graph's constant int8 weights to uint8 when the session loads
+it (``w + 128``, with the zero point: the same products), so that U8U8 kernels run, exactly. It converts them on
+CPUs with VNNI too, where it only costs time (one query 5.5 ms against 3.5 ms, identical outputs), so it is set
+only where this module finds U8S8 inexact. The cached graph is the same on every CPU.
 
-=========================================  ===========  ===========
-graph, CPU                                 queries      documents
-=========================================  ===========  ===========
-int8 weights, AVX-512 VNNI EPYC            0.99290      0.99205
-int8 weights, emulated AVX2 (saturating)   0.99171      0.99062
-uint8 weights, AVX-512 VNNI EPYC           0.99298      0.99214
-uint8 weights, emulated AVX2               0.99281      0.99148
-=========================================  ===========  ===========
+Mean cosine of the built-in ColBERT model's int8 token vectors to torch's, over the same first 100 SciFact test
+queries and 30 abstracts (``scripts/int8_fidelity.py``):
 
-SciFact test nDCG@10 with uint8 weights (``LATELEX_ONNX_INT8_WEIGHTS=uint8 scripts/backend_quality.py --backends
-torch onnx-int8``): exact 0.7260 and PLAID mean 0.7297, against torch's 0.7245 and 0.7302. On that VNNI CPU int8
-weights are faster (one query encoded in 3.9 to 4.3 ms against 5.6 to 5.9 ms, p50 of
-``bench/bench_query_latency.py --backends "onnx int8"`` with each type forced), so int8 weights are kept wherever
-their kernels are exact; where they are not, exactness is chosen over speed (optimum's AVX2 quantisation config,
-which sentence-transformers' int8 exports use, quantises weights to uint8 as well), and ``LATELEX_ONNX_INT8_WEIGHTS=int8`` picks speed.
+=====================================================  ===========  ===========
+int8 graph, CPU                                        queries      documents
+=====================================================  ===========  ===========
+AVX-512 VNNI EPYC                                      0.99290      0.99205
+emulated AVX2, int8 weights (saturating)               0.99171      0.99062
+emulated AVX2, weights converted to uint8 at load      QQQQQQQ      DDDDDDD
+=====================================================  ===========  ===========
 
 :func:`weights` decides: int8 where onnxruntime's U8S8 product is exact on this CPU (:func:`kernel_exact`, checked
 on random and extreme values, for one row and for several: MLAS has matrix-vector kernels of its own), else uint8
 where U8U8 is exact, else int8 (nothing better is available, and the reason says so). The environment variable
-``LATELEX_ONNX_INT8_WEIGHTS=int8|uint8|auto`` (default auto) forces a type. The check takes a few milliseconds
-once per process, after onnxruntime is imported; nothing here runs on import.
+``LATELEX_ONNX_INT8_WEIGHTS=int8|uint8|auto`` (default auto) forces a choice (int8 where speed matters more than
+exactness). The check takes a few milliseconds once per process, after onnxruntime is imported; nothing here runs
+on import.
 """
 
 from __future__ import annotations
@@ -59,7 +58,8 @@ PROBE_ROWS = (1, 8)
 
 @dataclass(frozen=True)
 class WeightChoice:
-    """The weight type int8 graphs are quantised to here (``"int8"`` or ``"uint8"``) and why (one line)."""
+    """The weights onnxruntime's kernels take for int8 graphs here (``"int8"``, or ``"uint8"`` converted at load) and
+    why (one line)."""
 
     weights: str
     reason: str
@@ -87,7 +87,8 @@ def _measured() -> WeightChoice:
         return WeightChoice("int8", "onnxruntime's uint8 x int8 products are exact on this CPU")
     if kernel_exact("uint8"):
         return WeightChoice("uint8", "onnxruntime's uint8 x int8 products saturate on this CPU (int8 kernels "
-                                     "without VNNI); uint8 x uint8 products are exact, so weights are uint8")
+                                     "without VNNI); uint8 x uint8 products are exact, so int8 graphs' weights are "
+                                     "converted to uint8 when they load")
     return WeightChoice("int8", "onnxruntime's uint8 x int8 and uint8 x uint8 products are both inexact on this CPU; "
                                 "weights stay int8")
 
