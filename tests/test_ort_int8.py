@@ -183,3 +183,16 @@ def test_real_avx2_kernels_under_an_emulated_avx2_cpu(monkeypatch):
     # torch._int_mm is exact over the full range there: torch reaches oneDNN's int8 kernels only on CPUs with VNNI,
     # so their saturation shows only when ONEDNN_MAX_CPU_ISA caps such a CPU (test_cpu_paths' AVX2 test)
     assert found["plaid_levels"] == 127
+
+
+def test_a_bad_override_keeps_the_cached_graph(tmp_path, monkeypatch):
+    bert = build_bert(tmp_path / "bert")
+    monkeypatch.delenv(ort_int8.ENV_VAR, raising=False)
+    graph = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")._graph.path
+    monkeypatch.setenv(ort_int8.ENV_VAR, "int4")
+    with pytest.raises(ConfigError, match=ort_int8.ENV_VAR):
+        ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")
+    assert graph.exists()  # a typo is not an unreadable entry: nothing was discarded or exported again
+    monkeypatch.delenv(ort_int8.ENV_VAR)
+    monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **k: pytest.fail("re-exported a valid entry"))
+    assert ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")._graph.path == graph

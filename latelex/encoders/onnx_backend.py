@@ -306,12 +306,18 @@ class OpenVinoGraph:
 X64_QUANT_PRECISION = "session.x64quantprecision"
 
 
+def converts_weights(quantize: str | None, engine: str) -> bool:
+    """Whether sessions of this graph convert its int8 weights to uint8 here (:data:`X64_QUANT_PRECISION`): int8
+    graphs on onnxruntime where :mod:`.ort_int8` chose uint8. ConfigError for an invalid override: callers ask
+    before they open a cached graph, so that a typo cannot pass for an unreadable cache entry."""
+    return bool(quantize) and engine == "onnxruntime" and int8_weights() == "uint8"
+
+
 def open_graph(path: Path, device: torch.device, inputs: tuple[str, ...], output: str,
-               engine: str = "onnxruntime", quantized: bool = False) -> "OnnxGraph | OpenVinoGraph":
-    """An onnxruntime session over ``path`` with full graph optimisation and torch's CPU thread count (and, for an
-    int8 graph, ``quantized=True``, uint8 weights where this CPU's uint8 x int8 kernels saturate:
-    :data:`X64_QUANT_PRECISION`); with ``engine="openvino"``, the graph compiled by OpenVINO Runtime for the CPU
-    instead (:func:`_open_openvino`)."""
+               engine: str = "onnxruntime", uint8_weights: bool = False) -> "OnnxGraph | OpenVinoGraph":
+    """An onnxruntime session over ``path`` with full graph optimisation and torch's CPU thread count, converting an
+    int8 graph's weights to uint8 with ``uint8_weights`` (:func:`converts_weights`); with ``engine="openvino"``, the
+    graph compiled by OpenVINO Runtime for the CPU instead (:func:`_open_openvino`)."""
     if engine == "openvino":
         return _open_openvino(path, inputs, output)
     ort = require_onnxruntime()
@@ -323,7 +329,7 @@ def open_graph(path: Path, device: torch.device, inputs: tuple[str, ...], output
     # Memory patterns plan buffers for one input shape; every batch here has its own, and with them MiniLM's peak
     # memory at batch 32 x 256 tokens was 1,092 MiB, without them 845 MiB, at the same speed.
     options.enable_mem_pattern = False
-    if quantized and int8_weights() == "uint8":
+    if uint8_weights:
         options.add_session_config_entry(X64_QUANT_PRECISION, "1")
     providers: list[Any] = ["CPUExecutionProvider"]
     if device.type == "cuda":
@@ -465,6 +471,7 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
     it with ``verify`` and cache it. Raises :class:`ModelError` when export or verification fails. ``engine``:
     what runs it, onnxruntime or OpenVINO (whose entries are kept apart: their key names the engine)."""
     require_engine(engine)
+    uint8_weights = converts_weights(quantize, engine)  # before any cache entry is opened (see there)
     parts = {**request.key_parts, "quantize": quantize, "per_channel": bool(quantize), **runtime_versions(),
              **_engine_parts(engine), **_static_parts(quantize, engine)}
     if request.sources is not None:  # the versions a fast open must find: this engine's
@@ -482,7 +489,7 @@ def load_graph(request: GraphRequest, quantize: str | None, device: torch.device
         if reason is None:
             path = onnx_cache.entry_paths(folder, stem)[0]
             try:
-                graph = open_graph(path, device, inputs, request.output, engine, bool(quantize))
+                graph = open_graph(path, device, inputs, request.output, engine, uint8_weights)
                 graph.verification = onnx_cache.read_sidecar(folder, stem).get("verification")
             except Exception as exc:  # onnxruntime and OpenVINO raise their own types for unreadable graphs
                 reason = f"{engine} cannot load it ({_first_line(exc)})"
@@ -503,6 +510,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: t
     model files whose :func:`~.onnx_cache.source_digest` is ``digest`` with today's :func:`source_versions`;
     None otherwise (the caller then loads the torch model and :func:`load_graph`)."""
     require_engine(engine)
+    uint8_weights = converts_weights(quantize, engine)  # before any cache entry is opened (see there)
     if not onnx_cache.entry_paths(folder, stem)[1].exists():
         return None
     try:
@@ -511,7 +519,7 @@ def open_by_sources(folder: Path, stem: str, digest: str, output: str, device: t
             if meta is None:
                 return None
             inputs = tuple(meta.get("key_parts", {}).get("inputs") or ())
-            graph = open_graph(onnx_cache.entry_paths(folder, stem)[0], device, inputs, output, engine, bool(quantize))
+            graph = open_graph(onnx_cache.entry_paths(folder, stem)[0], device, inputs, output, engine, uint8_weights)
     except Exception:  # an unreadable folder or graph: the full load reports it, or rebuilds the entry
         return None
     graph.verification = meta.get("verification")
@@ -552,7 +560,8 @@ def _export_verified(request: GraphRequest, quantize: str | None, device: torch.
                 with _quiet_quantizer():
                     quantize_int8(exported, quantized)
                 built = quantized
-            graph = open_graph(built, device, tuple(request.example), request.output, engine, bool(quantize))
+            graph = open_graph(built, device, tuple(request.example), request.output, engine,
+                               converts_weights(quantize, engine))
         except (ModelError, ConfigError):
             raise
         except Exception as exc:  # the exporter and onnxruntime raise many types
