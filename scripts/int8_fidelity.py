@@ -10,7 +10,8 @@ abstracts, with the backend given, to a file; ``compare`` prints the cosine of e
     # the same graph on an emulated AVX2-only CPU (apt-get install qemu-user; about 100x slower: keep it small)
     qemu-x86_64 -cpu Haswell .venv/bin/python scripts/int8_fidelity.py encode --backend onnx --quantize int8 \\
         --queries 30 --documents 10 --out runs/fid-onnx-int8-avx2.npz
-    .venv/bin/python scripts/int8_fidelity.py compare runs/fid-torch.npz runs/fid-onnx-int8.npz runs/fid-onnx-int8-avx2.npz
+    .venv/bin/python scripts/int8_fidelity.py compare runs/fid-torch.npz runs/fid-onnx-int8.npz \\
+        runs/fid-onnx-int8-avx2.npz
 
 The graph is read from latelex's cache (export it natively first: exporting under QEMU takes very long); a
 ``LATELEX_ONNX_INT8_WEIGHTS`` set for ``encode`` picks the weight type as it does everywhere.

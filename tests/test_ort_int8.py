@@ -129,7 +129,8 @@ def test_splade_int8_runs_with_converted_weights(tmp_path, monkeypatch):
             out[row, np.asarray(vector.ids)] = np.asarray(vector.weights)
         return [torch.from_numpy(out)]
 
-    result = onnx_backend.compare(dense(reference.encode_documents(TEXTS)), dense(encoder.encode_documents(TEXTS)), "int8")
+    want, got = dense(reference.encode_documents(TEXTS)), dense(encoder.encode_documents(TEXTS))
+    result = onnx_backend.compare(want, got, "int8")
     assert result.passed, result.describe()
 
 
@@ -195,4 +196,5 @@ def test_a_bad_override_keeps_the_cached_graph(tmp_path, monkeypatch):
     assert graph.exists()  # a typo is not an unreadable entry: nothing was discarded or exported again
     monkeypatch.delenv(ort_int8.ENV_VAR)
     monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **k: pytest.fail("re-exported a valid entry"))
-    assert ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")._graph.path == graph
+    again = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")
+    assert again._graph.path == graph

@@ -18,8 +18,8 @@ onnxruntime's full graph optimisation at load time, and checks a new graph befor
 - int8: the mean cosine similarity of corresponding outputs (each token vector for ColBERT, each text's weight
   vector for SPLADE) is at least :data:`INT8_MIN_MEAN_COSINE`.
 
-int8 means dynamic quantisation of the weights on onnxruntime (:func:`quantize_int8`; run with uint8 weights converted at
-load time on CPUs whose uint8 x int8 kernels saturate, :mod:`.ort_int8`), and static quantisation of
+int8 means dynamic quantisation of the weights on onnxruntime (:func:`quantize_int8`; run with uint8 weights
+converted at load time on CPUs whose uint8 x int8 kernels saturate, :mod:`.ort_int8`), and static quantisation of
 weights and activations on OpenVINO (:mod:`.static_int8`: NNCF, calibrated once on fixed texts given by the
 encoder as ``GraphRequest.calibration``); both are cached as ONNX files.
 

@@ -1,4 +1,4 @@
-"""Which weights onnxruntime's kernels take for the onnx backend's int8 graphs on this CPU: int8 or uint8, by measurement.
+"""Which weights onnxruntime's kernels take for the onnx backend's int8 graphs here: int8 or uint8, by measurement.
 
 onnxruntime's dynamic quantisation computes ``uint8 activations x int8 weights`` (U8S8). On x86 CPUs without VNNI
 (AVX2-only CPUs, and AVX-512 without VNNI) its MLAS kernels add pairs of 8-bit products in 16 bits with saturation
