@@ -36,8 +36,8 @@ def machine() -> str:
 
 
 def onnx_int8_weights() -> str:
-    """'; onnx int8 weights W (why)' where onnxruntime is installed: the weight type the onnx backend's int8 graphs
-    use on this CPU (latelex.encoders.ort_int8); empty otherwise."""
+    """'; onnx int8 weights W (why)' where onnxruntime is installed: the weights onnxruntime's kernels take for the
+    onnx backend's int8 graphs on this CPU (latelex.encoders.ort_int8); empty otherwise."""
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:

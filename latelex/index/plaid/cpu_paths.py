@@ -12,10 +12,9 @@ for CPUs without VNNI (AVX2, and AVX-512 without VNNI) add pairs of 8-bit produc
 (one operand shifted by 128), so products of full-range int8 values come out wrong: errors up to 2,048,192 on
 extreme values, and up to 76,766 on random ones, measured under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMD EPYC. Values
 within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so such a configuration quantises centroids and queries
-to +-63. torch calls oneDNN for ``_int_mm`` only on CPUs with VNNI, so the saturating kernels are reached when
-``ONEDNN_MAX_CPU_ISA`` caps such a CPU; under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``),
-torch's own loop ran instead (oneDNN's verbose log stayed empty), exact over the full range, and slow (the 25 ms
-above).
+to +-63. Those kernels were reached only with ``ONEDNN_MAX_CPU_ISA`` capping a VNNI CPU: under QEMU emulating an
+AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), ``torch._int_mm`` did not call oneDNN (its verbose log stayed empty)
+and was exact over the full range, as torch's own loop, which is slow there (the 25 ms above).
 
 Decisions are cached in the process (by shape bucket and thread count: the caps below are read once, when
 torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU
