@@ -235,11 +235,9 @@ class ColBERT:
         out: dict[str, Any] = {"family": "colbert", "model": self.source, "config": config_to_dict(self.config)}
         if self.projection_init is not None:
             out["projection_init"] = dict(self.projection_init)
-        out.update(self.runtime.spec_fields())
-        if self.runtime.quantize:
-            from .onnx_backend import weight_spec
+        from .onnx_backend import spec_fields
 
-            out.update(weight_spec(self.runtime))
+        out.update(spec_fields(self.runtime))
         return out
 
     @property

@@ -164,13 +164,14 @@ def stem_tail(runtime: Any) -> str:
     return f"{runtime.quantize or 'fp32'}{'-openvino' if runtime.engine == 'openvino' else ''}"
 
 
-def weight_spec(runtime: Any) -> dict[str, str]:
-    """What an encoder spec records of the weights an onnxruntime int8 graph's kernels took on the machine that
-    encodes (``{"int8_weights": "int8" | "uint8"}``, :func:`int8_weights`; nothing for other backends), for
-    ``latelex info``."""
+def spec_fields(runtime: Any) -> dict[str, str]:
+    """What an encoder spec records of its ``BackendConfig``: :meth:`~latelex.config.BackendConfig.spec_fields`, and
+    for an onnxruntime int8 graph the weights its kernels took on the machine that encodes (``int8_weights``,
+    ``"int8"`` or ``"uint8"``: :func:`int8_weights`), for ``latelex info``."""
+    out = dict(runtime.spec_fields())
     if runtime.quantize and runtime.engine == "onnxruntime":
-        return {"int8_weights": int8_weights()}
-    return {}
+        out["int8_weights"] = int8_weights()
+    return out
 
 
 def int8_weights() -> str:

@@ -126,7 +126,8 @@ def kernel_exact(weight_type: str) -> bool:
     return True
 
 
-def _probe_session():
+@lru_cache(maxsize=1)
+def _probe_session():  # one session for both weight types' checks
     from .onnx_backend import require_onnxruntime
 
     ort = require_onnxruntime()

@@ -265,18 +265,15 @@ class Splade:
         """A JSON-ready description that :meth:`from_spec` reopens: family, model, query model, config (and, on
         the onnx backend, ``backend`` and ``quantize``, which indexes record but do not count when they compare
         encoders)."""
-        out = {
+        from .onnx_backend import spec_fields
+
+        return {
             "family": "splade",
             "model": self.name,
             "query_model": self.query_name,
             "config": config_to_dict(self.config),
-            **self.runtime.spec_fields(),
+            **spec_fields(self.runtime),
         }
-        if self.runtime.quantize:
-            from .onnx_backend import weight_spec
-
-            out.update(weight_spec(self.runtime))
-        return out
 
     @property
     def backend(self) -> str:
