@@ -5,7 +5,8 @@ recursion depth per interpreter, not per thread (CPython gh-106905), so a thread
 thread builds an AST (another header, another library's ``literal_eval`` or ``ast.parse``) can fail with
 ``SystemError: AST constructor recursion depth mismatch``. A lock around numpy's parser was not enough: a sharded
 index's compact still failed once in a hermetic run, as other threads' parsing happens outside any lock of ours.
-So :func:`load_npy`, through which every ``.npy`` read in latelex goes, parses the headers numpy writes for plain
+So :func:`load_npy`, through which every ``.npy`` read in latelex goes (bm25s's arrays included: see
+:func:`latelex.index.bm25._load_bm25s_model`), parses the headers numpy writes for plain
 dtypes (the only ones latelex writes) itself, with a regular expression and no AST; other headers (structured
 dtypes) go to numpy's parser under a lock, as before.
 """

@@ -136,6 +136,35 @@ def test_other_methods_round_trip(tmp_path, method):
         assert "bm25s_nonoccurrence" in index.manifest["arrays"]
 
 
+@pytest.mark.parametrize("method", ["lucene", "bm25l"])
+def test_open_reads_no_header_with_numpy_and_equals_bm25s_own_load(tmp_path, method, monkeypatch):
+    # np.load parses headers with ast.literal_eval, which fails under concurrent parsing on CPython 3.11 (a sharded
+    # index opens its shards from threads): opening must read every array through latelex.npyio instead
+    import bm25s
+
+    BM25Index.build(tmp_path / "idx", list(DOCS), list(DOCS.values()), config=BM25Config(method=method))
+    reference = bm25s.BM25.load(str(tmp_path / "idx" / "bm25s"), mmap=True, allow_pickle=False, show_progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("np.load called while opening a BM25 index")
+
+    monkeypatch.setattr(np, "load", refuse)
+    opened = BM25Index.open(tmp_path / "idx")._model
+    assert type(opened) is type(reference)
+    assert vars(opened).keys() == vars(reference).keys()
+    for name, value in vars(reference).items():
+        if name == "scores":
+            assert opened.scores["num_docs"] == value["num_docs"] == len(DOCS)
+            for key in ("data", "indices", "indptr"):
+                np.testing.assert_array_equal(opened.scores[key], value[key])
+                assert opened.scores[key].dtype == value[key].dtype
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(opened, name), value)
+        else:
+            assert getattr(opened, name) == value, name
+    assert (opened.nonoccurrence_array is None) == (method == "lucene")
+
+
 def test_subset_restricts_the_ranking(index):
     subset = ["d3", "d8", "d5", "d2"]
     full = index.search_text(QUERIES, k=100)

@@ -30,6 +30,7 @@ queries.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -303,8 +304,7 @@ class BM25Index:
 
         bm25s = _import_bm25s()
         try:
-            model = bm25s.BM25.load(str(path / BM25S_DIR), mmap=True, allow_pickle=False, load_corpus=False,
-                                    show_progress=False)
+            model = _load_bm25s_model(bm25s, path / BM25S_DIR, arrays)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise IndexFormatError(f"{path}/{BM25S_DIR} cannot be read by bm25s ({exc}); rebuild the index") from None
         indptr = model.scores["indptr"]
@@ -520,6 +520,35 @@ def _import_bm25s():
     # bm25s sets its own logger to DEBUG, which prints "Building index ..." lines through any handler (even under -q)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
+
+
+def _load_bm25s_model(bm25s: Any, directory: Path, arrays: dict[str, np.ndarray]) -> Any:
+    """The ``bm25s.BM25`` saved in ``directory``, as ``bm25s.BM25.load(mmap=True)`` makes it (the same parameters,
+    vocabulary and attributes) but over ``arrays``, the score arrays latelex has already opened and checked.
+
+    bm25s's own loader reads its ``.npy`` files with ``np.load``, whose header parser (``ast.literal_eval``) can fail
+    with ``SystemError`` while another thread parses (CPython 3.11, see :mod:`latelex.npyio`): a sharded index opens
+    its shards from several threads. Reading every array through :func:`latelex.npyio.load_npy` avoids it, and the
+    arrays are mapped once, not twice."""
+    params = json.loads((directory / "params.index.json").read_text(encoding="utf-8"))
+    vocab = json.loads((directory / "vocab.index.json").read_text(encoding="utf-8"))
+    if not isinstance(params, dict) or not isinstance(vocab, dict):
+        raise ValueError("params.index.json and vocab.index.json must each hold a JSON object")
+    original_version = params.pop("version", None)
+    num_docs = params.pop("num_docs", None)
+    model = bm25s.BM25(**params)
+    model.vocab_dict = vocab
+    model._original_version = original_version
+    model.unique_token_ids_set = set(vocab.values())
+    model.scores = {"data": arrays["bm25s_data"], "indices": arrays["bm25s_indices"],
+                    "indptr": arrays["bm25s_indptr"], "num_docs": num_docs}
+    if model.method in model.methods_requiring_nonoccurrence:
+        if _BM25S_NONOCCURRENCE[0] not in arrays:
+            raise KeyError(f"{_BM25S_NONOCCURRENCE[1]} (method {model.method!r} needs it)")
+        model.nonoccurrence_array = arrays[_BM25S_NONOCCURRENCE[0]]
+    else:
+        model.nonoccurrence_array = None
+    return model
 
 
 def _tokenize_corpus(bm25s: Any, texts: list[str], config: BM25Config) -> Any:
