@@ -1,6 +1,6 @@
 """Where a PLAID query's time goes: the stages of ``latelex.index.plaid.search.search_one`` timed one by one on a
 SciFact index, one thread, over the 300 test queries, with the exact stage also run by the numba loop it replaced
-(kept here as the reference: both must give the same scores).
+and with the int64 lookups it had before (kept here as references: they must give the same scores).
 
     latelex index runs/scifact-v2-int8 --kind plaid --collection ../shared/datasets/scifact --backend onnx --quantize int8
     .venv/bin/python scripts/plaid_stage_profile.py --index runs/scifact-v2-int8                  # warm caches
@@ -72,6 +72,35 @@ def exact_loop(scores_t, score_row, lq, table, codes, packed, row_base, doc_offs
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def lookups_int64(packed, row_base, doc_offsets, docs):  # pragma: no cover
+    """``search.residual_lookups`` as it was until December 2026: the same table rows, as int64 indices."""
+    width = packed.shape[1]
+    n = 0
+    for i in range(docs.shape[0]):
+        n += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
+    out = np.empty((n, width), dtype=np.int64)
+    k = 0
+    for i in range(docs.shape[0]):
+        for t in range(doc_offsets[docs[i]], doc_offsets[docs[i] + 1]):
+            for j in range(width):
+                out[k, j] = j * 256 + packed[t - row_base, j]
+            k += 1
+    return out
+
+
+def exact_int64(scores_t, score_row, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):
+    """The exact stage with int64 embedding_bag indices (the former kernel's input; the sums are the same)."""
+    import torch
+
+    from latelex.index.plaid.search import document_maxsim
+
+    flat = table.reshape(-1, table.shape[2])
+    lookups = lookups_int64(packed, row_base, doc_offsets, docs)
+    residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
+    return document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs, scales, scale_table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, required=True, help="a retriever index of SciFact (kind plaid)")
@@ -112,7 +141,7 @@ def main() -> None:
     flush = np.zeros(args.flush_mb << 20, dtype=np.uint8) if args.flush_mb else None
     stages: dict[str, list[float]] = {}
     reads: dict[str, list[int]] = {"token codes": [], "kept centroids' list entries": []}
-    worst_gap, mismatched, mismatched_pruned = 0.0, 0, 0
+    worst_gap, mismatched, mismatched_pruned, mismatched_int64 = 0.0, 0, 0, 0
     for _ in range(args.rounds):
         stages.clear()
         for v in reads.values():
@@ -182,6 +211,23 @@ def main() -> None:
                 loop[a:b] = exact_loop(rows, row_of, lq, table_np, data.codes, packed, base, data.doc_offsets,
                                        candidates[a:b], data.scales, SCALE_TABLE)
             tick("(reference) exact stage as the former numba loop")
+            # the lookups' index type, A/B: the exact stage run again with int32 (as search_one) and int64 lookups,
+            # the order alternating query by query (whichever runs second finds more in the caches)
+            kernels = [("int32", S.exact_interaction), ("int64", exact_int64)]
+            for name, kernel in kernels if len(stages.get("sum of the stages", [])) % 2 else kernels[::-1]:
+                if flush is not None:
+                    flush += 1
+                    rows, row_of = S.exact_rows(data, Qp, scores, candidates)
+                    table = S.query_table(Qp, data.byte_weights_t)
+                clock[0] = time.perf_counter()
+                again = np.empty(candidates.shape[0], dtype=np.float32)
+                for a, b, packed, base in chunks(candidates):
+                    again[a:b] = kernel(rows, row_of, lq, table, data.codes, packed, base, data.doc_offsets,
+                                        candidates[a:b], data.scales, SCALE_TABLE)
+                tick(f"(A/B) exact stage again, {name} lookups, alternating order")
+                if name == "int64":
+                    wide = again
+            mismatched_int64 += not np.array_equal(wide, exact)
             last = {name: v[-1] for name, v in stages.items()}
             stages.setdefault("sum of the stages, with the two references instead", []).append(
                 last["sum of the stages"] - last["3 pruned centroid interaction (inverted lists or token codes)"]
@@ -212,7 +258,8 @@ def main() -> None:
     print("the pruned pass's two reads, median per query: " + ", ".join(f"{k} {np.median(v):,.0f}" for k, v in reads.items()))
     print(f"largest relative gap between the exact stage and the reference loop: {worst_gap:.1e}; queries whose pruned "
           f"scores differ from the token-code pass's: {mismatched_pruned // args.rounds}; queries whose top 10 differ "
-          f"from PlaidIndex.search's: {mismatched // args.rounds}")
+          f"from PlaidIndex.search's: {mismatched // args.rounds}; queries whose exact scores differ with int64 "
+          f"lookups: {mismatched_int64 // args.rounds}")
 
 
 if __name__ == "__main__":
