@@ -55,6 +55,21 @@ def scifact_minilm_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scifact_splade_sparse(tmp_path_factory) -> Path:
+    """SciFact indexed through the CLI with splade-tiny (query max 64, doc max 256 tokens), kind sparse (the exact
+    product), built once per session (about 3 minutes on 2 cores) and shared: test_scifact searches it through the
+    CLI, test_inverted_scifact builds its inverted index from the document vectors it holds."""
+    from latelex.cli import main
+
+    scifact = shared_path("datasets", "scifact")
+    model = shared_path("models", "splade-tiny")
+    path = tmp_path_factory.mktemp("scifact-splade") / "scifact-splade-sparse"
+    assert main(["-q", "index", str(path), "--model", str(model), "--collection", str(scifact), "--query-maxlen", "64",
+                 "--doc-maxlen", "256", "--family", "splade", "--kind", "sparse"]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
 def scifact_builtin():
     """(encoder, corpus documents, test queries, test qrels): SciFact with the built-in model behind a
     :class:`CachingEncoder`, so the corpus is encoded once per session (about 4 minutes on 2 cores)."""

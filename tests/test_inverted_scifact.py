@@ -11,18 +11,34 @@ pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
-def scifact_vectors():
+def scifact_vectors(scifact_splade_sparse):
+    """The document vectors of the session's CLI-built sparse index (splade-tiny, doc max 256), in corpus order, and
+    the test queries encoded with the same model (query max 64)."""
+    from scipy.sparse import csr_matrix
+
+    from latelex import Retriever
     from latelex.data import read_documents, read_qrels_any, read_queries_any
     from latelex.encoders.splade import Splade
+    from latelex.types import SparseBatch
 
     folder = shared_path("datasets", "scifact")
+    retriever = Retriever.open(scifact_splade_sparse)
+    sparse = retriever.index
+    assert retriever.kind == "sparse" and len(retriever._state.segments) == 1
+    config = retriever.manifest["encoder"]["config"]
+    assert (config["query_maxlen"], config["doc_maxlen"]) == (64, 256)
+    doc_ids = [d for d, _ in read_documents(folder)]
+    assert sparse.doc_ids == doc_ids
+    by_doc = csr_matrix(sparse._postings()).T.tocsr()  # (V, N) term-major as stored -> (N, V)
+    by_doc.sort_indices()
+    docs = SparseBatch(by_doc.indptr.astype(np.int64), by_doc.indices.astype(np.int32),
+                       by_doc.data.astype(np.float32), sparse.vocab_size)
     model = Splade.from_pretrained(str(shared_path("models", "splade-tiny")), query_maxlen=64, doc_maxlen=256,
                                    device="cpu")
-    docs = list(read_documents(folder))
     queries = list(read_queries_any(folder, split="test"))
-    doc_vectors = model.encode_documents([t for _, t in docs], batch_size=64)
     query_vectors = model.encode_queries([t for _, t in queries], batch_size=64)
-    return [d for d, _ in docs], doc_vectors, [q for q, _ in queries], query_vectors, read_qrels_any(folder, "test")
+    assert query_vectors.vocab_size == docs.vocab_size
+    return doc_ids, docs, [q for q, _ in queries], query_vectors, read_qrels_any(folder, "test")
 
 
 def test_exact_modes_equal_the_dense_topk_and_the_reference_ndcg(tmp_path, scifact_vectors):

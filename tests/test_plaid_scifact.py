@@ -1,8 +1,10 @@
 """PLAID against exact MaxSim on SciFact with all-MiniLM-L6-v2 token vectors (plain 384-dim and a fixed 128-dim
 random projection): recall of exact top-10, nDCG@10 and bytes per vector.
 
-The corpus is encoded once per session (about 4-5 minutes on 2 cores); set LATELEX_SCIFACT_VECTORS to a folder to
-keep the encoded vectors between sessions (the files are written there on first use).
+The document vectors are those of the session's ``scifact_minilm_cache`` (SciFact indexed through the CLI with the
+same model and lengths: a flat index, float16 vectors), so the corpus is encoded once per session for both; the
+queries are encoded here. Set LATELEX_SCIFACT_VECTORS to a folder to keep the vectors between sessions (the files
+are written there on first use).
 """
 
 from __future__ import annotations
@@ -19,39 +21,52 @@ from conftest import shared_path
 from latelex.evaluate import evaluate
 from latelex.index.flat import FlatIndex
 from latelex.index.plaid import PlaidConfig, PlaidIndex
+from latelex.npyio import load_npy
 
 pytestmark = pytest.mark.data
 
 
-def _encoded(folder: Path):
-    """(doc ids, doc vectors, doc offsets, query ids, query vectors, query offsets), encoded once."""
+def _encoded(folder: Path, minilm_cache: Path | None):
+    """(doc ids, doc vectors, doc offsets, query ids, query vectors, query offsets): the documents' from the CLI's
+    flat index in ``minilm_cache`` (float32 from its float16), the queries encoded with the same model, once."""
     files = {name: folder / f"{name}.npy" for name in ("docs_vectors", "docs_offsets", "queries_vectors", "queries_offsets")}
     id_files = {prefix: folder / f"{prefix}_ids.json" for prefix in ("docs", "queries")}
     if not all(p.exists() for p in [*files.values(), *id_files.values()]):
-        from latelex import ColBERT
+        from latelex import ColBERT, Retriever
         from latelex.data import BeirDataset
 
+        assert minilm_cache is not None
+        retriever = Retriever.open(minilm_cache / "scifact-minilm-colbert")
+        flat = retriever.index
+        assert retriever.kind == "flat" and len(retriever._state.segments) == 1 and isinstance(flat, FlatIndex)
+        config = retriever.manifest["encoder"]["config"]
+        assert (config["query_maxlen"], config["doc_maxlen"]) == (64, 256)
         data = BeirDataset(shared_path("datasets", "scifact"), split="test")
-        corpus, queries = list(data.corpus()), list(data.queries())
+        assert flat.doc_ids == [d for d, _ in data.corpus()]
+        queries = list(data.queries())
         model = ColBERT.from_pretrained(shared_path("models", "all-MiniLM-L6-v2"), query_maxlen=64, doc_maxlen=256)
-        for prefix, items, mats in (("queries", queries, model.encode_queries([t for _, t in queries], show_progress=False)),
-                                    ("docs", corpus, model.encode_documents([t for _, t in corpus], show_progress=False))):
-            offsets = np.zeros(len(mats) + 1, dtype=np.int64)
-            np.cumsum([m.shape[0] for m in mats], out=offsets[1:])
-            np.save(files[f"{prefix}_vectors"], torch.cat(mats).numpy().astype(np.float32))
-            np.save(files[f"{prefix}_offsets"], offsets)
-            id_files[prefix].write_text(json.dumps([i for i, _ in items]))
+        mats = model.encode_queries([t for _, t in queries], show_progress=False)
+        offsets = np.zeros(len(mats) + 1, dtype=np.int64)
+        np.cumsum([m.shape[0] for m in mats], out=offsets[1:])
+        np.save(files["queries_vectors"], torch.cat(mats).numpy().astype(np.float32))
+        np.save(files["queries_offsets"], offsets)
+        np.save(files["docs_vectors"], np.asarray(flat._vectors, dtype=np.float32))
+        np.save(files["docs_offsets"], np.asarray(flat._offsets, dtype=np.int64))
+        id_files["queries"].write_text(json.dumps([i for i, _ in queries]))
+        id_files["docs"].write_text(json.dumps(flat.doc_ids))
     ids = {prefix: json.loads(p.read_text()) for prefix, p in id_files.items()}
-    arrays = {name: np.load(p, mmap_mode="r") for name, p in files.items()}
+    arrays = {name: load_npy(p, mmap=True) for name, p in files.items()}
     return ids, arrays
 
 
 @pytest.fixture(scope="session")
-def scifact(tmp_path_factory):
+def scifact(tmp_path_factory, request):
     folder = os.environ.get("LATELEX_SCIFACT_VECTORS")
     folder = Path(folder) if folder else tmp_path_factory.mktemp("scifact-minilm")
     folder.mkdir(parents=True, exist_ok=True)
-    return _encoded(folder)
+    kept = all((folder / f"{name}").exists() for name in ("docs_vectors.npy", "docs_offsets.npy", "queries_vectors.npy",
+                                                          "queries_offsets.npy", "docs_ids.json", "queries_ids.json"))
+    return _encoded(folder, None if kept else request.getfixturevalue("scifact_minilm_cache"))
 
 
 def _split(vectors: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:

@@ -34,11 +34,20 @@ def test_minilm_plain_colbert_exact_maxsim(tmp_path, scifact_minilm_cache):
     assert values["R@100"] == pytest.approx(0.931, abs=0.005)
 
 
-@pytest.mark.parametrize("kind, search", [("sparse", ()), ("inverted", ("--mode", "exact"))])
-def test_splade_tiny_exact_sparse(tmp_path, kind, search):
-    """The exact sparse product and the inverted index's exact mode (tests/test_inverted_scifact.py holds the latter
-    to the dense top-k)."""
-    values = _run(tmp_path, shared_path("models", "splade-tiny"), ["--family", "splade", "--kind", kind], search)
+def _check_splade_tiny(values: dict) -> None:
     assert values["nDCG@10"] == pytest.approx(0.644, abs=0.005)
     assert values["RR@10"] == pytest.approx(0.616, abs=0.005)
     assert values["R@100"] == pytest.approx(0.893, abs=0.005)
+
+
+def test_splade_tiny_exact_sparse_product(tmp_path, scifact_splade_sparse):
+    """The exact sparse product: indexed through the CLI (the session fixture runs `latelex index --kind sparse`),
+    searched and scored through the CLI."""
+    _check_splade_tiny(_search(scifact_splade_sparse, tmp_path / "metrics.json"))
+
+
+def test_splade_tiny_inverted_exact_mode(tmp_path):
+    """The inverted index's exact mode, indexed and searched through the CLI (tests/test_inverted_scifact.py holds
+    it to the dense top-k)."""
+    _check_splade_tiny(_run(tmp_path, shared_path("models", "splade-tiny"), ["--family", "splade", "--kind", "inverted"],
+                            ("--mode", "exact")))
