@@ -49,5 +49,5 @@ def test_splade_tiny_exact_sparse_product(tmp_path, scifact_splade_sparse):
 def test_splade_tiny_inverted_exact_mode(tmp_path):
     """The inverted index's exact mode, indexed and searched through the CLI (tests/test_inverted_scifact.py holds
     it to the dense top-k)."""
-    _check_splade_tiny(_run(tmp_path, shared_path("models", "splade-tiny"), ["--family", "splade", "--kind", "inverted"],
-                            ("--mode", "exact")))
+    splade = shared_path("models", "splade-tiny")
+    _check_splade_tiny(_run(tmp_path, splade, ["--family", "splade", "--kind", "inverted"], ("--mode", "exact")))
