@@ -72,35 +72,6 @@ def exact_loop(scores_t, score_row, lq, table, codes, packed, row_base, doc_offs
     return out
 
 
-@numba.njit(nogil=True, cache=True)
-def lookups_int64(packed, row_base, doc_offsets, docs):  # pragma: no cover
-    """``search.residual_lookups`` as it was until December 2026: the same table rows, as int64 indices."""
-    width = packed.shape[1]
-    n = 0
-    for i in range(docs.shape[0]):
-        n += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
-    out = np.empty((n, width), dtype=np.int64)
-    k = 0
-    for i in range(docs.shape[0]):
-        for t in range(doc_offsets[docs[i]], doc_offsets[docs[i] + 1]):
-            for j in range(width):
-                out[k, j] = j * 256 + packed[t - row_base, j]
-            k += 1
-    return out
-
-
-def exact_int64(scores_t, score_row, lq, table, codes, packed, row_base, doc_offsets, docs, scales, scale_table):
-    """The exact stage with int64 embedding_bag indices (the former kernel's input; the sums are the same)."""
-    import torch
-
-    from latelex.index.plaid.search import document_maxsim
-
-    flat = table.reshape(-1, table.shape[2])
-    lookups = lookups_int64(packed, row_base, doc_offsets, docs)
-    residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
-    return document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, docs, scales, scale_table)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, required=True, help="a retriever index of SciFact (kind plaid)")
@@ -213,8 +184,8 @@ def main() -> None:
             tick("(reference) exact stage as the former numba loop")
             # the lookups' index type, A/B: the exact stage run again with int32 (as search_one) and int64 lookups,
             # the order alternating query by query (whichever runs second finds more in the caches)
-            kernels = [("int32", S.exact_interaction), ("int64", exact_int64)]
-            for name, kernel in kernels if len(stages.get("sum of the stages", [])) % 2 else kernels[::-1]:
+            kernels = [("int32", np.int32), ("int64", np.int64)]
+            for name, index_dtype in kernels if len(stages.get("sum of the stages", [])) % 2 else kernels[::-1]:
                 if flush is not None:
                     flush += 1
                     rows, row_of = S.exact_rows(data, Qp, scores, candidates)
@@ -222,8 +193,9 @@ def main() -> None:
                 clock[0] = time.perf_counter()
                 again = np.empty(candidates.shape[0], dtype=np.float32)
                 for a, b, packed, base in chunks(candidates):
-                    again[a:b] = kernel(rows, row_of, lq, table, data.codes, packed, base, data.doc_offsets,
-                                        candidates[a:b], data.scales, SCALE_TABLE)
+                    again[a:b] = S.exact_interaction(rows, row_of, lq, table, data.codes, packed, base,
+                                                     data.doc_offsets, candidates[a:b], data.scales, SCALE_TABLE,
+                                                     index_dtype=index_dtype)
                 tick(f"(A/B) exact stage again, {name} lookups, alternating order")
                 if name == "int64":
                     wide = again

@@ -226,15 +226,12 @@ def decompress_rows(codes, packed, centroids, byte_weights, out, scales):  # pra
 
 
 @numba.njit(nogil=True, cache=True)
-def residual_lookups(packed, row_base, doc_offsets, docs):  # pragma: no cover - compiled
-    """(t, W) int32: for each token vector of ``docs`` in turn, the row ``j * 256 + byte`` of the flattened query
-    table (W * 256, Lqp) that its packed byte j selects. ``packed``: the residual rows (W bytes each) of one chunk,
-    whose first row is global token ``row_base``; every document in ``docs`` lies in that chunk."""
+def residual_lookups(packed, row_base, doc_offsets, docs, out):  # pragma: no cover - compiled
+    """Fill ``out`` (t, W) (int32, or any integer type) with, for each token vector of ``docs`` in turn, the row
+    ``j * 256 + byte`` of the flattened query table (W * 256, Lqp) that its packed byte j selects; t is the number
+    of those token vectors. ``packed``: the residual rows (W bytes each) of one chunk, whose first row is global
+    token ``row_base``; every document in ``docs`` lies in that chunk. Returns ``out``."""
     width = packed.shape[1]
-    n = 0
-    for i in range(docs.shape[0]):
-        n += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]]
-    out = np.empty((n, width), dtype=np.int32)
     k = 0
     for i in range(docs.shape[0]):
         d = docs[i]
@@ -287,7 +284,7 @@ def runs(labels: np.ndarray) -> list[tuple[int, int]]:
 
 def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, table: torch.Tensor, codes: np.ndarray,
                       packed: np.ndarray, row_base: int, doc_offsets: np.ndarray, docs: np.ndarray,
-                      scales: np.ndarray, scale_table: np.ndarray) -> np.ndarray:
+                      scales: np.ndarray, scale_table: np.ndarray, index_dtype: type = np.int32) -> np.ndarray:
     """(len(docs),) float32 MaxSim of a query of ``lq`` tokens with documents, without decompressing their vectors.
 
     A decompressed vector is centroid + residual, so its similarity with query token q is
@@ -302,9 +299,9 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
     :data:`LOOKUP_BLOCK` lookups (torch's sum kernel keeps each token's Lqp sums in registers; a numba loop over
     the bytes, which kept them in memory, took 1.4 times as long on SciFact on a quiet machine, and as long when
     other work loaded its memory: ``scripts/plaid_stage_profile.py``); :func:`document_maxsim` adds the centroid
-    scores and takes the maxima. The lookups are int32, half the bytes of int64 ones: the same sums, and the stage
-    about 6 % faster (p50 1.57 ms against 1.67 ms over the 300 SciFact test queries, run again in alternating order,
-    on an AVX-512 EPYC: the profile script's A/B lines).
+    scores and takes the maxima. The lookups are ``index_dtype``, int32 by default, half the bytes of int64 ones: the
+    same sums, and the stage about 6 % faster (p50 1.57 ms against 1.67 ms over the 300 SciFact test queries, run
+    again in alternating order, on an AVX-512 EPYC: the profile script's A/B lines, which pass int64).
     """
     flat = table.reshape(-1, table.shape[2])
     out = np.empty(docs.shape[0], dtype=np.float32)
@@ -316,7 +313,9 @@ def exact_interaction(scores_t: np.ndarray, score_row: np.ndarray, lq: int, tabl
     block = (np.cumsum(lengths) - lengths) // max(1, LOOKUP_BLOCK // packed.shape[1])
     for a, b in runs(block):
         part = docs[a:b]
-        lookups = residual_lookups(packed, row_base, doc_offsets, part)
+        out_rows = int(lengths[a:b].sum())
+        lookups = residual_lookups(packed, row_base, doc_offsets, part,
+                                   np.empty((out_rows, packed.shape[1]), dtype=index_dtype))
         residual = torch.nn.functional.embedding_bag(torch.from_numpy(lookups), flat, mode="sum").numpy()
         out[a:b] = document_maxsim(residual, scores_t, score_row, lq, codes, doc_offsets, part, scales, scale_table)
     return out
