@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -26,17 +27,17 @@ from latelex.npyio import load_npy
 pytestmark = pytest.mark.data
 
 
-def _encoded(folder: Path, minilm_cache: Path | None):
+def _encoded(folder: Path, minilm_cache: Callable[[], Path]):
     """(doc ids, doc vectors, doc offsets, query ids, query vectors, query offsets): the documents' from the CLI's
-    flat index in ``minilm_cache`` (float32 from its float16), the queries encoded with the same model, once."""
+    flat index in the folder ``minilm_cache()`` gives (float32 from its float16), the queries encoded with the same
+    model, once (kept in ``folder``)."""
     files = {name: folder / f"{name}.npy" for name in ("docs_vectors", "docs_offsets", "queries_vectors", "queries_offsets")}
     id_files = {prefix: folder / f"{prefix}_ids.json" for prefix in ("docs", "queries")}
     if not all(p.exists() for p in [*files.values(), *id_files.values()]):
         from latelex import ColBERT, Retriever
         from latelex.data import BeirDataset
 
-        assert minilm_cache is not None
-        retriever = Retriever.open(minilm_cache / "scifact-minilm-colbert")
+        retriever = Retriever.open(minilm_cache() / "scifact-minilm-colbert")
         flat = retriever.index
         assert retriever.kind == "flat" and len(retriever._state.segments) == 1 and isinstance(flat, FlatIndex)
         config = retriever.manifest["encoder"]["config"]
@@ -64,9 +65,7 @@ def scifact(tmp_path_factory, request):
     folder = os.environ.get("LATELEX_SCIFACT_VECTORS")
     folder = Path(folder) if folder else tmp_path_factory.mktemp("scifact-minilm")
     folder.mkdir(parents=True, exist_ok=True)
-    kept = all((folder / f"{name}").exists() for name in ("docs_vectors.npy", "docs_offsets.npy", "queries_vectors.npy",
-                                                          "queries_offsets.npy", "docs_ids.json", "queries_ids.json"))
-    return _encoded(folder, None if kept else request.getfixturevalue("scifact_minilm_cache"))
+    return _encoded(folder, lambda: request.getfixturevalue("scifact_minilm_cache"))
 
 
 def _split(vectors: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
