@@ -1,5 +1,5 @@
-"""PLAID's centroid-score path (int8 or float32) chosen by measurement: parity of both paths, the override, the
-process and disk caches, and fallbacks. The timing function is replaced where a test needs a given outcome; no
+"""PLAID's centroid-score path (int8, u8s8 or float32) chosen by measurement: parity of the paths, the override,
+the process and disk caches, and fallbacks. The timing function is replaced where a test needs a given outcome; no
 wall-clock assertions."""
 
 from __future__ import annotations
@@ -28,30 +28,41 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LATELEX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(ENV_VAR, raising=False)
     clear_process_cache()
-    cpu_paths._int_mm_problem.cache_clear()
-    cpu_paths.int8_levels.cache_clear()
+    clear_kernel_checks()
     yield tmp_path / "cache" / CACHE_FILE
     clear_process_cache()
-    cpu_paths._int_mm_problem.cache_clear()
-    cpu_paths.int8_levels.cache_clear()
+    clear_kernel_checks()
+
+
+def clear_kernel_checks() -> None:
+    for check in (cpu_paths._int_mm_problem, cpu_paths.int8_levels, cpu_paths.u8s8_problem):
+        if hasattr(check, "cache_clear"):  # not while a test's stand-in is still in place
+            check.cache_clear()
 
 
 class FakeTimer:
     """Stands in for :func:`cpu_paths.time_products`: fixed timings, and a count of the calls."""
 
-    def __init__(self, int8_ms: float, float32_ms: float):
-        self.result = (int8_ms, float32_ms)
+    def __init__(self, int8_ms: float, float32_ms: float, u8s8_ms: float):
+        self.result = {"int8": int8_ms, "u8s8": u8s8_ms, "float32": float32_ms}
         self.calls = 0
+        self.kernels: tuple[str, ...] = ()
 
-    def __call__(self, rows: int, dim: int) -> tuple[float, float]:
+    def __call__(self, rows: int, dim: int, kernels: tuple[str, ...] = cpu_paths.PATHS) -> dict[str, float]:
         self.calls += 1
-        return self.result
+        self.kernels = kernels
+        return {name: self.result[name] for name in kernels}
 
 
-def fake_timer(monkeypatch, int8_ms: float = 0.5, float32_ms: float = 1.5) -> FakeTimer:
-    timer = FakeTimer(int8_ms, float32_ms)
+def fake_timer(monkeypatch, int8_ms: float = 0.5, float32_ms: float = 1.5, u8s8_ms: float = 100.0) -> FakeTimer:
+    """A FakeTimer in place of the real one; u8s8 is slow by default, so that int8 is the integer path."""
+    timer = FakeTimer(int8_ms, float32_ms, u8s8_ms)
     monkeypatch.setattr(cpu_paths, "time_products", timer)
     return timer
+
+
+def without_u8s8(monkeypatch, problem: str = "oneDNN's u8s8 matmul failed: RuntimeError: no kernel") -> None:
+    monkeypatch.setattr(cpu_paths, "u8s8_problem", lambda dim: problem)
 
 
 def make_docs(n: int, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
@@ -80,22 +91,35 @@ def queries() -> list[torch.Tensor]:
 # --- both paths ----------------------------------------------------------------------------------------
 
 
-def test_int8_and_float32_paths_return_the_same_results(index, monkeypatch):
+def test_every_path_returns_the_same_results(index, monkeypatch):
     results = {}
-    for path in ("float32", "int8"):
+    for path in ("float32", "int8", "u8s8"):
         monkeypatch.setenv(ENV_VAR, path)
-        assert (index._search_data().centroids_i8 is not None) == (path == "int8")  # the path really changes
+        data = index._search_data()  # the path really changes
+        assert (data.centroids_i8 is not None, data.centroids_u8 is not None) == (path == "int8", path == "u8s8")
         info = index.info()
         assert info["centroid_scores"] == path and f"{ENV_VAR}={path}" in info["centroid_scores_reason"]
         results[path] = {"generous": index.search(queries(), k=10, **GENEROUS), "default": index.search(queries(), k=5)}
-    for settings in ("generous", "default"):
-        for f32, i8 in zip(results["float32"][settings], results["int8"][settings]):
-            if settings == "generous":  # every document scored exactly: the same ranking
-                assert [h.doc_id for h in i8] == [h.doc_id for h in f32]
-            common = {h.doc_id: h.score for h in f32}
-            for h in i8:  # default settings: int8 ranks candidates; where both find a document, the same score
-                if h.doc_id in common:
-                    assert h.score == pytest.approx(common[h.doc_id], abs=1e-4)
+    for path in ("int8", "u8s8"):
+        for settings in ("generous", "default"):
+            for f32, got in zip(results["float32"][settings], results[path][settings]):
+                if settings == "generous":  # every document scored exactly: the same ranking
+                    assert [h.doc_id for h in got] == [h.doc_id for h in f32]
+                common = {h.doc_id: h.score for h in f32}
+                for h in got:  # default settings: integers rank candidates; where both find a document, the same score
+                    if h.doc_id in common:
+                        assert h.score == pytest.approx(common[h.doc_id], abs=1e-4)
+
+
+def test_the_u8s8_data_holds_offset_codes_within_63(index, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "u8s8")
+    data = index._search_data()
+    codes = data.centroids_u8.to(torch.int16) - cpu_paths.U8_ZERO
+    assert data.centroids_u8.dtype == torch.uint8 and int(codes.abs().max()) == cpu_paths.U8S8_LEVELS
+    np.testing.assert_allclose(codes.numpy() * data.centroid_scales[:, None], data.centroids_np, atol=0.5 / 63 * 1.01)
+    assert index._search_data() is data  # made once
+    monkeypatch.setenv(ENV_VAR, "int8")
+    assert index._search_data().centroids_u8 is None and index._search_data().centroids_i8 is not None
 
 
 def test_a_search_decides_once_and_info_never_measures(index, monkeypatch):
@@ -124,7 +148,7 @@ def test_a_small_index_uses_float32_without_measuring(monkeypatch):
 # --- the override --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["int8", "float32", "INT8", " float32 "])
+@pytest.mark.parametrize("value", ["int8", "float32", "u8s8", "INT8", " float32 ", "U8S8"])
 def test_the_override_forces_a_path_without_measuring(monkeypatch, value):
     timer = fake_timer(monkeypatch, int8_ms=10.0, float32_ms=1.0)
     monkeypatch.setenv(ENV_VAR, value)
@@ -147,7 +171,7 @@ def test_an_invalid_override_is_a_one_line_config_error(index, monkeypatch):
         centroid_path(16384, 128)
     message = str(caught.value)
     assert "\n" not in message and ENV_VAR in message and "'fast'" in message
-    assert all(choice in message for choice in ("int8", "float32", "auto"))
+    assert all(choice in message for choice in ("int8", "u8s8", "float32", "auto"))
     with pytest.raises(ConfigError):
         index.search(queries()[:1], k=3)
 
@@ -155,20 +179,31 @@ def test_an_invalid_override_is_a_one_line_config_error(index, monkeypatch):
 # --- measuring -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("int8_ms,float32_ms,path", [(0.5, 1.5, "int8"), (1.0, 1.2, "int8"), (1.0, 1.19, "float32"),
-                                                      (2.0, 1.0, "float32")])
-def test_int8_must_win_by_the_margin(monkeypatch, int8_ms, float32_ms, path):
-    fake_timer(monkeypatch, int8_ms, float32_ms)
+@pytest.mark.parametrize("int8_ms,u8s8_ms,float32_ms,path", [
+    (0.5, 9.0, 1.5, "int8"), (1.0, 9.0, 1.2, "int8"), (1.0, 9.0, 1.19, "float32"), (2.0, 9.0, 1.0, "float32"),
+    (25.0, 0.8, 2.0, "u8s8"),  # an AVX2-only CPU: torch._int_mm slow, oneDNN's u8s8 kernels fast
+    (0.5, 0.5, 2.0, "int8"),  # a tie goes to the full-range kernel
+    (3.0, 1.3, 1.5, "float32")])
+def test_an_integer_product_must_win_by_the_margin(monkeypatch, int8_ms, u8s8_ms, float32_ms, path):
+    fake_timer(monkeypatch, int8_ms, float32_ms, u8s8_ms)
     decision = centroid_path(16384, 128)
-    assert decision.path == path and (decision.int8_ms, decision.float32_ms) == (int8_ms, float32_ms)
-    assert decision.reason.startswith(f"measured: int8 {int8_ms:.2f} ms, float32 {float32_ms:.2f} ms for 8192x128")
-    assert ("must be 1.2x faster" in decision.reason) == (path == "float32" and int8_ms < float32_ms)
+    assert decision.path == path
+    assert (decision.int8_ms, decision.u8s8_ms, decision.float32_ms) == (int8_ms, u8s8_ms, float32_ms)
+    assert decision.reason.startswith(f"measured: int8 {int8_ms:.2f} ms, u8s8 {u8s8_ms:.2f} ms, float32 {float32_ms:.2f} "
+                                      f"ms for 8192x128")
+    fastest = "int8" if int8_ms <= u8s8_ms else "u8s8"
+    assert (f"{fastest} must be 1.2x faster" in decision.reason) == (path == "float32" and min(int8_ms, u8s8_ms) < float32_ms)
 
 
 def test_the_real_measurement_runs():
     decision = centroid_path(2048, 64)
-    assert decision.path in ("int8", "float32") and decision.reason.startswith("measured: ")
-    assert decision.int8_ms > 0 and decision.float32_ms > 0
+    assert decision.path in cpu_paths.PATHS and decision.reason.startswith("measured: ")
+    assert decision.int8_ms > 0 and decision.u8s8_ms > 0 and decision.float32_ms > 0
+
+
+def test_the_real_timer_times_the_kernels_asked_for():
+    found = cpu_paths.time_products(256, 32, ("u8s8", "float32"))
+    assert sorted(found) == ["float32", "u8s8"] and all(ms > 0 for ms in found.values())
 
 
 def test_shapes_and_thread_counts_are_decided_apart(monkeypatch):
@@ -203,7 +238,7 @@ def test_the_disk_cache_is_written_and_reused(monkeypatch, isolated):
     clear_process_cache()
     again = centroid_path(16384, 128, measure=False)  # a fresh process: the file answers, nothing is measured
     assert timer.calls == 1 and again.path == "int8" and again.reason == f"{first.reason} (cached in {isolated})"
-    assert (again.int8_ms, again.float32_ms) == (first.int8_ms, first.float32_ms)
+    assert (again.int8_ms, again.u8s8_ms, again.float32_ms) == (first.int8_ms, first.u8s8_ms, first.float32_ms)
 
 
 def test_a_decision_is_not_reused_under_an_instruction_set_cap(monkeypatch, isolated):
@@ -274,28 +309,61 @@ def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path):
 # --- without a working int8 kernel ---------------------------------------------------------------------
 
 
-def test_without_int_mm_the_path_is_float32(monkeypatch, isolated):
+def test_without_any_integer_kernel_the_path_is_float32(monkeypatch, isolated):
     timer = fake_timer(monkeypatch)
     monkeypatch.delattr(torch, "_int_mm")
+    without_u8s8(monkeypatch)
     decision = centroid_path(16384, 128)
-    assert decision == CentroidPath("float32", "torch._int_mm unavailable") and timer.calls == 0
+    assert decision == CentroidPath("float32", "torch._int_mm unavailable; oneDNN's u8s8 matmul failed: RuntimeError: "
+                                               "no kernel") and timer.calls == 0
     assert not isolated.exists()  # a missing kernel is not a measurement to keep
-    monkeypatch.setenv(ENV_VAR, "int8")
-    with pytest.raises(ConfigError, match="unavailable"):
-        centroid_path(16384, 128)
+    for path, problem in (("int8", "unavailable"), ("u8s8", "no kernel")):
+        monkeypatch.setenv(ENV_VAR, path)
+        with pytest.raises(ConfigError, match=problem):
+            centroid_path(16384, 128)
 
 
-def test_a_failing_int_mm_means_float32(monkeypatch):
+def test_without_int_mm_u8s8_is_measured_alone(monkeypatch):
+    timer = fake_timer(monkeypatch, int8_ms=0.1, u8s8_ms=0.8, float32_ms=2.0)
+    monkeypatch.delattr(torch, "_int_mm")
+    decision = centroid_path(16384, 128)
+    assert decision.path == "u8s8" and timer.kernels == ("u8s8", "float32") and decision.int8_ms is None
+    assert decision.reason.endswith("; not measured: torch._int_mm unavailable")
+
+
+def test_a_failing_int_mm_means_another_path(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no int8 kernel for this layout\nsecond line")
 
     monkeypatch.setattr(torch, "_int_mm", broken)
+    without_u8s8(monkeypatch)
     decision = centroid_path(16384, 128)
-    assert decision.path == "float32" and decision.reason == "torch._int_mm failed: RuntimeError: no int8 kernel for this layout"
+    assert decision.path == "float32"
+    assert decision.reason.startswith("torch._int_mm failed: RuntimeError: no int8 kernel for this layout; oneDNN's")
+
+
+def test_a_failing_u8s8_kernel_is_not_measured(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("could not create a primitive descriptor\nsecond line")
+
+    monkeypatch.setattr(torch.ops.onednn, "qlinear_pointwise", broken)
+    assert cpu_paths.u8s8_problem(128) == ("oneDNN's u8s8 matmul failed: RuntimeError: could not create a primitive "
+                                           "descriptor")
+    timer = fake_timer(monkeypatch, u8s8_ms=0.1)
+    assert centroid_path(16384, 128).path == "int8" and timer.kernels == ("int8", "float32")
+    monkeypatch.setenv(ENV_VAR, "u8s8")
+    with pytest.raises(ConfigError, match="primitive descriptor"):
+        centroid_path(16384, 128)
+
+
+def test_an_inexact_u8s8_kernel_is_not_used(monkeypatch):
+    real = cpu_paths.u8s8_product
+    monkeypatch.setattr(cpu_paths, "u8s8_product", lambda a, q: real(a, q) + (a[:, :1].float() > 100))
+    assert cpu_paths.u8s8_problem(64) == "oneDNN's u8s8 matmul is inexact on this CPU"
 
 
 def test_a_timing_failure_means_float32(monkeypatch):
-    def failing(rows: int, dim: int) -> tuple[float, float]:
+    def failing(rows: int, dim: int, kernels: tuple[str, ...]) -> dict[str, float]:
         raise RuntimeError("oneDNN refused")
 
     monkeypatch.setattr(cpu_paths, "time_products", failing)
@@ -371,7 +439,7 @@ def test_an_int8_kernel_inexact_at_every_range_means_float32(monkeypatch):
     timer = fake_timer(monkeypatch)
     decision = centroid_path(16384, 128)
     assert decision.path == "float32" and "inexact on this CPU even within +-63" in decision.reason
-    assert timer.calls == 1  # timed all the same, and kept: the kernel will not change on this machine
+    assert timer.kernels == ("u8s8", "float32") and decision.int8_ms is None  # not timed
     monkeypatch.setenv(ENV_VAR, "int8")
     with pytest.raises(ConfigError, match="inexact"):
         centroid_path(16384, 128)
@@ -385,6 +453,12 @@ def test_cached_decisions_keep_their_levels_and_older_files_are_measured_again(m
     again = centroid_path(16384, 128, measure=False)
     assert again.levels == 63 and "cached in" in again.reason and timer.calls == 1
     data = json.loads(isolated.read_text())
+    data["format"] = 2  # a file written before u8s8 was measured
+    for entry in data["entries"].values():
+        del entry["u8s8_ms"]
+    isolated.write_text(json.dumps(data))
+    clear_process_cache()
+    assert centroid_path(16384, 128, measure=False) is None
     data["format"] = 1  # a file written before int8 decisions recorded their levels
     for entry in data["entries"].values():
         del entry["levels"]
@@ -414,19 +488,27 @@ for levels in (127, 63):
     q8, qs = quantize_rows(q, levels)
     raw = torch._int_mm(torch.from_numpy(c8), torch.from_numpy(q8).T).numpy()
     errors[levels] = float(np.abs(raw * cs[:, None] * qs[None, :] - exact).max() / np.abs(exact).max())
+c8, cs = quantize_rows(c, cpu_paths.U8S8_LEVELS)
+q8, qs = quantize_rows(q, cpu_paths.FULL_LEVELS)
+raw = cpu_paths.u8s8_product(cpu_paths.to_u8(torch.from_numpy(c8)), torch.from_numpy(q8)).numpy()
+u8s8_exact = bool(np.array_equal(raw, c8.astype(np.int64) @ q8.astype(np.int64).T))
+errors["u8s8"] = float(np.abs(raw * cs[:, None] * qs[None, :] - exact).max() / np.abs(exact).max())
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "full_exact": full_exact,
-                  "levels": cpu_paths.int8_levels(128), "errors": errors}))
+                  "levels": cpu_paths.int8_levels(128), "errors": errors, "u8s8_problem": cpu_paths.u8s8_problem(128),
+                  "u8s8_exact": u8s8_exact}))
 """
 
 
 @pytest.mark.skipif("avx2" not in cpu_paths.cpu_identity()[1], reason="an x86 CPU with AVX2 runs oneDNN's AVX2 kernels")
 def test_avx2_kernels_saturate_and_the_safe_range_is_exact_there():
-    # oneDNN's own AVX2 int8 kernels, as an AVX2-only CPU runs them (on a newer CPU, capped by the environment).
+    # oneDNN's own AVX2 int8 kernels, as an AVX2-only CPU runs them (on a newer CPU, capped by the environment):
+    # torch._int_mm saturates on full-range values; the u8s8 product (centroids within +-63) does not.
     env = {**os.environ, **AVX2_CAPS}
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300, check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["capability"] == "AVX2"
     assert not found["full_exact"]  # full-range products saturate: what made the int8 path wrong on such CPUs
     assert found["levels"] == cpu_paths.SAFE_LEVELS
-    errors = {int(k): v for k, v in found["errors"].items()}
-    assert errors[63] < 0.05 < errors[127]  # quantisation error only at 63; saturation errors at 127
+    errors = found["errors"]
+    assert errors["63"] < 0.05 < errors["127"]  # quantisation error only at 63; saturation errors at 127
+    assert found["u8s8_problem"] == "" and found["u8s8_exact"] and errors["u8s8"] < 0.05

@@ -140,12 +140,13 @@ def test_the_pruned_pass_scores_the_same_through_inverted_lists_and_token_codes(
     assert paths == {True, False}  # both reads were picked
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["float32 centroid scores", "int8 centroid scores"])
-def test_both_centroid_score_precisions_return_float32_maxsim(built, int8, monkeypatch):
-    # Where int8 products measure faster, candidates are ranked on int8 centroid scores; the exact stage must
-    # still add residuals to float32 ones. Both paths are forced here, whatever this CPU has.
-    monkeypatch.setenv("LATELEX_PLAID_CENTROIDS", "int8" if int8 else "float32")
-    assert (built._search_data().centroids_i8 is not None) == int8
+@pytest.mark.parametrize("path", ["float32", "int8", "u8s8"])
+def test_every_centroid_score_path_returns_float32_maxsim(built, path, monkeypatch):
+    # Where an integer product measures faster, candidates are ranked on 8-bit centroid scores; the exact stage
+    # must still add residuals to float32 ones. Every path is forced here, whatever this CPU has.
+    monkeypatch.setenv("LATELEX_PLAID_CENTROIDS", path)
+    data = built._search_data()
+    assert (data.centroids_i8 is not None, data.centroids_u8 is not None) == (path == "int8", path == "u8s8")
     _, docs = make_docs(12, seed=11)
     rows = np.concatenate(docs)
     queries = make_queries() + [torch.from_numpy(rows[:n].copy()) for n in (1, PAD_TOKENS + 1)]
@@ -196,7 +197,9 @@ def test_reopen_and_info(built):
     assert again.doc_ids == built.doc_ids and len(again) == 160
 
 
-def test_threads_do_not_change_results(built):
+@pytest.mark.parametrize("path", ["float32", "int8", "u8s8"])
+def test_threads_do_not_change_results(built, path, monkeypatch):
+    monkeypatch.setenv("LATELEX_PLAID_CENTROIDS", path)  # the integer kernels run from several threads at once too
     queries = make_queries(12)
     assert ranking(built.search(queries, k=5, threads=3)) == ranking(built.search(queries, k=5, threads=1))
 

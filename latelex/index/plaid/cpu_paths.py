@@ -1,26 +1,35 @@
-"""Which product PLAID's candidate stage scores centroids with on this CPU: int8 or float32, by measurement.
+"""Which product PLAID's candidate stage scores centroids with on this CPU: int8, u8s8 or float32, by measurement.
 
 ``torch._int_mm`` is several times faster than a float32 ``torch.mm`` on CPUs with AVX-512 VNNI, and several
 times *slower* on others that torch's capability string cannot tell apart (an AVX2-only AMD EPYC Zen 3 took 25 ms
-for the int8 product of 16,384 x 128 centroids by a 16-token query against 1.3 ms in float32). So the path is
-chosen by a short micro-benchmark at the first search (:func:`centroid_path`): the int8 and float32 products of
-(rows, dim) centroids by :data:`QUERY_ROWS` query tokens, warmed up, best of a few repeats (under 100 ms),
-at torch's current thread count. int8 must be :data:`MARGIN` times faster to be chosen.
+for the int8 product of 16,384 x 128 centroids by a 16-token query against 1.3 ms in float32). On such CPUs
+torch does not hand ``torch._int_mm`` to oneDNN, but oneDNN's own int8 matmul (``torch.ops.onednn.qlinear_pointwise``,
+which torch's x86 quantisation runs on) has AVX2 kernels: the *u8s8* path (:func:`u8s8_product`) feeds it the
+centroids as unsigned 8-bit values (+-:data:`U8S8_LEVELS` offset by :data:`U8_ZERO`) and the query tokens as signed
+ones (+-:data:`FULL_LEVELS`), a range whose pairwise 16-bit sums cannot saturate (2 x 127 x 127 < 32,767). On an
+AMD EPYC with AVX-512 VNNI, one thread, 16,384 x 128 centroids by 32 query tokens: int8 0.36 ms, u8s8 0.39 ms,
+float32 2.3 ms; with oneDNN capped to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, the kernel an AVX2-only CPU runs:
+``gemm:jit`` in oneDNN's verbose log, as under ``qemu-x86_64 -cpu Haswell``) u8s8 0.8 ms against float32 2.0 to
+2.5 ms. So the path is chosen by a short micro-benchmark at the first search (:func:`centroid_path`): the
+products of (rows, dim) centroids by :data:`QUERY_ROWS` query tokens on each kernel that works exactly here,
+warmed up, best of a few repeats (under 100 ms), at torch's current thread count. The faster integer kernel
+must be :data:`MARGIN` times faster than float32 to be chosen.
 
-int8 is chosen only where ``torch._int_mm`` computes exact products (:func:`int8_levels`): oneDNN's int8 kernels
-for CPUs without VNNI (AVX2, and AVX-512 without VNNI) add pairs of 8-bit products in 16 bits with saturation
-(one operand shifted by 128), so products of full-range int8 values come out wrong: errors up to 2,048,192 on
-extreme values, and up to 76,766 on random ones, measured under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMD EPYC. Values
-within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so such a configuration quantises centroids and queries
-to +-63. Those kernels were reached only with ``ONEDNN_MAX_CPU_ISA`` capping a VNNI CPU: under QEMU emulating an
-AVX2-only CPU (``qemu-x86_64 -cpu Haswell``), ``torch._int_mm`` did not call oneDNN (its verbose log stayed empty)
-and was exact over the full range, as torch's own loop, which is slow there (the 25 ms above).
+Integer products are used only where they are exact (:func:`int8_levels`, :func:`u8s8_problem`): oneDNN's int8
+kernels for CPUs without VNNI (AVX2, and AVX-512 without VNNI) add pairs of 8-bit products in 16 bits with
+saturation (for signed times signed, one operand shifted by 128), so ``torch._int_mm`` of full-range int8 values
+comes out wrong there: errors up to 2,048,192 on extreme values, and up to 76,766 on random ones, measured under
+``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMD EPYC. Values within +-63 cannot saturate them (2 x 191 x 63 < 32,767), so
+such a configuration quantises centroids and queries to +-63. Those kernels were reached only with
+``ONEDNN_MAX_CPU_ISA`` capping a VNNI CPU: under QEMU emulating an AVX2-only CPU (``qemu-x86_64 -cpu Haswell``),
+``torch._int_mm`` did not call oneDNN (its verbose log stayed empty) and was exact over the full range, as torch's
+own loop, which is slow there (the 25 ms above); the u8s8 product ran oneDNN's ``gemm:jit`` and was exact.
 
 Decisions are cached in the process (by shape bucket and thread count: the caps below are read once, when
 torch starts) and in ``cpu-paths.json`` in the user's cache directory (:func:`cache_dir`), keyed also by CPU
 model, the CPU flags that matter, the instruction-set caps set in the environment (:data:`ISA_CAPS`), torch's
 and latelex's versions; a corrupt or unwritable cache file is ignored (the path is measured again). The
-environment variable ``LATELEX_PLAID_CENTROIDS=int8|float32|auto`` (default auto) forces a path.
+environment variable ``LATELEX_PLAID_CENTROIDS=int8|u8s8|float32|auto`` (default auto) forces a path.
 
 Nothing here runs on import.
 """
@@ -44,9 +53,12 @@ from ...errors import ConfigError
 
 #: The environment variable that forces a path, and its values.
 ENV_VAR = "LATELEX_PLAID_CENTROIDS"
-CHOICES = ("int8", "float32", "auto")
+#: The paths: ``torch._int_mm`` of signed 8-bit centroids and queries, oneDNN's matmul of unsigned 8-bit centroids
+#: and signed queries (:func:`u8s8_product`), and float32 ``torch.mm``.
+PATHS = ("int8", "u8s8", "float32")
+CHOICES = PATHS + ("auto",)
 
-#: How many times faster the int8 product must be to be chosen (it also costs a float32 rescoring of the few
+#: How many times faster an integer product must be to be chosen (it also costs a float32 rescoring of the few
 #: centroids the exact stage reads, and a query quantisation).
 MARGIN = 1.2
 
@@ -60,10 +72,11 @@ MIN_ROWS = 1024
 QUERY_ROWS = 32
 
 #: Timing: WARMUP untimed calls of each product (more while under WARMUP_S seconds: the first calls at a new
-#: thread count start the thread pool), then up to REPEATS timed pairs, stopping once BUDGET_S seconds have gone
-#: on them and MIN_REPEATS are done (or, on a machine so busy that a pair takes tens of milliseconds, LIMIT_S
-#: after the start); the best of each is kept. About 25 ms where both products take a millisecond, 70 ms where
-#: int8 is as slow as on AVX2-only EPYCs (13 ms at 8192 rows), at most LIMIT_S plus one pair.
+#: thread count start the thread pool), then up to REPEATS timed rounds of every product, stopping once BUDGET_S
+#: seconds have gone on them and MIN_REPEATS are done (or, on a machine so busy that a round takes tens of
+#: milliseconds, LIMIT_S after the start); the best of each is kept. About 30 ms where the products take a
+#: millisecond, 70 ms where int8 is as slow as on AVX2-only EPYCs (13 ms at 8192 rows), at most LIMIT_S plus
+#: one round.
 WARMUP = 2
 WARMUP_S = 0.005
 REPEATS = 20
@@ -72,7 +85,7 @@ BUDGET_S = 0.02
 LIMIT_S = 0.07
 
 CACHE_FILE = "cpu-paths.json"
-_CACHE_FORMAT = 2  # 2: int8 decisions record their levels (format-1 files hold unchecked int8 decisions)
+_CACHE_FORMAT = 3  # 2: int8 decisions record their levels; 3: u8s8 measured too (older files: measured again)
 _MAX_ENTRIES = 256
 
 #: CPU flags (x86 /proc/cpuinfo "flags", Arm "Features") that decide int8 product speed.
@@ -87,18 +100,26 @@ SAFE_LEVELS = 63
 #: Why int8 is not used where ``torch._int_mm`` is wrong even within +-SAFE_LEVELS.
 INEXACT = f"torch._int_mm is inexact on this CPU even within +-{SAFE_LEVELS}"
 
+#: The u8s8 product's centroids: row-quantised to +-U8S8_LEVELS and stored as unsigned bytes offset by U8_ZERO
+#: (1 to 127), so that oneDNN's AVX2 kernels, which add pairs of unsigned-by-signed products in 16 bits with
+#: saturation, stay exact against full-range signed queries (2 x 127 x 127 < 32,767).
+U8S8_LEVELS = 63
+U8_ZERO = 64
+
 
 @dataclass(frozen=True)
 class CentroidPath:
-    """The product PLAID scores centroids with: ``path`` ``"int8"`` or ``"float32"``, why (``reason``, one line),
-    the measured best times in milliseconds (None when nothing was measured), and for int8 the largest magnitude
-    centroids and queries are quantised to (``levels``: :data:`FULL_LEVELS` or :data:`SAFE_LEVELS`)."""
+    """The product PLAID scores centroids with: ``path`` (one of :data:`PATHS`), why (``reason``, one line), the
+    measured best times in milliseconds (None for a product not measured), and for int8 the largest magnitude
+    centroids and queries are quantised to (``levels``: :data:`FULL_LEVELS` or :data:`SAFE_LEVELS`; u8s8 always
+    quantises centroids to +-:data:`U8S8_LEVELS` and queries to +-:data:`FULL_LEVELS`)."""
 
     path: str
     reason: str
     int8_ms: float | None = None
     float32_ms: float | None = None
     levels: int = FULL_LEVELS
+    u8s8_ms: float | None = None
 
 
 _lock = threading.Lock()
@@ -160,34 +181,55 @@ def isa_caps() -> str:
     return ", ".join(caps)
 
 
-def time_products(rows: int, dim: int) -> tuple[float, float]:
-    """Best milliseconds of ``torch._int_mm`` on int8 (rows, dim) x (dim, QUERY_ROWS) and of ``torch.mm`` on the
-    float32 product of the same shape, at torch's current thread count. Raises whatever ``torch._int_mm`` raises."""
+def u8s8_product(centroids_u8: torch.Tensor, q8: torch.Tensor) -> torch.Tensor:
+    """(C, L) float32: the exact integer products of ``centroids_u8`` (C, dim) uint8 less :data:`U8_ZERO` with the
+    query rows ``q8`` (L, dim) int8, by oneDNN's int8 matmul (the query as its weights, each with scale 1: the
+    float32 results are the int32 sums, exact below 2^24). Raises whatever the operator raises (it is torch's
+    internal x86 quantisation operator: a torch without it raises AttributeError or RuntimeError)."""
+    ones = torch.ones(q8.shape[0], dtype=torch.float32)
+    zeros = torch.zeros(q8.shape[0], dtype=torch.long)
+    return torch.ops.onednn.qlinear_pointwise(centroids_u8, 1.0, U8_ZERO, q8.T.to_mkldnn(), ones, zeros, None, 1.0, 0,
+                                              torch.float32, "none", [], "")
+
+
+def to_u8(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int8 codes within +-:data:`U8S8_LEVELS` as the unsigned bytes :func:`u8s8_product` reads."""
+    return (codes.to(torch.int16) + U8_ZERO).to(torch.uint8)
+
+
+def time_products(rows: int, dim: int, kernels: tuple[str, ...] = PATHS) -> dict[str, float]:
+    """Best milliseconds of each product in ``kernels`` (of :data:`PATHS`) of (rows, dim) centroids by
+    (QUERY_ROWS, dim) query tokens at torch's current thread count: ``torch._int_mm`` on int8 values, oneDNN's
+    :func:`u8s8_product` (with its per-query conversion of the query) and ``torch.mm`` on float32 ones. Raises
+    whatever a kernel raises."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(rows, dim, generator=gen)
     q = torch.randn(QUERY_ROWS, dim, generator=gen)
     a8 = torch.randint(-127, 128, (rows, dim), dtype=torch.int8, generator=gen)
     q8 = torch.randint(-127, 128, (QUERY_ROWS, dim), dtype=torch.int8, generator=gen)
+    a_u8 = to_u8(torch.randint(-U8S8_LEVELS, U8S8_LEVELS + 1, (rows, dim), dtype=torch.int8, generator=gen))
+    products = {"int8": lambda: torch._int_mm(a8, q8.T), "u8s8": lambda: u8s8_product(a_u8, q8),
+                "float32": lambda: torch.mm(a, q.T)}
+    calls = [(name, products[name]) for name in kernels]
     clock = time.perf_counter
     start = clock()
     deadline = start + WARMUP_S
     for r in range(REPEATS):
-        torch._int_mm(a8, q8.T)
-        torch.mm(a, q.T)
+        for _, call in calls:
+            call()
         if r + 1 >= WARMUP and clock() > deadline:
             break
-    best_i8 = best_f32 = math.inf
+    best = {name: math.inf for name in kernels}
     deadline = clock() + BUDGET_S
-    for r in range(REPEATS):  # interleaved, so that a burst of noise hits both
-        t0 = clock()
-        torch._int_mm(a8, q8.T)
-        t1 = clock()
-        torch.mm(a, q.T)
-        t2 = clock()
-        best_i8, best_f32 = min(best_i8, t1 - t0), min(best_f32, t2 - t1)
-        if t2 > deadline and (r + 1 >= MIN_REPEATS or t2 - start > LIMIT_S):
+    for r in range(REPEATS):  # interleaved, so that a burst of noise hits every product
+        for name, call in calls:
+            t0 = clock()
+            call()
+            best[name] = min(best[name], clock() - t0)
+        now = clock()
+        if now > deadline and (r + 1 >= MIN_REPEATS or now - start > LIMIT_S):
             break
-    return best_i8 * 1e3, best_f32 * 1e3
+    return {name: t * 1e3 for name, t in best.items()}
 
 
 def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> CentroidPath | None:
@@ -195,24 +237,18 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
 
     Forced by ``LATELEX_PLAID_CENTROIDS`` if set; otherwise from the process cache, then the disk cache, then
     (``measure=True``) measured and stored in both. With ``measure=False`` and nothing cached, None: the path
-    is decided at the first search. ConfigError for an invalid override, or ``int8`` forced where
-    ``torch._int_mm`` does not work or is inexact even within +-:data:`SAFE_LEVELS`.
+    is decided at the first search. ConfigError for an invalid override, or an integer path forced where its
+    kernel does not work or is inexact (for int8, even within +-:data:`SAFE_LEVELS`).
     """
     forced = override()
     if forced == "float32":
         return CentroidPath("float32", f"forced by {ENV_VAR}=float32")
-    if forced == "int8":
-        problem, levels = _int_mm_problem(), 0
-        if not problem:
-            try:
-                levels = int8_levels(int(dim))
-            except Exception as exc:
-                problem = f"torch._int_mm failed: {_one_line(exc)}"
-        if not problem and not levels:
-            problem = INEXACT
+    if forced in ("int8", "u8s8"):
+        problem, levels = _kernel_problem(forced, int(dim))
         if problem:
-            raise ConfigError(f"{ENV_VAR}=int8, but {problem} in torch {torch.__version__}; set it to float32 or auto")
-        return CentroidPath("int8", f"forced by {ENV_VAR}=int8{_levels_note(levels)}", levels=levels)
+            raise ConfigError(f"{ENV_VAR}={forced}, but {problem} in torch {torch.__version__}; set it to float32 or auto")
+        note = _levels_note(levels) if forced == "int8" else ""
+        return CentroidPath(forced, f"forced by {ENV_VAR}={forced}{note}", levels=levels)
     if n_centroids < MIN_ROWS:
         return CentroidPath("float32", f"{n_centroids} centroids: too few for int8 products to pay (float32 below {MIN_ROWS})")
     rows = min(MAX_ROWS, 1 << (int(n_centroids) - 1).bit_length())
@@ -222,7 +258,7 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
         found = _decisions.get(key) or _read_disk(key)
         if found is None and measure:
             found = _measure(rows, int(dim), threads)
-            if found.int8_ms is not None:
+            if found.float32_ms is not None:
                 _write_disk(key, found)
         if found is not None:
             _decisions[key] = found
@@ -235,28 +271,57 @@ def clear_process_cache() -> None:
         _decisions.clear()
 
 
-def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
+def _kernel_problem(kernel: str, dim: int) -> tuple[str, int]:
+    """``(problem, levels)`` for an integer kernel, ``"int8"`` or ``"u8s8"``: why it cannot be used here (empty when
+    it can) and, for int8, the range it is exact over (:func:`int8_levels`; FULL_LEVELS for u8s8)."""
+    if kernel == "u8s8":
+        return u8s8_problem(dim), FULL_LEVELS
     problem = _int_mm_problem()
     if problem:
-        return CentroidPath("float32", problem)
+        return problem, 0
     try:
         levels = int8_levels(dim)
-        i8, f32 = time_products(rows, dim)
-    except Exception as exc:  # any failure of the int8 kernel means float32
-        return CentroidPath("float32", f"torch._int_mm failed: {_one_line(exc)}")
-    if not levels:  # recorded with its timings: an inexact kernel stays inexact on this machine
-        return CentroidPath("float32", INEXACT, round(i8, 4), round(f32, 4))
+    except Exception as exc:
+        return f"torch._int_mm failed: {_one_line(exc)}", 0
+    return ("" if levels else INEXACT), levels
+
+
+def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
+    usable, problems, levels = [], [], FULL_LEVELS
+    for kernel in ("int8", "u8s8"):
+        problem, found_levels = _kernel_problem(kernel, dim)
+        if problem:
+            problems.append(problem)
+        else:
+            usable.append(kernel)
+            if kernel == "int8":
+                levels = found_levels
+    if not usable:  # nothing measured: not a decision to keep (the checks are quick to run again)
+        return CentroidPath("float32", "; ".join(problems))
+    try:
+        ms = time_products(rows, dim, (*usable, "float32"))
+    except Exception as exc:  # any failure of a kernel means float32
+        return CentroidPath("float32", f"timing the centroid products failed: {_one_line(exc)}")
+    fastest = min(usable, key=lambda kernel: ms[kernel])  # int8 first: on a tie, the full-range kernel
+    chosen = fastest if ms[fastest] * MARGIN <= ms["float32"] else "float32"
     model, flags = cpu_identity()
-    chosen = "int8" if i8 * MARGIN <= f32 else "float32"
     caps = isa_caps()
-    reason = (f"measured: int8 {i8:.2f} ms, float32 {f32:.2f} ms for {rows}x{dim} centroids x {QUERY_ROWS} query tokens "
-              f"on {model} ({', '.join(flags) or 'no int8 dot-product flags'}{'; ' + caps if caps else ''}), "
+    timings = ", ".join(f"{kernel} {ms[kernel]:.2f} ms" for kernel in (*usable, "float32"))
+    reason = (f"measured: {timings} for {rows}x{dim} centroids x {QUERY_ROWS} query tokens on {model} "
+              f"({', '.join(flags) or 'no int8 dot-product flags'}{'; ' + caps if caps else ''}), "
               f"{threads} thread{'s' * (threads != 1)}")
-    if chosen == "float32" and i8 < f32:
-        reason += f"; int8 must be {MARGIN}x faster"
+    if chosen == "float32" and ms[fastest] < ms["float32"]:
+        reason += f"; {fastest} must be {MARGIN}x faster"
     if chosen == "int8":
         reason += _levels_note(levels)
-    return CentroidPath(chosen, reason, round(i8, 4), round(f32, 4), levels)
+    if problems:
+        reason += f"; not measured: {'; '.join(problems)}"
+    return CentroidPath(chosen, reason, _rounded(ms.get("int8")), round(ms["float32"], 4),
+                        levels if "int8" in usable else FULL_LEVELS, _rounded(ms.get("u8s8")))
+
+
+def _rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 4)
 
 
 def _levels_note(levels: int) -> str:
@@ -277,14 +342,19 @@ def int8_levels(dim: int) -> int:
     for levels in (FULL_LEVELS, SAFE_LEVELS):
         rows = torch.randint(-levels, levels + 1, (256, dim), dtype=torch.int8, generator=gen)
         query = torch.randint(-levels, levels + 1, (QUERY_ROWS, dim), dtype=torch.int8, generator=gen)
-        high = torch.full((64, dim), levels, dtype=torch.int8)
-        mixed = high.clone()
-        mixed[:, 1::2] = -levels
-        extremes = torch.cat([high, -high, mixed, -mixed])
+        extremes = _extremes(levels, 64, dim)
         pairs = ((rows, query), (extremes, extremes[::8]), (rows, extremes[::8]), (extremes, query))
         if all(torch.equal(torch._int_mm(a, b.T).long(), a.long() @ b.long().T) for a, b in pairs):
             return levels
     return 0
+
+
+def _extremes(levels: int, n: int, dim: int) -> torch.Tensor:
+    """(4n, dim) int8: rows of +levels, of -levels, and of both alternating, either way round."""
+    high = torch.full((n, dim), levels, dtype=torch.int8)
+    mixed = high.clone()
+    mixed[:, 1::2] = -levels
+    return torch.cat([high, -high, mixed, -mixed])
 
 
 @lru_cache(maxsize=1)
@@ -298,6 +368,24 @@ def _int_mm_problem() -> str:
             return "torch._int_mm gives wrong results"
     except Exception as exc:
         return f"torch._int_mm failed: {_one_line(exc)}"
+    return ""
+
+
+@lru_cache(maxsize=None)
+def u8s8_problem(dim: int) -> str:
+    """Empty when :func:`u8s8_product` works on this CPU and gives exact products of ``dim``-long rows (compared
+    with an int64 product, on random values and on every sign pattern of the extremes: centroids +-U8S8_LEVELS,
+    queries +-FULL_LEVELS), else why not."""
+    try:
+        gen = torch.Generator().manual_seed(2)
+        rows = torch.randint(-U8S8_LEVELS, U8S8_LEVELS + 1, (256, dim), dtype=torch.int8, generator=gen)
+        query = torch.randint(-FULL_LEVELS, FULL_LEVELS + 1, (QUERY_ROWS, dim), dtype=torch.int8, generator=gen)
+        extremes, query_extremes = _extremes(U8S8_LEVELS, 64, dim), _extremes(FULL_LEVELS, 8, dim)
+        for a, b in ((rows, query), (extremes, query_extremes), (rows, query_extremes), (extremes, query)):
+            if not torch.equal(u8s8_product(to_u8(a), b).long(), a.long() @ b.long().T):
+                return "oneDNN's u8s8 matmul is inexact on this CPU"
+    except Exception as exc:
+        return f"oneDNN's u8s8 matmul failed: {_one_line(exc)}"
     return ""
 
 
@@ -332,12 +420,18 @@ def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
     entry = _read_entries(file).get(_disk_key(key))
     if not isinstance(entry, dict):
         return None
-    path, reason, i8, f32, levels = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms", "levels"))
-    timings_ok = all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for t in (i8, f32))
-    if (path not in ("int8", "float32") or not isinstance(reason, str) or not timings_ok
+    path, reason, i8, f32, levels, u8 = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms", "levels",
+                                                                 "u8s8_ms"))
+    def timing(t: object) -> bool:
+        return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+
+    timings_ok = timing(f32) and all(t is None or timing(t) for t in (i8, u8)) and (path == "float32" or
+                                                                                   timing(entry.get(f"{path}_ms")))
+    if (path not in PATHS or not isinstance(reason, str) or not timings_ok
             or levels not in (FULL_LEVELS, SAFE_LEVELS) or isinstance(levels, bool)):
         return None
-    return CentroidPath(path, f"{reason} (cached in {file})", float(i8), float(f32), int(levels))
+    return CentroidPath(path, f"{reason} (cached in {file})", None if i8 is None else float(i8), float(f32), int(levels),
+                        None if u8 is None else float(u8))
 
 
 def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
@@ -348,7 +442,7 @@ def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
         entries = _read_entries(file)
         entries.pop(_disk_key(key), None)
         entries[_disk_key(key)] = {"path": decision.path, "reason": decision.reason, "int8_ms": decision.int8_ms,
-                                   "float32_ms": decision.float32_ms, "levels": decision.levels}
+                                   "float32_ms": decision.float32_ms, "levels": decision.levels, "u8s8_ms": decision.u8s8_ms}
         entries = dict(list(entries.items())[-_MAX_ENTRIES:])  # the newest, should hardware keep changing
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-paths-", suffix=".tmp", dir=directory)

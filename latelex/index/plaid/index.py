@@ -38,7 +38,7 @@ from ..token_vectors import DescribedIndex, check_new_ids, check_same_encoder, p
 from . import build as _build
 from .codec import ResidualCodec
 from .config import SEARCH_PRESETS, PlaidConfig, colbert_n_centroids, search_settings
-from .cpu_paths import centroid_path
+from .cpu_paths import U8S8_LEVELS, centroid_path, to_u8
 from .search import SearchData, byte_weight_table, quantize_rows, search_one
 
 KIND = _build.KIND
@@ -58,7 +58,7 @@ class PlaidIndex(DescribedIndex):
         self._stored_ids = doc_ids
         self._deleted = deleted
         self._positions: dict[str, int] | None = None
-        self._data_int8: SearchData | None = None  # ``data`` with int8 centroids, made at the first int8 search
+        self._data_int8: SearchData | None = None  # ``data`` with 8-bit centroids, made at the first integer search
 
     # --- building and opening ------------------------------------------------------------------------
 
@@ -282,17 +282,23 @@ class PlaidIndex(DescribedIndex):
             return list(pool.map(run, matrices))
 
     def _search_data(self) -> SearchData:
-        """What searches read: the float32 centroids, or with them int8 row-quantised ones where
-        :func:`~.cpu_paths.centroid_path` picks int8 products (measured at the first search in a process)."""
+        """What searches read: the float32 centroids, or with them 8-bit row-quantised ones where
+        :func:`~.cpu_paths.centroid_path` picks an integer product (measured at the first search in a process)."""
         centroids = self._data.centroids_np
         decision = centroid_path(centroids.shape[0], centroids.shape[1])
         if decision.path == "float32":
             return self._data
-        if self._data_int8 is None or self._data_int8.int8_levels != decision.levels:
+        made = self._data_int8
+        if decision.path == "u8s8":
+            if made is None or made.centroids_u8 is None:
+                codes, scales = quantize_rows(centroids, U8S8_LEVELS)
+                made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)), centroid_scales=scales)
+        elif made is None or made.centroids_i8 is None or made.int8_levels != decision.levels:
             codes, scales = quantize_rows(centroids, decision.levels)
-            self._data_int8 = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
-                                                  int8_levels=decision.levels)
-        return self._data_int8
+            made = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
+                                       int8_levels=decision.levels)
+        self._data_int8 = made
+        return made
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
         if isinstance(query, torch.Tensor):
@@ -462,7 +468,7 @@ class PlaidIndex(DescribedIndex):
         or the configured count). Above ``n_centroids``, the collection has outgrown its codec: every vector is
         quantised more coarsely than a fresh build would (on SciFact, half built and half added recovers 0.885 of
         the exact top 10 against a fresh build's 0.917), and a rebuild (``Retriever.compact()``) restores it.
-        ``centroid_scores``: ``"int8"`` or ``"float32"``, the product the candidate stage scores centroids with on
+        ``centroid_scores``: ``"int8"``, ``"u8s8"`` or ``"float32"``, the product the candidate stage scores centroids with on
         this CPU (:mod:`.cpu_paths`), with ``centroid_scores_reason``; None (and the reason says so) until the
         first search measures it, when no earlier process on this machine cached the decision. Never measures.
         """

@@ -4,7 +4,7 @@ For a query Q (Lq, dim) and centroids C (n_centroids, dim):
 
 1. *candidates*: S = C Q^T (n_centroids, Lq); the ``ncells`` best centroids of each query token; the union of
    their inverted lists (documents with a token vector assigned to one of them). Where it measures faster
-   (:mod:`.cpu_paths`; a fifth of the float32 time with AVX-512 VNNI, several times slower on some AVX2 CPUs)
+   (:mod:`.cpu_paths`: a sixth of the float32 time with AVX-512 VNNI, under half with AVX2's u8s8 kernels)
    S is an 8-bit integer product of centroids and query tokens quantised row by row, as it only ranks
    candidates; the rows the exact stage reads are recomputed in float32 first, so final scores are float32 MaxSim;
 2. *pruned centroid interaction*: each candidate scores sum_q max over its token vectors of S[code, q],
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .codec import SCALE_TABLE
-from .cpu_paths import FULL_LEVELS
+from .cpu_paths import FULL_LEVELS, u8s8_product
 
 #: LLVM fast-math flags of the scoring kernels: reassociation and fused multiply-add let the loops over query
 #: tokens vectorise; no-NaN / no-infinity are left out because the kernels start maxima at -inf.
@@ -355,7 +355,7 @@ def quantize_rows(x: np.ndarray, levels: int = FULL_LEVELS) -> tuple[np.ndarray,
 class CentroidScores:
     """The centroid scores of one query: what the candidate stages read and the exact stage starts from."""
 
-    exact: np.ndarray | None  # (C, Lqp) float32 scores; None with int8 products (exact_rows computes the rows needed)
+    exact: np.ndarray | None  # (C, Lqp) float32 scores; None with integer products (exact_rows computes the rows needed)
     cells: np.ndarray  # (C, Lqp) int16 scores in units of cell_scale, for the candidate stages
     cell_scale: np.ndarray  # (Lqp,) float32
     best: np.ndarray  # (lq,) int64 best centroid of each query token
@@ -364,28 +364,33 @@ class CentroidScores:
 
 def centroid_scores(data: "SearchData", Qp: torch.Tensor, lq: int, threshold: float) -> CentroidScores:
     """The scores of every centroid with every (padded) query token ``Qp`` (Lqp, dim) and :func:`best_cells` of
-    them. With ``data.centroids_i8`` set they come from an int8 product of row-quantised centroids and query
-    tokens (for ranking candidates only; the exact stage's rows come from :func:`exact_rows`), otherwise from a
-    float32 one. The int16 ``cells`` unit is the largest score a query token can reach, over CELL_MAX."""
+    them. With ``data.centroids_i8`` or ``data.centroids_u8`` set they come from an 8-bit integer product of
+    row-quantised centroids and query tokens (``torch._int_mm`` or oneDNN's u8s8 matmul, :mod:`.cpu_paths`; for
+    ranking candidates only: the exact stage's rows come from :func:`exact_rows`), otherwise from a float32 one.
+    The int16 ``cells`` unit is the largest score a query token can reach, over CELL_MAX."""
     Qn = Qp.numpy()
     # |c . q| <= max ||c|| * ||q||; the 1 % margin covers the int8 products' error (clipped beyond it anyway).
     bound = np.linalg.norm(Qn, axis=1) * np.float32(data.centroid_norm * 1.01)
     cell_scale = (np.maximum(bound, np.float32(1e-30)) / np.float32(CELL_MAX)).astype(np.float32)
     cells = np.empty((data.centroids.shape[0], Qn.shape[0]), dtype=np.int16)
     threshold = np.float32(threshold)
-    if data.centroids_i8 is None:
+    if data.centroids_u8 is not None:
+        q8, q_scales = quantize_rows(Qn, FULL_LEVELS)
+        raw = u8s8_product(data.centroids_u8, torch.from_numpy(q8)).numpy()  # (C, Lqp) float32, exact integers
+    elif data.centroids_i8 is not None:
+        q8, q_scales = quantize_rows(Qn, data.int8_levels)
+        raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact at these levels
+    else:
         exact = torch.mm(data.centroids, Qp.T).numpy()
         best, keep = best_cells(exact, data.centroid_scales, np.ones(Qn.shape[0], np.float32), lq, threshold, cell_scale, cells)
         return CentroidScores(exact, cells, cell_scale, best, keep)
-    q8, q_scales = quantize_rows(Qn, data.int8_levels)
-    raw = torch._int_mm(data.centroids_i8, torch.from_numpy(q8).T).numpy()  # (C, Lqp) int32, exact at these levels
     best, keep = best_cells(raw, data.centroid_scales, q_scales, lq, threshold, cell_scale, cells)
     return CentroidScores(None, cells, cell_scale, best, keep)
 
 
 def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The float32 centroid scores the exact stage starts from: ``(rows (u, Lqp) float32, row (C,) int32)``,
-    the scores of centroid c with every query token being ``rows[row[c]]``. With int8 products only the u
+    the scores of centroid c with every query token being ``rows[row[c]]``. With integer products only the u
     centroids that ``docs``' token vectors use are scored (in first-use order, so that the rows read together
     lie together); otherwise they are ``scores.exact`` itself."""
     n_centroids = data.centroids_np.shape[0]
@@ -441,10 +446,11 @@ class SearchData:
     part_first_doc: np.ndarray  # (n_chunks,) int64 first document of each chunk
     centroids_np: np.ndarray  # (C, dim) float32
     scales: np.ndarray  # (T,) uint8 unit-length scale bytes of all stored token vectors (empty: no rescaling)
-    centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 (ones without it)
+    centroid_scales: np.ndarray  # (C,) float32 row scales of centroids_i8 or centroids_u8 (ones without them)
     centroid_norm: float  # largest centroid norm
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids: the int8 path (.cpu_paths)
     int8_levels: int = FULL_LEVELS  # largest magnitude of centroids_i8 and of the quantised queries (.cpu_paths.int8_levels)
+    centroids_u8: torch.Tensor | None = None  # (C, dim) uint8 codes within +-63 offset by 64: the u8s8 path (.cpu_paths)
     check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 
