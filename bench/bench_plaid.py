@@ -116,9 +116,58 @@ def latencies(search_one, queries) -> tuple[float, float, float]:
     return statistics.median(times), times[int(0.95 * (len(times) - 1))], statistics.median(cpu)
 
 
-def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = None, dims: tuple[int, ...] = (384, 128)) -> None:
+def compare_centroid_paths(index: PlaidIndex, tq: list[torch.Tensor], exact: list[list[str]], qids: list[str], qrels,
+                           label: str) -> list[list[str]]:
+    """Rows of an A/B of the centroid-score paths (latelex.index.plaid.cpu_paths) on one index: each query searched
+    on 1 thread once per path, the order of the paths turning with each query (so that warm caches favour none),
+    each path forced through LATELEX_PLAID_CENTROIDS; p50/p95 wall ms, recall@10 against exact MaxSim, nDCG@10, and
+    p50 over float32's. Paths whose kernel does not work exactly here are named and skipped."""
+    from latelex.index.plaid import cpu_paths
+
+    paths = []
+    for path in cpu_paths.PATHS:
+        problem = "" if path == "float32" else cpu_paths.kernel_problem(path, index.dim)[0]
+        if problem:
+            print(f"centroid path {path} skipped: {problem}")
+        else:
+            paths.append(path)
+    saved = os.environ.get(cpu_paths.ENV_VAR)
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    got: dict[str, list[list[str]]] = {p: [] for p in paths}
+    torch.set_num_threads(1)
+    try:
+        for path in paths:  # prepare each path's data and compile its kernels before timing
+            os.environ[cpu_paths.ENV_VAR] = path
+            index.search(tq[:2], k=10, threads=1)
+        for i, q in enumerate(tq):
+            for j in range(len(paths)):
+                path = paths[(i + j) % len(paths)]
+                os.environ[cpu_paths.ENV_VAR] = path
+                t = time.perf_counter()
+                hits = index.search([q], k=10, threads=1)[0]
+                times[path].append((time.perf_counter() - t) * 1000)
+                got[path].append([h.doc_id for h in hits])
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+        if saved is None:
+            os.environ.pop(cpu_paths.ENV_VAR, None)
+        else:
+            os.environ[cpu_paths.ENV_VAR] = saved
+    base = statistics.median(times["float32"])
+    rows = []
+    for path in paths:
+        ordered = sorted(times[path])
+        p50 = statistics.median(ordered)
+        rows.append([label, path, f"{recall_at(got[path], exact):.4f}", f"{ndcg(got[path], qids, qrels):.4f}", f"{p50:.2f}",
+                     f"{ordered[int(0.95 * (len(ordered) - 1))]:.2f}", f"{p50 / base:.2f}"])
+    return rows
+
+
+def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = None, dims: tuple[int, ...] = (384, 128),
+                  centroid_paths: bool = False) -> None:
     """``trained``: a folder for the built-in model's vectors; with it the 128-dim rows use the trained
-    latelex-colbert-minilm instead of a fixed random projection of the plain vectors."""
+    latelex-colbert-minilm instead of a fixed random projection of the plain vectors. ``centroid_paths``: also an
+    A/B of the centroid-score paths on each PLAID index (:func:`compare_centroid_paths`)."""
     from latelex.data import BeirDataset
 
     ids, arrays = scifact_vectors(folder)
@@ -130,7 +179,7 @@ def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = No
 
         trained_ids, trained_arrays = scifact_vectors(trained, DEFAULT_COLBERT_MODEL)
         assert trained_ids == ids, "the two vector caches must hold the same documents and queries"
-    rows = []
+    rows, path_rows = [], []
     for dim in dims:
         if dim == 128 and trained_arrays is not None:
             doc_vectors, query_vectors = trained_arrays["docs_vectors"], trained_arrays["queries_vectors"]
@@ -190,6 +239,8 @@ def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = No
                              f"{recall_at(got, everything):.4f}",
                              f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{all_cores_qps:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
+                if centroid_paths:
+                    path_rows += compare_centroid_paths(index, tq, exact, ids["queries"], qrels, f"{label}, nbits={nbits}")
     print()
     print(f"SciFact (5,183 docs, {arrays['docs_vectors'].shape[0]:,} token vectors, 300 test queries), k=10, PLAID defaults "
           "(settings 'auto': ColBERT's ncells 1, threshold 0.5, ndocs 256 for k<=10, with more cells probed until 256 "
@@ -197,6 +248,11 @@ def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = No
           "'auto' with settings='colbert' at several collection sizes")
     print_table(["dim", "system", "build s", "B/vector", "recall@10 vs exact", "ceiling (all decompressed)",
                  "recall@10 vs all decompressed", "nDCG@10", "p50 ms", "p95 ms", "p50 CPU ms", "QPS all cores"], rows)
+    if path_rows:
+        print()
+        print("PLAID centroid-score paths, each forced, queries alternating between them (1 thread, PLAID defaults):")
+        print_table(["index", "centroid path", "recall@10 vs exact", "nDCG@10", "p50 ms", "p95 ms", "p50 / float32"],
+                    path_rows)
 
 
 # --- synthetic build memory ------------------------------------------------------------------------------
@@ -326,6 +382,9 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[384, 128], choices=[384, 128],
                         help="which SciFact rows to run: the plain 384-dim vectors and/or the 128-dim ones")
     parser.add_argument("--skip-scifact", action="store_true")
+    parser.add_argument("--centroid-paths", action="store_true",
+                        help="also time every centroid-score path (int8, u8s8, float32) on each SciFact PLAID index, "
+                             "queries alternating between them")
     parser.add_argument("--synthetic", type=int, default=0, help="vectors in the synthetic build (0: skip)")
     parser.add_argument("--synthetic-dir", type=Path, default=Path(tempfile.gettempdir()) / "plaid_synthetic")
     parser.add_argument("--synthetic-reuse", action="store_true",
@@ -334,7 +393,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     if not args.skip_scifact:
-        bench_scifact(args.vectors, args.nbits, args.trained_vectors, tuple(args.dims))
+        bench_scifact(args.vectors, args.nbits, args.trained_vectors, tuple(args.dims), args.centroid_paths)
     if args.synthetic:
         args.synthetic_dir.mkdir(parents=True, exist_ok=True)
         bench_synthetic(args.synthetic, args.synthetic_dir, PlaidConfig(nbits=2, max_points_per_centroid=args.max_points_per_centroid),

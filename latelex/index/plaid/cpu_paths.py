@@ -244,7 +244,7 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
     if forced == "float32":
         return CentroidPath("float32", f"forced by {ENV_VAR}=float32")
     if forced in ("int8", "u8s8"):
-        problem, levels = _kernel_problem(forced, int(dim))
+        problem, levels = kernel_problem(forced, int(dim))
         if problem:
             raise ConfigError(f"{ENV_VAR}={forced}, but {problem} in torch {torch.__version__}; set it to float32 or auto")
         note = _levels_note(levels) if forced == "int8" else ""
@@ -271,7 +271,7 @@ def clear_process_cache() -> None:
         _decisions.clear()
 
 
-def _kernel_problem(kernel: str, dim: int) -> tuple[str, int]:
+def kernel_problem(kernel: str, dim: int) -> tuple[str, int]:
     """``(problem, levels)`` for an integer kernel, ``"int8"`` or ``"u8s8"``: why it cannot be used here (empty when
     it can) and, for int8, the range it is exact over (:func:`int8_levels`; FULL_LEVELS for u8s8)."""
     if kernel == "u8s8":
@@ -289,7 +289,7 @@ def _kernel_problem(kernel: str, dim: int) -> tuple[str, int]:
 def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
     usable, problems, levels = [], [], FULL_LEVELS
     for kernel in ("int8", "u8s8"):
-        problem, found_levels = _kernel_problem(kernel, dim)
+        problem, found_levels = kernel_problem(kernel, dim)
         if problem:
             problems.append(problem)
         else:
@@ -415,6 +415,10 @@ def _read_entries(file: Path) -> dict:
     return data["entries"]
 
 
+def _is_timing(t: object) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
+
+
 def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
     file = cache_dir() / CACHE_FILE
     entry = _read_entries(file).get(_disk_key(key))
@@ -422,11 +426,8 @@ def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
         return None
     path, reason, i8, f32, levels, u8 = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms", "levels",
                                                                  "u8s8_ms"))
-    def timing(t: object) -> bool:
-        return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0
-
-    timings_ok = timing(f32) and all(t is None or timing(t) for t in (i8, u8)) and (path == "float32" or
-                                                                                   timing(entry.get(f"{path}_ms")))
+    chosen_ms = {"int8": i8, "u8s8": u8, "float32": f32}.get(path)  # the chosen path was measured
+    timings_ok = _is_timing(f32) and _is_timing(chosen_ms) and all(t is None or _is_timing(t) for t in (i8, u8))
     if (path not in PATHS or not isinstance(reason, str) or not timings_ok
             or levels not in (FULL_LEVELS, SAFE_LEVELS) or isinstance(levels, bool)):
         return None

@@ -58,7 +58,7 @@ class PlaidIndex(DescribedIndex):
         self._stored_ids = doc_ids
         self._deleted = deleted
         self._positions: dict[str, int] | None = None
-        self._data_int8: SearchData | None = None  # ``data`` with 8-bit centroids, made at the first integer search
+        self._data_by_path: dict[tuple[str, int], SearchData] = {}  # ``data`` with 8-bit centroids, by path and levels
 
     # --- building and opening ------------------------------------------------------------------------
 
@@ -288,16 +288,17 @@ class PlaidIndex(DescribedIndex):
         decision = centroid_path(centroids.shape[0], centroids.shape[1])
         if decision.path == "float32":
             return self._data
-        made = self._data_int8
-        if decision.path == "u8s8":
-            if made is None or made.centroids_u8 is None:
+        key = (decision.path, decision.levels)
+        made = self._data_by_path.get(key)
+        if made is None:  # made once per path (a benchmark may switch between them)
+            if decision.path == "u8s8":
                 codes, scales = quantize_rows(centroids, U8S8_LEVELS)
                 made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)), centroid_scales=scales)
-        elif made is None or made.centroids_i8 is None or made.int8_levels != decision.levels:
-            codes, scales = quantize_rows(centroids, decision.levels)
-            made = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
-                                       int8_levels=decision.levels)
-        self._data_int8 = made
+            else:
+                codes, scales = quantize_rows(centroids, decision.levels)
+                made = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
+                                           int8_levels=decision.levels)
+            self._data_by_path[key] = made
         return made
 
     def _query_matrix(self, query: Any, i: int) -> torch.Tensor:
