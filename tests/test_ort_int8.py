@@ -160,7 +160,8 @@ for converted in (False, True):
     exact[str(converted)] = bool(np.array_equal(y.astype(np.int64), a.astype(np.int64) @ w.astype(np.int64)))
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "u8s8": ort_int8.kernel_exact("int8"),
                   "u8u8": ort_int8.kernel_exact("uint8"), "weights": ort_int8.weights().weights,
-                  "constant_weights_exact": exact, "plaid_levels": cpu_paths.int8_levels(128)}))
+                  "constant_weights_exact": exact, "plaid_levels": cpu_paths.int8_levels(128),
+                  "plaid_u8s8_problem": cpu_paths.u8s8_problem(128)}))
 """
 
 
@@ -184,6 +185,8 @@ def test_real_avx2_kernels_under_an_emulated_avx2_cpu(monkeypatch):
     # torch._int_mm is exact over the full range there: torch reaches oneDNN's int8 kernels only on CPUs with VNNI,
     # so their saturation shows only when ONEDNN_MAX_CPU_ISA caps such a CPU (test_cpu_paths' AVX2 test)
     assert found["plaid_levels"] == 127
+    # PLAID's u8s8 product (oneDNN's matmul, whose AVX2 kernel these CPUs run) is exact there
+    assert found["plaid_u8s8_problem"] == ""
 
 
 def test_a_bad_override_keeps_the_cached_graph(tmp_path, monkeypatch):
