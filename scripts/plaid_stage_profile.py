@@ -130,7 +130,7 @@ def main() -> None:
             lq = Q.shape[0]
             Qp = S.pad_query(Q)
             scores = S.centroid_scores(data, Qp, lq, chosen.centroid_score_threshold)
-            tick("1 centroid scores (int8 or float32 product, best_cells)")
+            tick("1 centroid scores (int8, u8s8 or float32 product, best_cells)")
             ncells = chosen.ncells
             candidates = S.gather_candidates(S.probe_cells(scores, lq, ncells), data.ivf_offsets, data.ivf_docs, allowed)
             while candidates.shape[0] < chosen.min_candidates and ncells < chosen.max_ncells:
