@@ -171,8 +171,8 @@ def compare_centroid_paths(index: PlaidIndex, tq: list[torch.Tensor], exact: lis
     for path in paths:
         ordered = sorted(times[path])
         p50 = statistics.median(ordered)
-        rows.append([label, path, f"{recall_at(got[path], exact):.4f}", f"{ndcg(got[path], qids, qrels):.4f}", f"{p50:.2f}",
-                     f"{ordered[int(0.95 * (len(ordered) - 1))]:.2f}", f"{p50 / base:.2f}"])
+        rows.append([label, path, f"{recall_at(got[path], exact):.4f}", f"{ndcg(got[path], qids, qrels):.4f}",
+                     f"{p50:.2f}", f"{ordered[int(0.95 * (len(ordered) - 1))]:.2f}", f"{p50 / base:.2f}"])
     return rows
 
 
@@ -253,7 +253,8 @@ def bench_scifact(folder: Path, nbits_list: list[int], trained: Path | None = No
                              f"{ndcg(got, ids['queries'], qrels):.4f}", f"{p50:.2f}", f"{p95:.2f}", f"{cpu50:.2f}", f"{all_cores_qps:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
                 if centroid_paths:
-                    path_rows += compare_centroid_paths(index, tq, exact, ids["queries"], qrels, f"{label}, nbits={nbits}")
+                    path_rows += compare_centroid_paths(index, tq, exact, ids["queries"], qrels,
+                                                        f"{label}, nbits={nbits}")
     print()
     print(f"SciFact (5,183 docs, {arrays['docs_vectors'].shape[0]:,} token vectors, 300 test queries), k=10, PLAID defaults "
           "(settings 'auto': ColBERT's ncells 1, threshold 0.5, ndocs 256 for k<=10, with more cells probed until 256 "

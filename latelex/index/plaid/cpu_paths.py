@@ -247,7 +247,8 @@ def centroid_path(n_centroids: int, dim: int, *, measure: bool = True) -> Centro
     if forced in ("int8", "u8s8"):
         problem, levels = kernel_problem(forced, int(dim))
         if problem:
-            raise ConfigError(f"{ENV_VAR}={forced}, but {problem} in torch {torch.__version__}; set it to float32 or auto")
+            raise ConfigError(f"{ENV_VAR}={forced}, but {problem} in torch {torch.__version__}; "
+                              "set it to float32 or auto")
         note = _levels_note(levels) if forced == "int8" else ""
         return CentroidPath(forced, f"forced by {ENV_VAR}={forced}{note}", levels=levels)
     if n_centroids < MIN_ROWS:
@@ -444,7 +445,8 @@ def _write_disk(key: tuple[int, int, int], decision: CentroidPath) -> None:
         entries = _read_entries(file)
         entries.pop(_disk_key(key), None)
         entries[_disk_key(key)] = {"path": decision.path, "reason": decision.reason, "int8_ms": decision.int8_ms,
-                                   "float32_ms": decision.float32_ms, "levels": decision.levels, "u8s8_ms": decision.u8s8_ms}
+                                   "float32_ms": decision.float32_ms, "levels": decision.levels,
+                                   "u8s8_ms": decision.u8s8_ms}
         entries = dict(list(entries.items())[-_MAX_ENTRIES:])  # the newest, should hardware keep changing
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-paths-", suffix=".tmp", dir=directory)

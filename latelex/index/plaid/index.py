@@ -293,7 +293,8 @@ class PlaidIndex(DescribedIndex):
         if made is None:  # made once per path (a benchmark may switch between them)
             if decision.path == "u8s8":
                 codes, scales = quantize_rows(centroids, U8S8_LEVELS)
-                made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)), centroid_scales=scales)
+                made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)),
+                                           centroid_scales=scales)
             else:
                 codes, scales = quantize_rows(centroids, decision.levels)
                 made = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
@@ -469,8 +470,8 @@ class PlaidIndex(DescribedIndex):
         or the configured count). Above ``n_centroids``, the collection has outgrown its codec: every vector is
         quantised more coarsely than a fresh build would (on SciFact, half built and half added recovers 0.885 of
         the exact top 10 against a fresh build's 0.917), and a rebuild (``Retriever.compact()``) restores it.
-        ``centroid_scores``: ``"int8"``, ``"u8s8"`` or ``"float32"``, the product the candidate stage scores centroids with on
-        this CPU (:mod:`.cpu_paths`), with ``centroid_scores_reason``; None (and the reason says so) until the
+        ``centroid_scores``: ``"int8"``, ``"u8s8"`` or ``"float32"``, the product the candidate stage scores centroids
+        with on this CPU (:mod:`.cpu_paths`), with ``centroid_scores_reason``; None (and the reason says so) until the
         first search measures it, when no earlier process on this machine cached the decision. Never measures.
         """
         total = sum(f.stat().st_size for f in self._path.iterdir() if f.is_file())
