@@ -131,7 +131,7 @@ def compare_centroid_paths(index: PlaidIndex, tq: list[torch.Tensor], exact: lis
     kernel does not work exactly here are named and skipped."""
     from latelex.index.plaid import cpu_paths
 
-    if "int8" in cpu_paths.PATHS and os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA")):
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"):
         print("note: with oneDNN capped, torch._int_mm (the int8 path) runs oneDNN's capped kernels, which it does not "
               "reach on a CPU that lacks the instruction sets (qemu-x86_64 -cpu Haswell: torch's slow loop instead)")
     paths = []
