@@ -288,6 +288,19 @@ def test_a_corrupt_cache_file_is_ignored_and_replaced(monkeypatch, isolated, con
     assert centroid_path(16384, 128).path == "float32" and timer.calls == 1  # the rewritten file answers
 
 
+@pytest.mark.parametrize("garbled", [{"path": ["int8"]}, {"path": "fast"}, {"path": "u8s8", "u8s8_ms": None},
+                                     {"levels": True}, {"reason": 3}])
+def test_a_garbled_cache_entry_is_measured_again(monkeypatch, isolated, garbled):
+    fake_timer(monkeypatch)
+    centroid_path(16384, 128)
+    data = json.loads(isolated.read_text())
+    for entry in data["entries"].values():
+        entry.update(garbled)
+    isolated.write_text(json.dumps(data))
+    clear_process_cache()
+    assert centroid_path(16384, 128, measure=False) is None  # ignored, never an error
+
+
 def test_an_unwritable_cache_is_ignored(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

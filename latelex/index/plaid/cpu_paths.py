@@ -318,8 +318,8 @@ def _measure(rows: int, dim: int, threads: int) -> CentroidPath:
         reason += _levels_note(levels)
     if problems:
         reason += f"; not measured: {'; '.join(problems)}"
-    return CentroidPath(chosen, reason, _rounded(ms.get("int8")), round(ms["float32"], 4),
-                        levels if "int8" in usable else FULL_LEVELS, _rounded(ms.get("u8s8")))
+    return CentroidPath(chosen, reason, _rounded(ms.get("int8")), round(ms["float32"], 4), levels,
+                        _rounded(ms.get("u8s8")))
 
 
 def _rounded(ms: float | None) -> float | None:
@@ -428,9 +428,11 @@ def _read_disk(key: tuple[int, int, int]) -> CentroidPath | None:
         return None
     path, reason, i8, f32, levels, u8 = (entry.get(k) for k in ("path", "reason", "int8_ms", "float32_ms", "levels",
                                                                  "u8s8_ms"))
-    chosen_ms = {"int8": i8, "u8s8": u8, "float32": f32}.get(path)  # the chosen path was measured
+    if not isinstance(path, str) or path not in PATHS:  # checked first: a garbled path may not even be hashable
+        return None
+    chosen_ms = {"int8": i8, "u8s8": u8, "float32": f32}[path]  # the chosen path was measured
     timings_ok = _is_timing(f32) and _is_timing(chosen_ms) and all(t is None or _is_timing(t) for t in (i8, u8))
-    if (path not in PATHS or not isinstance(reason, str) or not timings_ok
+    if (not isinstance(reason, str) or not timings_ok
             or levels not in (FULL_LEVELS, SAFE_LEVELS) or isinstance(levels, bool)):
         return None
     return CentroidPath(path, f"{reason} (cached in {file})", None if i8 is None else float(i8), float(f32), int(levels),
