@@ -113,6 +113,7 @@ def main() -> None:
     stages: dict[str, list[float]] = {}
     reads: dict[str, list[int]] = {"token codes": [], "kept centroids' list entries": []}
     worst_gap, mismatched, mismatched_pruned, mismatched_int64 = 0.0, 0, 0, 0
+    exact_rows: list[int] = []  # float32 centroid rows stage 5 computes per query (all of them on the float32 path)
     for _ in range(args.rounds):
         stages.clear()
         for v in reads.values():
@@ -161,6 +162,7 @@ def main() -> None:
             rows, row_of = S.exact_rows(data, Qp, scores, candidates)
             table = S.query_table(Qp, data.byte_weights_t)
             tick("5 exact-stage inputs (float32 centroid rows, query table)")
+            exact_rows.append(int(rows.shape[0]))
             exact = np.empty(candidates.shape[0], dtype=np.float32)
             for a, b, packed, base in chunks(candidates):
                 exact[a:b] = S.exact_interaction(rows, row_of, lq, table, data.codes, packed, base, data.doc_offsets,
@@ -228,6 +230,8 @@ def main() -> None:
     print_table(["stage", "p50 ms", "mean ms"],
                 [[name, f"{np.median(v):.3f}", f"{np.mean(v):.3f}"] for name, v in stages.items()])
     print("the pruned pass's two reads, median per query: " + ", ".join(f"{k} {np.median(v):,.0f}" for k, v in reads.items()))
+    print(f"float32 centroid rows of the exact stage, median per query: {np.median(exact_rows[-len(encoded):]):,.0f} of "
+          f"{data.centroids_np.shape[0]:,} ({index.info()['centroid_scores']} centroid scores)")
     print(f"largest relative gap between the exact stage and the reference loop: {worst_gap:.1e}; queries whose pruned "
           f"scores differ from the token-code pass's: {mismatched_pruned // args.rounds}; queries whose top 10 differ "
           f"from PlaidIndex.search's: {mismatched // args.rounds}; queries whose exact scores differ with int64 "

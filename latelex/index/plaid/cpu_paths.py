@@ -60,7 +60,8 @@ CHOICES = PATHS + ("auto",)
 
 #: How many times faster an integer product must be to be chosen. It also costs a query quantisation and the
 #: float32 rows of the centroids the exact stage reads (about a quarter of them on SciFact with the built-in
-#: model: 3,890 of 16,384 at the median), which a kernel only a little faster than float32 would not pay back.
+#: model: 3,862 of 16,384 at the median, scripts/plaid_stage_profile.py), which a kernel only a little faster than
+#: float32 would not pay back.
 MARGIN = 1.2
 
 #: Centroid rows measured: the index's count rounded up to a power of two, at most MAX_ROWS (on an AVX-512 VNNI
