@@ -4,6 +4,7 @@ wall-clock assertions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -120,6 +121,38 @@ def test_the_u8s8_data_holds_offset_codes_within_63(index, monkeypatch):
     assert index._search_data() is data  # made once
     monkeypatch.setenv(ENV_VAR, "int8")
     assert index._search_data().centroids_u8 is None and index._search_data().centroids_i8 is not None
+
+
+@pytest.mark.parametrize("path", ["int8", "u8s8"])
+def test_integer_paths_gather_the_exact_rows_from_float16_copies_of_the_same_values(index, monkeypatch, path):
+    from latelex.index.plaid import search as S
+
+    monkeypatch.setenv(ENV_VAR, path)
+    data = index._search_data()
+    assert data.centroids_f16.dtype == np.float16
+    assert np.array_equal(data.centroids_f16.astype(np.float32), data.centroids_np)  # stored as float16: exact
+    wide = dataclasses.replace(data, centroids_f16=None)
+    docs = np.array([3, 40, 77])
+    for Q in queries():
+        Qp = S.pad_query(Q)
+        scores = S.centroid_scores(data, Qp, Q.shape[0], 0.5)
+        rows, row = S.exact_rows(data, Qp, scores, docs)
+        rows32, row32 = S.exact_rows(wide, Qp, scores, docs)
+        assert rows.shape[0] < data.centroids_np.shape[0]  # only the centroids the documents use
+        assert np.array_equal(rows, rows32) and np.array_equal(row, row32)  # the same bits
+    monkeypatch.setenv(ENV_VAR, "float32")
+    assert index._search_data().centroids_f16 is None  # the float32 path gathers nothing
+
+
+def test_centroids_that_float16_cannot_hold_exactly_are_gathered_as_float32():
+    from latelex.index.plaid.search import exact_float16
+
+    x = np.array([[0.5, -0.25], [1.0, 3.0]], dtype=np.float32)
+    assert exact_float16(x).dtype == np.float16
+    for bad in (1.0 + 2.0**-20, 70000.0, 1e-9):  # beyond float16's precision, its range, and its smallest step
+        y = x.copy()
+        y[1, 0] = bad
+        assert exact_float16(y) is None
 
 
 def test_a_search_decides_once_and_info_never_measures(index, monkeypatch):

@@ -351,6 +351,13 @@ def quantize_rows(x: np.ndarray, levels: int = FULL_LEVELS) -> tuple[np.ndarray,
     return np.rint(x / scales[:, None]).astype(np.int8), scales
 
 
+def exact_float16(x: np.ndarray) -> np.ndarray | None:
+    """``x`` (n, dim) float32 as float16 when every value converts exactly (PLAID stores its centroids as float16,
+    so those of its own builds do), else None."""
+    half = x.astype(np.float16)
+    return half if np.array_equal(half.astype(np.float32), x) else None
+
+
 @dataclass
 class CentroidScores:
     """The centroid scores of one query: what the candidate stages read and the exact stage starts from."""
@@ -392,12 +399,16 @@ def exact_rows(data: "SearchData", Qp: torch.Tensor, scores: CentroidScores, doc
     """The float32 centroid scores the exact stage starts from: ``(rows (u, Lqp) float32, row (C,) int32)``,
     the scores of centroid c with every query token being ``rows[row[c]]``. With integer products only the u
     centroids that ``docs``' token vectors use are scored (in first-use order, so that the rows read together
-    lie together); otherwise they are ``scores.exact`` itself."""
+    lie together, gathered from ``data.centroids_f16`` where it is set); otherwise they are ``scores.exact`` itself."""
     n_centroids = data.centroids_np.shape[0]
     if scores.exact is not None:
         return scores.exact, np.arange(n_centroids, dtype=np.int32)
     used, row = used_centroids(data.codes, data.doc_offsets, docs, n_centroids)
-    return torch.mm(torch.from_numpy(np.take(data.centroids_np, used, axis=0)), Qp.T).numpy(), row
+    if data.centroids_f16 is not None:  # the same values, half the bytes gathered; torch widens them exactly
+        gathered = torch.from_numpy(np.take(data.centroids_f16, used, axis=0)).float()
+    else:
+        gathered = torch.from_numpy(np.take(data.centroids_np, used, axis=0))
+    return torch.mm(gathered, Qp.T).numpy(), row
 
 
 def query_table(Q: torch.Tensor, byte_weights: torch.Tensor) -> torch.Tensor:
@@ -451,6 +462,7 @@ class SearchData:
     centroids_i8: torch.Tensor | None = None  # (C, dim) int8 row-quantised centroids: the int8 path (.cpu_paths)
     int8_levels: int = FULL_LEVELS  # largest magnitude of centroids_i8 and of the quantised queries (.cpu_paths.int8_levels)
     centroids_u8: torch.Tensor | None = None  # (C, dim) uint8 codes within +-63 offset by 64: the u8s8 path (.cpu_paths)
+    centroids_f16: np.ndarray | None = None  # (C, dim) float16 equal to centroids_np (as stored), on integer paths
     check_part: Callable[[int], None] = lambda c: None  # called before chunk c's residuals are first read
 
 
