@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -560,3 +561,52 @@ def test_avx2_kernels_saturate_and_the_safe_range_is_exact_there():
     errors = found["errors"]
     assert errors["63"] < 0.05 < errors["127"]  # quantisation error only at 63; saturation errors at 127
     assert found["u8s8_problem"] == "" and found["u8s8_exact"] and errors["u8s8"] < 0.05
+
+
+EMULATED_SEARCH = """
+import json, os, sys
+import numpy as np, torch
+from latelex.index.plaid import PlaidIndex
+torch.set_num_threads(1)
+index = PlaidIndex.open(sys.argv[1])
+stored = np.load(sys.argv[2])
+queries = [torch.from_numpy(stored[name]) for name in sorted(stored.files, key=int)]
+found = {"capability": torch.backends.cpu.get_cpu_capability()}
+for path in ("float32", "int8", "u8s8"):
+    os.environ["LATELEX_PLAID_CENTROIDS"] = path
+    for settings, options in (("generous", json.loads(sys.argv[3])), ("default", {})):
+        hits = index.search(queries, k=10, **options)
+        found[f"{path} {settings}"] = {"path": index.info()["centroid_scores"],
+                                       "hits": [[[h.doc_id, h.score] for h in row] for row in hits]}
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64" or not shutil.which("qemu-x86_64"),
+                    reason="needs an x86-64 Linux machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_path):
+    # Under `qemu-x86_64 -cpu Haswell` the process sees an AVX2-only CPU (no AVX-512, no VNNI): ATen, oneDNN and
+    # numba's compiler pick the kernels such a CPU runs (torch._int_mm without oneDNN, oneDNN's AVX2 u8s8 matmul,
+    # Haswell code for the scoring loops). Each path must give what this machine's float32 path gives.
+    qs = queries()
+    np.savez(tmp_path / "queries.npz", **{str(i): q.numpy() for i, q in enumerate(qs)})
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, *cpu_paths.ISA_CAPS)}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")  # code compiled for the emulated CPU, kept apart
+    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_SEARCH, str(tmp_path / "idx"),
+                          str(tmp_path / "queries.npz"), json.dumps(GENEROUS)], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["capability"] == "AVX2"
+    native = {"generous": index.search(qs, k=10, **GENEROUS), "default": index.search(qs, k=10)}
+    for path in ("float32", "int8", "u8s8"):
+        for settings, want in native.items():
+            got = found[f"{path} {settings}"]
+            assert got["path"] == path
+            for row, expected in zip(got["hits"], want):
+                scores = {h.doc_id: h.score for h in expected}
+                if settings == "generous":  # every document scored exactly: the same ranking
+                    assert [d for d, _ in row] == [h.doc_id for h in expected]
+                for doc_id, score in row:  # float32 MaxSim wherever both find a document
+                    if doc_id in scores:
+                        assert score == pytest.approx(scores[doc_id], abs=1e-4)
