@@ -592,9 +592,9 @@ def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_pat
     np.savez(tmp_path / "queries.npz", **{str(i): q.numpy() for i, q in enumerate(qs)})
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, *cpu_paths.ISA_CAPS)}
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")  # code compiled for the emulated CPU, kept apart
-    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_SEARCH, str(tmp_path / "idx"),
-                          str(tmp_path / "queries.npz"), json.dumps(GENEROUS)], env=env, capture_output=True, text=True,
-                         timeout=900)
+    command = ["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_SEARCH, str(tmp_path / "idx"),
+               str(tmp_path / "queries.npz"), json.dumps(GENEROUS)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["capability"] == "AVX2"
