@@ -474,7 +474,8 @@ def test_a_saturating_int8_kernel_gets_the_safe_range(monkeypatch, index):
     assert data.int8_levels == 63 and int(data.centroids_i8.abs().max()) == 63
     exact = index.search(queries(), k=10, **GENEROUS)
     monkeypatch.setenv(ENV_VAR, "float32")
-    assert [[h.doc_id for h in r] for r in exact] == [[h.doc_id for h in r] for r in index.search(queries(), k=10, **GENEROUS)]
+    again = index.search(queries(), k=10, **GENEROUS)
+    assert [[h.doc_id for h in r] for r in exact] == [[h.doc_id for h in r] for r in again]
 
 
 def test_an_int8_kernel_inexact_at_every_range_means_float32(monkeypatch):
@@ -553,7 +554,8 @@ def test_avx2_kernels_saturate_and_the_safe_range_is_exact_there():
     # oneDNN's own AVX2 int8 kernels, as an AVX2-only CPU runs them (on a newer CPU, capped by the environment):
     # torch._int_mm saturates on full-range values; the u8s8 product (centroids within +-63) does not.
     env = {**os.environ, **AVX2_CAPS}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300,
+                         check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["capability"] == "AVX2"
     assert not found["full_exact"]  # full-range products saturate: what made the int8 path wrong on such CPUs
