@@ -141,6 +141,8 @@ def test_integer_paths_gather_the_exact_rows_from_float16_copies_of_the_same_val
         rows32, row32 = S.exact_rows(wide, Qp, scores, docs)
         assert rows.shape[0] < data.centroids_np.shape[0]  # only the centroids the documents use
         assert np.array_equal(rows, rows32) and np.array_equal(row, row32)  # the same bits
+    monkeypatch.setenv(ENV_VAR, "u8s8" if path == "int8" else "int8")
+    assert index._search_data().centroids_f16 is data.centroids_f16  # one copy for both integer paths
     monkeypatch.setenv(ENV_VAR, "float32")
     assert index._search_data().centroids_f16 is None  # the float32 path gathers nothing
 

@@ -293,7 +293,8 @@ class PlaidIndex(DescribedIndex):
         if made is None:  # made once per path (a benchmark may switch between them)
             # The exact stage gathers float32 rows of a quarter of the centroids on these paths: from float16 ones,
             # where that is exact, half the bytes (about 5 % of a search on SciFact: scripts/plaid_f16_rows_ab.py).
-            half = exact_float16(centroids)
+            made_before = next(iter(self._data_by_path.values()), None)  # another path's copy serves this one too
+            half = made_before.centroids_f16 if made_before is not None else exact_float16(centroids)
             if decision.path == "u8s8":
                 codes, scales = quantize_rows(centroids, U8S8_LEVELS)
                 made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)),
