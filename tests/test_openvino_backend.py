@@ -5,7 +5,12 @@ opens fast from a recorded graph, indexes built on another backend are searched 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +148,33 @@ def test_another_openvino_version_reopens_through_the_full_load(model_dir, monke
     encoder = ColBERT.from_pretrained(model_dir, backend="openvino")
     assert loaded == [1]  # checked again on "this" OpenVINO
     assert encoder._graph.verification["value"] >= onnx_backend.OPENVINO_MIN_MEAN_COSINE
+
+
+EMULATED_ENCODE = """
+import json, sys
+import torch
+from latelex import ColBERT
+from tiny_models import MIXED_TEXTS
+encoder = ColBERT.from_pretrained(sys.argv[1], backend="openvino")
+vectors = encoder.encode_documents(MIXED_TEXTS, batch_size=2)
+print(json.dumps({"precision": encoder._graph.precision, "vectors": [v.tolist() for v in vectors]}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64" or not shutil.which("qemu-x86_64"),
+                    reason="needs an x86-64 Linux machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+def test_a_cpu_without_bf16_runs_the_graph_in_float32(model_dir, tmp_path):
+    # The bfloat16 choice is a capability check (OpenVINO's OPTIMIZATION_CAPABILITIES): under `qemu-x86_64 -cpu
+    # Haswell` OpenVINO sees a CPU without AVX-512 BF16 or AMX, so the same cached graph must run in float32 there and
+    # match torch as float32 does.
+    ColBERT.from_pretrained(model_dir, backend="openvino")  # exported here, so the emulated process only opens it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_ENCODE, str(model_dir)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["precision"] == "f32"
+    reference = ColBERT.from_pretrained(model_dir).encode_documents(TEXTS, batch_size=2)
+    got = [torch.tensor(v) for v in found["vectors"]]
+    assert [g.shape for g in got] == [r.shape for r in reference]
+    assert mean_cosine(reference, got) > 0.999999  # float32 throughout (bfloat16 gives about 0.99998 here)
