@@ -6,6 +6,7 @@ are converted) and torch's int8 product does not."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -201,3 +202,41 @@ def test_a_bad_override_keeps_the_cached_graph(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **k: pytest.fail("re-exported a valid entry"))
     again = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48, backend="onnx", quantize="int8")
     assert again._graph.path == graph
+
+
+EMULATED_INT8_ENCODE = """
+import json, sys
+from latelex import ColBERT
+texts = json.loads(sys.argv[2])
+encoder = ColBERT.from_pretrained(sys.argv[1], backend="onnx", quantize="int8")
+print(json.dumps({"weights": encoder.spec()["int8_weights"], "graph": encoder._graph.path.name,
+                  "queries": [v.tolist() for v in encoder.encode_queries(texts)],
+                  "documents": [v.tolist() for v in encoder.encode_documents(texts)]}))
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("qemu-x86_64"),
+                    reason="needs an x86-64 machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+def test_an_avx2_only_cpu_encodes_with_the_cached_int8_graph_as_torch_does(tmp_path, monkeypatch):
+    # The whole int8 encoder on an emulated AVX2-only CPU: the graph cached here is opened there, the weights are
+    # converted to uint8 by the choice made there (its U8S8 kernels saturate), and the vectors pass the same check
+    # against torch as here; with exact integer products on both CPUs they are the same as this CPU's.
+    monkeypatch.delenv(ort_int8.ENV_VAR, raising=False)
+    bert = build_bert(tmp_path / "bert")
+    model = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48).save(tmp_path / "model")
+    here = ColBERT.from_pretrained(model, backend="onnx", quantize="int8")
+    caps = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+    env = {k: v for k, v in os.environ.items() if k not in caps}
+    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_INT8_ENCODE, str(model),
+                          json.dumps(TEXTS)], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["weights"] == "uint8" and found["graph"] == here._graph.path.name  # the same cache entry
+    reference = ColBERT.from_pretrained(model)
+    for kind, want in (("queries", reference.encode_queries(TEXTS)), ("documents", reference.encode_documents(TEXTS))):
+        got = [torch.tensor(v) for v in found[kind]]
+        result = onnx_backend.compare(want, got, "int8")
+        assert result.passed, result.describe()
+        if ort_int8.kernel_exact("int8"):
+            mine = getattr(here, f"encode_{kind}")(TEXTS)
+            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, mine))
