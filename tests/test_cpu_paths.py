@@ -588,7 +588,7 @@ print(json.dumps(found))
 
 @pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64" or not shutil.which("qemu-x86_64"),
                     reason="needs an x86-64 Linux machine and QEMU's user-mode emulator (apt-get install qemu-user)")
-def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_path):
+def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_path, monkeypatch):
     # Under `qemu-x86_64 -cpu Haswell` the process sees an AVX2-only CPU (no AVX-512, no VNNI): ATen, oneDNN and
     # numba's compiler pick the kernels such a CPU runs (torch._int_mm without oneDNN, oneDNN's AVX2 u8s8 matmul,
     # Haswell code for the scoring loops). Each path must give what this machine's float32 path gives.
@@ -602,6 +602,7 @@ def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["capability"] == "AVX2"
+    monkeypatch.setenv(ENV_VAR, "float32")
     native = {"generous": index.search(qs, k=10, **GENEROUS), "default": index.search(qs, k=10)}
     for path in ("float32", "int8", "u8s8"):
         for settings, want in native.items():
