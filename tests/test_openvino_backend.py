@@ -152,12 +152,12 @@ def test_another_openvino_version_reopens_through_the_full_load(model_dir, monke
 
 EMULATED_ENCODE = """
 import json, sys
-import torch
 from latelex import ColBERT
 from tiny_models import MIXED_TEXTS
 encoder = ColBERT.from_pretrained(sys.argv[1], backend="openvino")
 vectors = encoder.encode_documents(MIXED_TEXTS, batch_size=2)
-print(json.dumps({"precision": encoder._graph.precision, "vectors": [v.tolist() for v in vectors]}))
+print(json.dumps({"precision": encoder._graph.precision, "graph": str(encoder._graph.path),
+                  "vectors": [v.tolist() for v in vectors]}))
 """
 
 
@@ -167,13 +167,14 @@ def test_a_cpu_without_bf16_runs_the_graph_in_float32(model_dir, tmp_path):
     # The bfloat16 choice is a capability check (OpenVINO's OPTIMIZATION_CAPABILITIES): under `qemu-x86_64 -cpu
     # Haswell` OpenVINO sees a CPU without AVX-512 BF16 or AMX, so the same cached graph must run in float32 there and
     # match torch as float32 does.
-    ColBERT.from_pretrained(model_dir, backend="openvino")  # exported here, so the emulated process only opens it
+    graph = ColBERT.from_pretrained(model_dir, backend="openvino")._graph.path  # exported here, opened there
+    written = graph.stat().st_mtime_ns
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_ENCODE, str(model_dir)],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found["precision"] == "f32"
+    assert found["precision"] == "f32" and found["graph"] == str(graph) and graph.stat().st_mtime_ns == written
     reference = ColBERT.from_pretrained(model_dir).encode_documents(TEXTS, batch_size=2)
     got = [torch.tensor(v) for v in found["vectors"]]
     assert [g.shape for g in got] == [r.shape for r in reference]

@@ -209,7 +209,7 @@ import json, sys
 from latelex import ColBERT
 texts = json.loads(sys.argv[2])
 encoder = ColBERT.from_pretrained(sys.argv[1], backend="onnx", quantize="int8")
-print(json.dumps({"weights": encoder.spec()["int8_weights"], "graph": encoder._graph.path.name,
+print(json.dumps({"weights": encoder.spec()["int8_weights"], "graph": str(encoder._graph.path),
                   "queries": [v.tolist() for v in encoder.encode_queries(texts)],
                   "documents": [v.tolist() for v in encoder.encode_documents(texts)]}))
 """
@@ -225,13 +225,15 @@ def test_an_avx2_only_cpu_encodes_with_the_cached_int8_graph_as_torch_does(tmp_p
     bert = build_bert(tmp_path / "bert")
     model = ColBERT.from_backbone(bert, dim=16, seed=1, doc_maxlen=48).save(tmp_path / "model")
     here = ColBERT.from_pretrained(model, backend="onnx", quantize="int8")
+    written = here._graph.path.stat().st_mtime_ns
     caps = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
     env = {k: v for k, v in os.environ.items() if k not in caps}
     out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_INT8_ENCODE, str(model),
                           json.dumps(TEXTS)], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found["weights"] == "uint8" and found["graph"] == here._graph.path.name  # the same cache entry
+    assert found["weights"] == "uint8" and found["graph"] == str(here._graph.path)
+    assert here._graph.path.stat().st_mtime_ns == written  # opened there as cached here, not exported again
     reference = ColBERT.from_pretrained(model)
     for kind, want in (("queries", reference.encode_queries(TEXTS)), ("documents", reference.encode_documents(TEXTS))):
         got = [torch.tensor(v) for v in found[kind]]
