@@ -295,14 +295,12 @@ class PlaidIndex(DescribedIndex):
             # where that is exact, half the bytes (about 5 % of a search on SciFact: scripts/plaid_f16_rows_ab.py).
             made_before = next(iter(self._data_by_path.values()), None)  # another path's copy serves this one too
             half = made_before.centroids_f16 if made_before is not None else exact_float16(centroids)
-            if decision.path == "u8s8":
-                codes, scales = quantize_rows(centroids, U8S8_LEVELS)
-                made = dataclasses.replace(self._data, centroids_u8=to_u8(torch.from_numpy(codes)),
-                                           centroid_scales=scales, centroids_f16=half)
-            else:
-                codes, scales = quantize_rows(centroids, decision.levels)
-                made = dataclasses.replace(self._data, centroids_i8=torch.from_numpy(codes), centroid_scales=scales,
-                                           int8_levels=decision.levels, centroids_f16=half)
+            u8s8 = decision.path == "u8s8"
+            codes, scales = quantize_rows(centroids, U8S8_LEVELS if u8s8 else decision.levels)
+            codes = torch.from_numpy(codes)
+            eight_bit = ({"centroids_u8": to_u8(codes)} if u8s8
+                         else {"centroids_i8": codes, "int8_levels": decision.levels})
+            made = dataclasses.replace(self._data, centroid_scales=scales, centroids_f16=half, **eight_bit)
             self._data_by_path[key] = made
         return made
 
