@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -19,6 +18,8 @@ from latelex.errors import ConfigError
 from latelex.index.plaid import PlaidConfig, PlaidIndex
 from latelex.index.plaid import cpu_paths
 from latelex.index.plaid.cpu_paths import CACHE_FILE, ENV_VAR, CentroidPath, centroid_path, clear_process_cache
+
+from emulated_cpu import needs_qemu, run_on_haswell
 
 DIM = 16
 GENEROUS = dict(ncells=10**6, centroid_score_threshold=-1e9, ndocs=10**6)
@@ -586,8 +587,7 @@ print(json.dumps(found))
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64" or not shutil.which("qemu-x86_64"),
-                    reason="needs an x86-64 Linux machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+@needs_qemu
 def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_path, monkeypatch):
     # Under `qemu-x86_64 -cpu Haswell` the process sees an AVX2-only CPU (no AVX-512, no VNNI): ATen, oneDNN and
     # numba's compiler pick the kernels such a CPU runs (torch._int_mm without oneDNN, oneDNN's AVX2 u8s8 matmul,
@@ -596,11 +596,8 @@ def test_every_path_searches_exactly_on_an_emulated_avx2_only_cpu(index, tmp_pat
     np.savez(tmp_path / "queries.npz", **{str(i): q.numpy() for i, q in enumerate(qs)})
     env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, *cpu_paths.ISA_CAPS)}
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")  # code compiled for the emulated CPU, kept apart
-    command = ["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_SEARCH, str(tmp_path / "idx"),
-               str(tmp_path / "queries.npz"), json.dumps(GENEROUS)]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    args = [str(tmp_path / "idx"), str(tmp_path / "queries.npz"), json.dumps(GENEROUS)]
+    found = run_on_haswell(EMULATED_SEARCH, args, env)
     assert found["capability"] == "AVX2"
     monkeypatch.setenv(ENV_VAR, "float32")
     native = {"generous": index.search(qs, k=10, **GENEROUS), "default": index.search(qs, k=10)}

@@ -5,10 +5,7 @@ opens fast from a recorded graph, indexes built on another backend are searched 
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from latelex.encoders import onnx_backend  # noqa: E402
 from latelex.encoders.rust_tokenizer import RustTokenizer  # noqa: E402
 from latelex.errors import ConfigError  # noqa: E402
 from latelex.types import Document  # noqa: E402
+from emulated_cpu import needs_qemu, run_on_haswell  # noqa: E402
 from tiny_models import MIXED_TEXTS as TEXTS  # noqa: E402
 from tiny_models import WORDS, build_bert  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than.*truncated:UserWarning")
@@ -161,8 +159,7 @@ print(json.dumps({"precision": encoder._graph.precision, "graph": str(encoder._g
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64" or not shutil.which("qemu-x86_64"),
-                    reason="needs an x86-64 Linux machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+@needs_qemu
 def test_a_cpu_without_bf16_runs_the_graph_in_float32(model_dir, tmp_path):
     # The bfloat16 choice is a capability check (OpenVINO's OPTIMIZATION_CAPABILITIES): under `qemu-x86_64 -cpu
     # Haswell` OpenVINO sees a CPU without AVX-512 BF16 or AMX, so the same cached graph must run in float32 there and
@@ -170,10 +167,7 @@ def test_a_cpu_without_bf16_runs_the_graph_in_float32(model_dir, tmp_path):
     graph = ColBERT.from_pretrained(model_dir, backend="openvino")._graph.path  # exported here, opened there
     written = graph.stat().st_mtime_ns
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_ENCODE, str(model_dir)],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_on_haswell(EMULATED_ENCODE, [str(model_dir)], env)
     assert found["precision"] == "f32" and found["graph"] == str(graph) and graph.stat().st_mtime_ns == written
     reference = ColBERT.from_pretrained(model_dir).encode_documents(TEXTS, batch_size=2)
     got = [torch.tensor(v) for v in found["vectors"]]

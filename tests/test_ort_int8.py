@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,6 +18,7 @@ pytest.importorskip("onnxruntime", reason="the onnx backend needs onnxruntime: p
 from latelex import ColBERT, Splade  # noqa: E402
 from latelex.encoders import onnx_backend, ort_int8  # noqa: E402
 from latelex.errors import ConfigError  # noqa: E402
+from emulated_cpu import needs_qemu, run_on_haswell  # noqa: E402
 from tiny_models import WORDS, build_bert  # noqa: E402
 
 TEXTS = ["cells", "what is the risk of cancer for patients in this study", " ".join(WORDS[:40]), "x"]
@@ -166,18 +163,14 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "u8s8":
 """
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("qemu-x86_64"),
-                    reason="needs an x86-64 machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+@needs_qemu
 def test_real_avx2_kernels_under_an_emulated_avx2_cpu(monkeypatch):
     # QEMU reports a Haswell CPU (AVX2, FMA, no AVX-512, no VNNI) to the process: onnxruntime, oneDNN and ATen pick
     # their kernels from that, as on an AVX2-only machine; no instruction-set cap is involved.
     monkeypatch.delenv(ort_int8.ENV_VAR, raising=False)
     for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "LATELEX_PLAID_CENTROIDS"):
         monkeypatch.delenv(name, raising=False)
-    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", QEMU_PROBE], capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_on_haswell(QEMU_PROBE, timeout=600)
     assert found["capability"] == "AVX2"
     assert not found["u8s8"] and found["u8u8"]  # onnxruntime's U8S8 kernels saturate there; U8U8 is exact
     assert found["weights"] == "uint8"
@@ -215,8 +208,7 @@ print(json.dumps({"weights": encoder.spec()["int8_weights"], "graph": str(encode
 """
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("qemu-x86_64"),
-                    reason="needs an x86-64 machine and QEMU's user-mode emulator (apt-get install qemu-user)")
+@needs_qemu
 def test_an_avx2_only_cpu_encodes_with_the_cached_int8_graph_as_torch_does(tmp_path, monkeypatch):
     # The whole int8 encoder on an emulated AVX2-only CPU: the graph cached here is opened there, the weights are
     # converted to uint8 by the choice made there (its U8S8 kernels saturate), and the vectors pass the same check
@@ -228,10 +220,7 @@ def test_an_avx2_only_cpu_encodes_with_the_cached_int8_graph_as_torch_does(tmp_p
     written = here._graph.path.stat().st_mtime_ns
     caps = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
     env = {k: v for k, v in os.environ.items() if k not in caps}
-    out = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", EMULATED_INT8_ENCODE, str(model),
-                          json.dumps(TEXTS)], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = run_on_haswell(EMULATED_INT8_ENCODE, [str(model), json.dumps(TEXTS)], env)
     assert found["weights"] == "uint8" and found["graph"] == str(here._graph.path)
     assert here._graph.path.stat().st_mtime_ns == written  # opened there as cached here, not exported again
     reference = ColBERT.from_pretrained(model)
